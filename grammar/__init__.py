@@ -1,0 +1,1 @@
+"""The grammar of .synth specs (`synth.lark`), shipped as package data."""

@@ -1,0 +1,197 @@
+"""The typed image of a spec's text: frozen pydantic models, one per grammar rule.
+
+Positions live beside the tree, not inside its equality: every node has a
+:class:`Span`, and any two spans compare equal, so two parses of differently
+spaced text give equal trees.
+
+>>> from synthdsl.parse import parse_spec
+>>> a = parse_spec("synth A input x: [B, 4] y = Linear(x, out=2) output y")
+>>> b = parse_spec('''synth A
+...   input x : [ B , 4 ]
+...   y = Linear( x , out = 2 )
+...   output y''')
+>>> a == b
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Span(BaseModel):
+    """Where a node stands in its file: one-based line and column, end exclusive."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str | None = None
+    line: int = 1
+    column: int = 1
+    end_line: int = 1
+    end_column: int = 1
+    start: int = 0
+    end: int = 0
+
+    def __eq__(self, other: object) -> bool:  # positions never decide equality
+        return isinstance(other, Span)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "end_line": self.end_line,
+            "end_column": self.end_column,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.file or '<spec>'}:{self.line}:{self.column}"
+
+
+NO_SPAN = Span()
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    span: Span = NO_SPAN
+
+
+# ---- inputs ----------------------------------------------------------------
+
+
+class FixedDim(Node):
+    size: int
+
+
+class SymbolicDim(Node):
+    name: str
+
+
+Dim = Union[FixedDim, SymbolicDim]
+
+
+class InputDecl(Node):
+    name: str
+    name_span: Span = NO_SPAN
+    shape: tuple[Dim, ...]
+
+
+# ---- literal values and keyword arguments ----------------------------------
+
+
+class KwArg(Node):
+    """`name=value`; values are literals: str, int, float, bool, None or tuples of them."""
+
+    name: str
+    value: Any
+    value_span: Span = NO_SPAN
+
+
+class SourceDecl(Node):
+    """`source NAME = CONSTRUCTOR("target", k=v, ...)`."""
+
+    name: str
+    name_span: Span = NO_SPAN
+    constructor: str
+    constructor_span: Span = NO_SPAN
+    target: str
+    target_span: Span = NO_SPAN
+    kwargs: tuple[KwArg, ...] = ()
+
+    def kwarg(self, name: str) -> KwArg | None:
+        return next((k for k in self.kwargs if k.name == name), None)
+
+
+# ---- expressions -----------------------------------------------------------
+
+
+class Ref(Node):
+    """A use of a named value (an input or an assignment)."""
+
+    name: str
+
+
+class Call(Node):
+    """`a.b.c(args, k=v)`: a part of a source, a layer or an operation."""
+
+    callee: tuple[str, ...]
+    callee_span: Span = NO_SPAN
+    args: tuple["Expr", ...] = ()
+    kwargs: tuple[KwArg, ...] = ()
+
+
+class Stage(Node):
+    """The right side of `|>`: a callee with keyword arguments only."""
+
+    callee: tuple[str, ...]
+    callee_span: Span = NO_SPAN
+    kwargs: tuple[KwArg, ...] = ()
+
+
+class Pipe(Node):
+    """`value |> stage`: the stage called with `value` as its first argument."""
+
+    value: "Expr"
+    stage: Stage
+
+
+Expr = Union[Ref, Call, Pipe]
+
+
+class Assign(Node):
+    name: str
+    name_span: Span = NO_SPAN
+    value: Expr
+
+
+# ---- training sets and outputs --------------------------------------------
+
+
+class Pattern(Node):
+    text: str
+
+
+class FreezeStmt(Node):
+    patterns: tuple[Pattern, ...]
+
+
+class TrainStmt(Node):
+    patterns: tuple[Pattern, ...]
+    options: tuple[KwArg, ...] = ()
+
+
+class OutputStmt(Node):
+    names: tuple[Ref, ...]
+
+
+Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, OutputStmt]
+
+
+class Spec(Node):
+    """A whole spec: its name and its statements, in the order written."""
+
+    name: str
+    name_span: Span = NO_SPAN
+    statements: tuple[Statement, ...] = ()
+    file: str | None = None
+    text: str = ""
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Spec) and self.name == other.name
+                and self.statements == other.statements)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.statements))
+
+    def of_type(self, cls: type) -> list:
+        return [s for s in self.statements if isinstance(s, cls)]
+
+
+for _cls in (Call, Pipe, Assign, Spec):
+    _cls.model_rebuild()

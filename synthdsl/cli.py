@@ -1,0 +1,170 @@
+"""The `synth` command line.
+
+    synth check FILE [--json]      exit 0 when the spec is sound, 1 with every problem found
+    synth summary FILE             a table of nodes: kind, output shape, parameters, frozen
+    synth compile FILE [--code]    build the module, run it once, print shapes and totals
+    synth demo                     check, summarise and run every example in models/
+
+A mistake in a spec is printed like a compiler prints it (file:line:col, the
+line, a caret, a code and a hint) and exits 1; the CLI never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from synthdsl.errors import SynthError, SynthErrors, flatten, render, render_all
+
+EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _checked(path: str):
+    from synthdsl.check import check_graph
+    from synthdsl.graph import build_graph
+    from synthdsl.parse import parse_file
+
+    return check_graph(build_graph(parse_file(path)))
+
+
+def _print_warnings(graph, text: str) -> None:
+    for w in graph.graph.get("warnings", ()):
+        print(render(w, text), file=sys.stderr)
+        print(file=sys.stderr)
+
+
+def cmd_check(args) -> int:
+    from synthdsl.check import check_graph
+    from synthdsl.graph import build_graph
+    from synthdsl.parse import parse_file
+
+    text = _read(args.file)
+    try:
+        graph = check_graph(build_graph(parse_file(args.file)), raise_errors=False)
+    except SynthError as e:  # syntax: stops at the first error
+        errors, warnings = flatten(e), []
+    else:
+        errors, warnings = graph.graph["errors"], graph.graph["warnings"]
+    if args.json:
+        print(json.dumps({"file": args.file, "ok": not errors,
+                          "diagnostics": [d.to_dict() for d in [*errors, *warnings]]}, indent=2))
+        return EXIT_SPEC_ERROR if errors else EXIT_OK
+    for w in warnings:
+        print(render(w, text), file=sys.stderr)
+        print(file=sys.stderr)
+    if errors:
+        print(render_all(SynthErrors(errors), text), file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    from synthdsl.summary import render_summary
+
+    graph = _checked(args.file)
+    _print_warnings(graph, _read(args.file))
+    print(render_summary(graph))
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    import torch
+
+    from synthdsl.compile import compile_graph
+    from synthdsl.check import fmt_shape
+
+    graph = _checked(args.file)
+    _print_warnings(graph, _read(args.file))
+    t0 = time.perf_counter()
+    model = compile_graph(graph, seed=args.seed)
+    t1 = time.perf_counter()
+    if args.code:
+        print(model.code.strip())
+        print()
+    inputs = model.example_inputs(batch_size=args.batch_size)
+    with torch.no_grad():
+        out = model.eval()(*inputs)
+    outs = out if isinstance(out, dict) else {model.output_names[0]: out}
+    print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
+    for name, x in zip(model.input_names, inputs):
+        print(f"  input  {name}: {fmt_shape(x.shape)}")
+    for name, y in outs.items():
+        print(f"  output {name}: {fmt_shape(y.shape)}")
+    t = model.parameter_totals()
+    print(f"  {t['params']:,} parameters: {t['trainable']:,} trainable, {t['frozen']:,} frozen")
+    if model.frozen_norm_layers:
+        print(f"  {len(model.frozen_norm_layers)} frozen normalisation layers stay in eval mode")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from synthdsl.demo import run_demo
+
+    return run_demo(Path(args.models))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synth", description="Build new models out of "
+                                "pretrained ones from declarative .synth specs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="check a spec; every problem, with line and column")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="diagnostics as JSON")
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("summary", help="a table of nodes, shapes and parameters")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_summary)
+
+    k = sub.add_parser("compile", help="build the module and run one forward pass")
+    k.add_argument("file")
+    k.add_argument("--code", action="store_true", help="print the generated fx code")
+    k.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
+    k.add_argument("--batch-size", type=int, default=2)
+    k.set_defaults(func=cmd_compile)
+
+    d = sub.add_parser("demo", help="check, summarise and run every example spec")
+    d.add_argument("--models", default="models", help="folder of example specs")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SynthError as e:
+        print(render_all(e, _read(getattr(args, "file", "") or "")), file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug of ours: say so, briefly
+        print(f"internal error: {type(e).__name__}: {e}\n"
+              "This is a bug in synthdsl, not in your spec; set SYNTH_TRACEBACK=1 to see "
+              "where it happened.", file=sys.stderr)
+        if os.environ.get("SYNTH_TRACEBACK"):
+            raise
+        return EXIT_INTERNAL
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

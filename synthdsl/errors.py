@@ -1,0 +1,168 @@
+"""Diagnostics: one exception family, rendered like a compiler does.
+
+Every mistake a person can make in a spec is a :class:`SynthError` with a code,
+a message that says what was expected and what was found, a :class:`Span`
+pointing into the text, and optionally a hint. Checks that can find several
+independent problems raise :class:`SynthErrors`, which carries them all.
+
+>>> from synthdsl.ast import Span
+>>> text = "synth A\\noutput logits\\n"
+>>> err = SynthError("S105", "output 'logits' is not defined",
+...                  Span(file="a.synth", line=2, column=8, end_line=2, end_column=14,
+...                       start=15, end=21), hint="define it with `logits = ...`")
+>>> print(render(err, text))
+error[S105]: output 'logits' is not defined
+ --> a.synth:2:8
+  |
+2 | output logits
+  |        ^^^^^^
+  = help: define it with `logits = ...`
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from synthdsl.ast import Span
+
+#: How many diagnostics a report shows before "... and N more".
+MAX_REPORTED = 20
+
+
+class SynthError(Exception):
+    """A user-facing problem with a spec: code, message, span, hint, notes."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        span: "Span | None" = None,
+        hint: str | None = None,
+        notes: Sequence[str] = (),
+        severity: str = "error",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.notes = tuple(notes)
+        self.severity = severity
+
+    def __str__(self) -> str:
+        where = ""
+        if self.span is not None:
+            where = f"{self.span.file or '<spec>'}:{self.span.line}:{self.span.column}: "
+        return f"{where}error[{self.code}]: {self.message}"
+
+    def to_dict(self) -> dict:
+        """The diagnostic as plain data (for `synth check --json`)."""
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+            "notes": list(self.notes),
+            "span": None if self.span is None else self.span.to_dict(),
+        }
+
+
+class SynthErrors(SynthError):
+    """Several independent problems found by one stage, raised together."""
+
+    def __init__(self, errors: Iterable[SynthError]) -> None:
+        self.errors = sorted(errors, key=_sort_key)
+        first = self.errors[0]
+        super().__init__(first.code, first.message, first.span, first.hint, first.notes)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class InternalError(Exception):
+    """A bug in synthdsl itself, never a mistake in the spec."""
+
+
+@dataclass
+class Collector:
+    """Gathers diagnostics from a stage and raises them once."""
+
+    errors: list[SynthError] = field(default_factory=list)
+
+    def add(self, error: SynthError) -> None:
+        if isinstance(error, SynthErrors):
+            self.errors.extend(error.errors)
+        else:
+            self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise SynthErrors(self.errors)
+
+
+def _sort_key(err: SynthError) -> tuple:
+    s = err.span
+    return (0, "", 0, 0) if s is None else (1, s.file or "", s.line, s.column)
+
+
+def flatten(err: SynthError) -> list[SynthError]:
+    return list(err.errors) if isinstance(err, SynthErrors) else [err]
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str | None:
+    """A hint naming the closest candidates, or None when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def render(err: SynthError, text: str | None = None) -> str:
+    """Render one diagnostic like rustc: header, location, the line, a caret, help."""
+    out = [f"{err.severity}[{err.code}]: {err.message}"]
+    span = err.span
+    if span is not None:
+        lines = text.splitlines() if text is not None else []
+        gutter = " " * len(str(span.line))
+        out.append(f"{gutter}--> {span.file or '<spec>'}:{span.line}:{span.column}")
+        if 1 <= span.line <= len(lines):
+            src = lines[span.line - 1].expandtabs(1)
+            start = max(span.column, 1)
+            if span.end_line == span.line and span.end_column > span.column:
+                width = span.end_column - span.column
+            else:
+                width = max(len(src) - start + 1, 1)
+            out.append(f"{gutter} |")
+            out.append(f"{span.line} | {src}")
+            out.append(f"{gutter} | {' ' * (start - 1)}{'^' * width}")
+        elif span.line == len(lines) + 1 or not lines:
+            out.append(f"{gutter} |")
+            out.append(f"{gutter} | <end of input>")
+    else:
+        gutter = " "
+    for note in err.notes:
+        out.append(f"{gutter} = note: {note}")
+    if err.hint:
+        out.append(f"{gutter} = help: {err.hint}")
+    return "\n".join(out)
+
+
+def render_all(err: SynthError, texts: dict[str | None, str] | str | None,
+               limit: int = MAX_REPORTED) -> str:
+    """Render every diagnostic in `err`, capped with "... and N more"."""
+    errors = flatten(err)
+    blocks = []
+    for e in errors[:limit]:
+        if isinstance(texts, dict):
+            text = texts.get(e.span.file if e.span else None)
+        else:
+            text = texts
+        blocks.append(render(e, text))
+    if len(errors) > limit:
+        blocks.append(f"... and {len(errors) - limit} more")
+    n = len(errors)
+    blocks.append(f"{n} error{'s' if n != 1 else ''} found")
+    return "\n\n".join(blocks[:-1]) + "\n\n" + blocks[-1]

@@ -1,0 +1,349 @@
+"""AST → SynthGraph: names resolved, expressions expanded into nodes.
+
+The :class:`SynthGraph` (a ``networkx.DiGraph``) is the one intermediate form:
+checks, summary, visualisation and the compiler read it, and none of them reads
+the AST or the text again. Building it never raises for a mistake in the spec;
+problems are recorded as diagnostics on the graph (``graph.diagnostics``) so a
+broken spec can still be summarised and drawn, and :func:`check_graph` reports
+them together with its own.
+
+Node attributes (all nodes): ``kind`` (input, source, part, layer, op, output),
+``name`` (what the spec calls it), ``label`` (a short description), ``span``,
+``inputs`` (the ordered ids of its data inputs; ``None`` where a name did not
+resolve), ``options`` (keyword arguments, literals) and ``option_spans``.
+
+Per kind: input ``dims``; source ``constructor``, ``target``, ``target_span``,
+``weights``, ``weights_span``, ``pretrained``, ``create_kwargs``; part
+``source``, ``path``, ``method``, ``module``; layer ``layer``, ``module``;
+op ``op``; output ``of``. The check adds ``shape`` and ``params``.
+
+Edges: ``kind="data"`` with ``positions`` (argument indices), and
+``kind="member"`` from a source to each of its parts.
+
+>>> from synthdsl.parse import parse_spec
+>>> g = build_graph(parse_spec(
+...     "synth A input x: [B, 8] h = Linear(x, out=4) |> ReLU output h"))
+>>> [(n, g.nodes[n]["kind"]) for n in g.topological_order()]
+[('x', 'input'), ('h.0', 'layer'), ('h.1', 'layer'), ('output:h', 'output')]
+"""
+
+from __future__ import annotations
+
+import keyword
+from pathlib import Path
+from typing import Any, Iterator
+
+import networkx as nx
+from torch import nn
+
+from synthdsl import ast
+from synthdsl.errors import SynthError, did_you_mean
+from synthdsl.layers import LAYERS
+from synthdsl.ops import OPS
+
+#: Constructors a source may use.
+SOURCE_CONSTRUCTORS = ("timm",)
+#: Methods of a source model that a spec may call as parts.
+PART_METHODS = ("forward_features", "forward_head")
+#: Keyword arguments of `timm(...)` that synthdsl consumes itself.
+SOURCE_OPTIONS = ("weights", "pretrained")
+
+
+class SynthGraph(nx.DiGraph):
+    """The resolved spec: a DiGraph plus the spec's name, text, outputs and training rules."""
+
+    @property
+    def name(self) -> str:
+        return self.graph.get("name", "")
+
+    @property
+    def diagnostics(self) -> list[SynthError]:
+        return self.graph.setdefault("diagnostics", [])
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output node ids, in the order the spec declares them."""
+        return self.graph.get("outputs", [])
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.graph.get("inputs", [])
+
+    def of_kind(self, *kinds: str) -> list[str]:
+        return [n for n in self.topological_order() if self.nodes[n]["kind"] in kinds]
+
+    def data_edges(self) -> Iterator[tuple[str, str]]:
+        return ((u, v) for u, v, k in self.edges(data="kind") if k == "data")
+
+    def topological_order(self) -> list[str]:
+        """A deterministic order (declaration order breaks ties); all nodes if cyclic."""
+        order = {n: i for i, n in enumerate(self.nodes)}
+        try:
+            return list(nx.lexicographical_topological_sort(self, key=order.__getitem__))
+        except nx.NetworkXUnfeasible:
+            return list(self.nodes)
+
+
+# ---- names -----------------------------------------------------------------
+
+
+def _reserved(name: str) -> bool:
+    return keyword.iskeyword(name) or hasattr(nn.Module, name) or name == "self"
+
+
+class _Builder:
+    def __init__(self, spec: ast.Spec) -> None:
+        self.spec = spec
+        self.g = SynthGraph()
+        self.g.graph.update(
+            name=spec.name, file=spec.file, text=spec.text,
+            base_dir=str(Path(spec.file).resolve().parent) if spec.file else str(Path.cwd()),
+            inputs=[], outputs=[], output_names=[], rules=[], diagnostics=[])
+        self.values: dict[str, str] = {}      # value name -> node id (or alias name)
+        self.decl_spans: dict[str, ast.Span] = {}
+        self.sources: dict[str, ast.SourceDecl] = {}
+        self.aliases: dict[str, ast.Ref] = {}  # `y = x`
+        self.accepted: set[int] = set()        # statements whose name was declared
+
+    def error(self, code: str, message: str, span: ast.Span | None, hint: str | None = None,
+              notes=()) -> None:
+        self.g.diagnostics.append(SynthError(code, message, span, hint, notes))
+
+    def declare(self, name: str, span: ast.Span) -> bool:
+        if name in self.decl_spans:
+            first = self.decl_spans[name]
+            self.error("S102", f"'{name}' is defined twice", span,
+                       notes=[f"first defined at {first}"],
+                       hint="give each input, source and value its own name")
+            return False
+        if _reserved(name):
+            self.error("S103", f"'{name}' cannot be used as a name: it is reserved", span,
+                       hint=f"rename it, e.g. '{name}_'")
+            return False
+        self.decl_spans[name] = span
+        return True
+
+    def declare_statement(self, st) -> bool:
+        if self.declare(st.name, st.name_span):
+            self.accepted.add(id(st))
+            return True
+        return False
+
+    # -- pass 1: every declared name gets its node id -------------------------
+
+    def declare_all(self) -> None:
+        for st in self.spec.statements:
+            if isinstance(st, (ast.InputDecl, ast.SourceDecl, ast.Assign)) \
+                    and not self.declare_statement(st):
+                continue
+            if isinstance(st, ast.InputDecl):
+                self.values[st.name] = st.name
+            elif isinstance(st, ast.SourceDecl):
+                self.sources[st.name] = st
+            elif isinstance(st, ast.Assign):
+                if isinstance(st.value, ast.Ref):
+                    self.aliases[st.name] = st.value
+                    continue
+                n = sum(1 for _ in _calls(st.value))
+                self.values[st.name] = st.name if n == 1 else f"{st.name}.{n - 1}"
+
+    def lookup(self, ref: ast.Ref, seen: tuple[str, ...] = ()) -> str | None:
+        """The node id a name stands for, or None (and a diagnostic) if it is unknown."""
+        name = ref.name
+        if name in self.values:
+            return self.values[name]
+        if name in self.aliases:
+            if name in seen:
+                chain = " → ".join(f"'{n}'" for n in (*seen, name))
+                self.error("S104", f"'{name}' is defined in terms of itself: {chain}", ref.span)
+                return None
+            return self.lookup(self.aliases[name], (*seen, name))
+        if name in self.sources:
+            self.error("S101", f"'{name}' is a source, not a value", ref.span,
+                       hint=f"call it on an input: {name}(...)")
+            return None
+        self.error("S101", f"unknown name '{name}'", ref.span,
+                   hint=did_you_mean(name, [*self.values, *self.aliases]))
+        return None
+
+    # -- pass 2: nodes and edges -----------------------------------------------
+
+    def build(self) -> SynthGraph:
+        self.declare_all()
+        for st in self.spec.statements:
+            if isinstance(st, ast.InputDecl) and id(st) in self.accepted:
+                self.add_input(st)
+            elif isinstance(st, ast.SourceDecl) and id(st) in self.accepted:
+                self.add_source(st)
+        for st in self.spec.statements:
+            if isinstance(st, ast.Assign) and id(st) in self.accepted:
+                if st.name in self.aliases:
+                    self.lookup(self.aliases[st.name], (st.name,))
+                else:
+                    self.add_assign(st)
+            elif isinstance(st, (ast.FreezeStmt, ast.TrainStmt)):
+                self.g.graph["rules"].append({
+                    "action": "freeze" if isinstance(st, ast.FreezeStmt) else "train",
+                    "patterns": [(p.text, p.span) for p in st.patterns],
+                    "options": {k.name: k.value for k in getattr(st, "options", ())},
+                    "option_spans": {k.name: k.span for k in getattr(st, "options", ())},
+                    "span": st.span})
+            elif isinstance(st, ast.OutputStmt):
+                for ref in st.names:
+                    self.add_output(ref)
+        if not self.g.graph["outputs"] and not any(
+                d.code == "S105" for d in self.g.diagnostics):
+            self.error("S106", f"spec '{self.spec.name}' declares no output", self.spec.name_span,
+                       hint="add `output NAME` for the value the model returns")
+        return self.g
+
+    def add_input(self, st: ast.InputDecl) -> None:
+        dims = tuple(d.size if isinstance(d, ast.FixedDim) else d.name for d in st.shape)
+        for d in st.shape:
+            if isinstance(d, ast.FixedDim) and d.size == 0:
+                self.error("S107", f"input '{st.name}' has a dimension of size 0", d.span)
+        self.g.add_node(st.name, kind="input", name=st.name, label="input", span=st.span,
+                        inputs=(), options={}, option_spans={}, dims=dims)
+        self.g.graph["inputs"].append(st.name)
+
+    def add_source(self, st: ast.SourceDecl) -> None:
+        attrs: dict[str, Any] = dict(
+            kind="source", name=st.name, span=st.span, inputs=(),
+            options={k.name: k.value for k in st.kwargs},
+            option_spans={k.name: k.value_span for k in st.kwargs},
+            constructor=st.constructor, target=st.target, target_span=st.target_span,
+            weights=None, weights_span=None, pretrained=False,
+            label=f"{st.constructor}:{st.target}")
+        if st.constructor not in SOURCE_CONSTRUCTORS:
+            self.error("S201", f"unknown source constructor '{st.constructor}'",
+                       st.constructor_span,
+                       hint=did_you_mean(st.constructor, SOURCE_CONSTRUCTORS)
+                       or "sources are made with " + ", ".join(f"{c}(...)" for c in
+                                                               SOURCE_CONSTRUCTORS))
+        weights = st.kwarg("weights")
+        if weights is not None:
+            if isinstance(weights.value, str) and weights.value:
+                path = Path(weights.value)
+                if not path.is_absolute():
+                    path = Path(self.g.graph["base_dir"]) / path
+                attrs["weights"] = str(path)
+                attrs["weights_span"] = weights.value_span
+            else:
+                self.error("S204", "weights= expects a path to a .safetensors, .pt or .pth "
+                           f"file, found {weights.value!r}", weights.value_span)
+        pretrained = st.kwarg("pretrained")
+        if pretrained is not None:
+            if not isinstance(pretrained.value, bool):
+                self.error("S204", f"pretrained= expects true or false, found "
+                           f"{pretrained.value!r}", pretrained.value_span)
+            elif pretrained.value and weights is not None:
+                self.error("S204", "a source takes weights= or pretrained=true, not both",
+                           pretrained.span, hint="local weights already say what to load")
+            else:
+                attrs["pretrained"] = pretrained.value
+        attrs["create_kwargs"] = {k.name: k.value for k in st.kwargs
+                                  if k.name not in SOURCE_OPTIONS}
+        self.g.add_node(st.name, **attrs)
+
+    def add_assign(self, st: ast.Assign) -> None:
+        calls = list(_calls(st.value))
+        ids = [st.name] if len(calls) == 1 else [f"{st.name}.{i}" for i in range(len(calls))]
+        id_of = {id(c): i for c, i in zip(calls, ids)}
+        for call, node_id in zip(calls, ids):
+            callee, callee_span, args, kwargs = _call_parts(call)
+            inputs = tuple(id_of[id(a)] if id(a) in id_of else self.lookup(a) for a in args)
+            self.add_call(node_id, st.name, call.span, callee, callee_span, inputs, kwargs)
+
+    def add_call(self, node_id: str, name: str, span: ast.Span, callee: tuple[str, ...],
+                 callee_span: ast.Span, inputs: tuple, kwargs: tuple[ast.KwArg, ...]) -> None:
+        attrs: dict[str, Any] = dict(
+            name=name, span=span, callee_span=callee_span, inputs=inputs,
+            options={k.name: k.value for k in kwargs},
+            option_spans={k.name: k.span for k in kwargs})
+        head = callee[0]
+        if head in self.sources:
+            path, method = callee[1:], None
+            if path and path[-1] in PART_METHODS:
+                path, method = path[:-1], path[-1]
+                if path:
+                    self.error("S202", f"'{method}' is a method of the whole model '{head}', "
+                               f"not of '{'.'.join(callee[:-1])}'", callee_span,
+                               hint=f"call {head}.{method}(...)")
+            elif kwargs:
+                self.error("S402", f"part '{'.'.join(callee)}' takes no options", kwargs[0].span,
+                           hint="options belong to layers and operations; parts run as they are")
+            module = ".".join((head, *path))
+            attrs.update(kind="part", source=head, path=path, method=method, module=module,
+                         label=".".join(callee))
+            self.g.add_node(node_id, **attrs)
+            self.g.add_edge(head, node_id, kind="member")
+        elif len(callee) == 1 and head in LAYERS:
+            attrs.update(kind="layer", layer=head, module=node_id, label=head)
+            self.g.add_node(node_id, **attrs)
+        elif len(callee) == 1 and head in OPS:
+            attrs.update(kind="op", op=head, label=head)
+            self.g.add_node(node_id, **attrs)
+        else:
+            attrs.update(kind="op", op=None, label=".".join(callee))
+            self.g.add_node(node_id, **attrs)
+            if len(callee) > 1:
+                self.error("S101", f"unknown source '{head}'", callee_span,
+                           hint=did_you_mean(head, self.sources))
+            elif head in self.values or head in self.aliases:
+                self.error("S101", f"'{head}' is a value, not a layer, operation or source",
+                           callee_span)
+            else:
+                self.error("S101", f"unknown layer or operation '{head}'", callee_span,
+                           hint=did_you_mean(head, [*LAYERS, *OPS, *self.sources]))
+        for pos, src in enumerate(inputs):
+            if src is None:
+                continue
+            if self.g.has_edge(src, node_id):
+                self.g.edges[src, node_id]["positions"].append(pos)
+            else:
+                self.g.add_edge(src, node_id, kind="data", positions=[pos])
+
+    def add_output(self, ref: ast.Ref) -> None:
+        node_id = f"output:{ref.name}"
+        if node_id in self.g:
+            self.error("S102", f"output '{ref.name}' is declared twice", ref.span)
+            return
+        if ref.name in self.sources:
+            self.error("S105", f"output '{ref.name}' is a source, not a value", ref.span,
+                       hint=f"output what it computes, e.g. `y = {ref.name}(x)` then `output y`")
+            return
+        if ref.name not in self.values and ref.name not in self.aliases:
+            self.error("S105", f"output '{ref.name}' is not defined", ref.span,
+                       hint=did_you_mean(ref.name, [*self.values, *self.aliases])
+                       or f"define it with `{ref.name} = ...`")
+            return
+        of = self.lookup(ref)
+        self.g.add_node(node_id, kind="output", name=ref.name, label="output", span=ref.span,
+                        inputs=(of,), options={}, option_spans={}, of=of)
+        if of is not None:
+            self.g.add_edge(of, node_id, kind="data", positions=[0])
+        self.g.graph["outputs"].append(node_id)
+        self.g.graph["output_names"].append(ref.name)
+
+
+def _calls(expr: ast.Expr) -> Iterator[ast.Call | ast.Pipe]:
+    """The node-making sub-expressions of `expr`, arguments before the call that uses them."""
+    if isinstance(expr, ast.Call):
+        for a in expr.args:
+            yield from _calls(a)
+        yield expr
+    elif isinstance(expr, ast.Pipe):
+        yield from _calls(expr.value)
+        yield expr
+
+
+def _call_parts(call: ast.Call | ast.Pipe):
+    if isinstance(call, ast.Pipe):
+        s = call.stage
+        return s.callee, s.callee_span, (call.value,), s.kwargs
+    return call.callee, call.callee_span, call.args, call.kwargs
+
+
+def build_graph(spec: ast.Spec) -> SynthGraph:
+    """Resolve the names of `spec` and expand it into a :class:`SynthGraph`."""
+    return _Builder(spec).build()

@@ -1,0 +1,208 @@
+"""The fixed registry of new layers a spec can create.
+
+A spec names a layer (`Linear(x, out=10)`); it never names a Python path. Each
+entry says which options it takes, with their types and defaults, and how the
+sizes nobody should have to type (`in_features`, `in_channels`, ...) follow
+from the shape that flows in. Extending the registry is an explicit act of
+Python code: :func:`register_layer`.
+
+>>> spec = LAYERS["Linear"]
+>>> spec.constructor_args([(2, 512)], {"out": 10})
+{'in_features': 512, 'out_features': 10, 'bias': True}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+Shape = tuple[int, ...]
+_REQUIRED = object()
+
+
+class LayerArgError(ValueError):
+    """An option or an input shape a layer cannot take; resolved to a SynthError upstream."""
+
+    def __init__(self, message: str, option: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.option = option
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword a layer takes in a spec."""
+
+    name: str
+    types: tuple[type, ...]
+    default: Any = _REQUIRED
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def type_name(self) -> str:
+        names = {bool: "true/false", int: "a whole number", float: "a number", str: "a string",
+                 tuple: "a list", type(None): "none"}
+        return " or ".join(names.get(t, t.__name__) for t in self.types)
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return bool in self.types
+        if isinstance(value, int) and float in self.types:
+            return True
+        return isinstance(value, self.types)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A registry entry: options, the rank of input it takes, and how to build it."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    options: tuple[Option, ...] = ()
+    infer: Callable[[Shape], dict] = field(default=lambda shape: {})
+    ranks: tuple[int, ...] | None = None
+    doc: str = ""
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def constructor_args(self, shapes: Sequence[Shape], kwargs: dict[str, Any]) -> dict:
+        """Validate the options and add what the incoming shape implies."""
+        if len(shapes) != 1:
+            raise LayerArgError(f"{self.name} takes one input, found {len(shapes)}")
+        (shape,) = shapes
+        if self.ranks is not None and len(shape) not in self.ranks:
+            want = " or ".join(str(r) for r in self.ranks)
+            raise LayerArgError(f"{self.name} expects an input of rank {want}, "
+                                f"found rank {len(shape)}")
+        for name in kwargs:
+            if self.option(name) is None:
+                known = ", ".join(o.name for o in self.options) or "none"
+                raise LayerArgError(f"{self.name} has no option '{name}' (its options: {known})",
+                                    option=name)
+        args = {}
+        for opt in self.options:
+            if opt.name in kwargs:
+                value = kwargs[opt.name]
+                if not opt.accepts(value):
+                    raise LayerArgError(f"{self.name} option '{opt.name}' expects "
+                                        f"{opt.type_name()}, found {value!r}", option=opt.name)
+                if isinstance(value, int) and not isinstance(value, bool) and int not in opt.types:
+                    value = float(value)  # `p=1` where a number is wanted
+                args[opt.name] = value
+            elif opt.required:
+                raise LayerArgError(f"{self.name} needs option '{opt.name}' "
+                                    f"({opt.type_name()})",
+                                    hint=f"add {opt.name}=... to the call")
+            else:
+                args[opt.name] = opt.default
+        return _rename(self, {**self.infer(shape), **args})
+
+
+#: Spec option names that differ from the torch constructor's.
+_TORCH_NAMES = {
+    "Linear": {"out": "out_features"},
+    "Conv2d": {"out": "out_channels", "kernel": "kernel_size"},
+    "MaxPool2d": {"kernel": "kernel_size"},
+    "AvgPool2d": {"kernel": "kernel_size"},
+    "Flatten": {"start": "start_dim", "end": "end_dim"},
+}
+
+
+def _rename(spec: LayerSpec, args: dict) -> dict:
+    names = _TORCH_NAMES.get(spec.name, {})
+    return {names.get(k, k): v for k, v in args.items()}
+
+
+class GlobalPool(nn.Module):
+    """Average (or max) over every dimension after the channel dimension."""
+
+    def __init__(self, mode: str = "avg", flatten: bool = True) -> None:
+        super().__init__()
+        self.mode = mode
+        self.flatten = flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.dim()))
+        if self.mode == "avg":
+            y = x.mean(dim=dims, keepdim=not self.flatten)
+        else:
+            y = x.amax(dim=dims, keepdim=not self.flatten)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, flatten={self.flatten}"
+
+
+LAYERS: dict[str, LayerSpec] = {}
+
+
+def register_layer(spec: LayerSpec) -> LayerSpec:
+    """Add a layer to the registry (an explicit act of the user's Python code)."""
+    if spec.name in LAYERS:
+        raise ValueError(f"a layer named '{spec.name}' is already registered")
+    LAYERS[spec.name] = spec
+    return spec
+
+
+def _o(name: str, types, default=_REQUIRED, doc: str = "") -> Option:
+    return Option(name, types if isinstance(types, tuple) else (types,), default, doc)
+
+
+_INT_OR_PAIR = (int, tuple)
+
+register_layer(LayerSpec(
+    "Linear", nn.Linear,
+    (_o("out", int, doc="output features"), _o("bias", bool, True)),
+    infer=lambda s: {"in_features": s[-1]}, ranks=(2, 3, 4),
+    doc="affine map over the last dimension; in_features from the input"))
+register_layer(LayerSpec(
+    "Conv2d", nn.Conv2d,
+    (_o("out", int, doc="output channels"), _o("kernel", _INT_OR_PAIR, 3),
+     _o("stride", _INT_OR_PAIR, 1), _o("padding", (int, tuple, str), 0),
+     _o("dilation", _INT_OR_PAIR, 1), _o("groups", int, 1), _o("bias", bool, True)),
+    infer=lambda s: {"in_channels": s[1]}, ranks=(4,),
+    doc="2-D convolution; in_channels from the input"))
+register_layer(LayerSpec(
+    "BatchNorm2d", nn.BatchNorm2d, (_o("eps", float, 1e-5), _o("momentum", float, 0.1)),
+    infer=lambda s: {"num_features": s[1]}, ranks=(4,),
+    doc="batch normalisation over channels; num_features from the input"))
+register_layer(LayerSpec(
+    "BatchNorm1d", nn.BatchNorm1d, (_o("eps", float, 1e-5), _o("momentum", float, 0.1)),
+    infer=lambda s: {"num_features": s[1]}, ranks=(2, 3),
+    doc="batch normalisation over features; num_features from the input"))
+register_layer(LayerSpec(
+    "LayerNorm", nn.LayerNorm, (_o("eps", float, 1e-5),),
+    infer=lambda s: {"normalized_shape": s[-1]}, ranks=None,
+    doc="layer normalisation over the last dimension"))
+register_layer(LayerSpec("ReLU", nn.ReLU, doc="max(x, 0)"))
+register_layer(LayerSpec("GELU", nn.GELU, (_o("approximate", str, "none"),), doc="GELU"))
+register_layer(LayerSpec("SiLU", nn.SiLU, doc="x * sigmoid(x)"))
+register_layer(LayerSpec("Sigmoid", nn.Sigmoid, doc="logistic function"))
+register_layer(LayerSpec("Tanh", nn.Tanh, doc="hyperbolic tangent"))
+register_layer(LayerSpec("Softmax", nn.Softmax, (_o("dim", int, -1),), doc="softmax"))
+register_layer(LayerSpec("Dropout", nn.Dropout, (_o("p", float, 0.5),), doc="dropout"))
+register_layer(LayerSpec("Identity", nn.Identity, doc="passes its input through"))
+register_layer(LayerSpec(
+    "Flatten", nn.Flatten, (_o("start", int, 1), _o("end", int, -1)),
+    doc="flatten dimensions start..end into one"))
+register_layer(LayerSpec(
+    "GlobalAvgPool", lambda flatten: GlobalPool("avg", flatten), (_o("flatten", bool, True),),
+    ranks=(3, 4, 5), doc="mean over every dimension after channels: [B, C, H, W] → [B, C]"))
+register_layer(LayerSpec(
+    "GlobalMaxPool", lambda flatten: GlobalPool("max", flatten), (_o("flatten", bool, True),),
+    ranks=(3, 4, 5), doc="max over every dimension after channels: [B, C, H, W] → [B, C]"))
+register_layer(LayerSpec(
+    "MaxPool2d", nn.MaxPool2d,
+    (_o("kernel", _INT_OR_PAIR, 2), _o("stride", (int, tuple, type(None)), None),
+     _o("padding", _INT_OR_PAIR, 0)), ranks=(4,), doc="2-D max pooling"))
+register_layer(LayerSpec(
+    "AvgPool2d", nn.AvgPool2d,
+    (_o("kernel", _INT_OR_PAIR, 2), _o("stride", (int, tuple, type(None)), None),
+     _o("padding", _INT_OR_PAIR, 0)), ranks=(4,), doc="2-D average pooling"))

@@ -1,0 +1,169 @@
+"""SynthModule: an ordinary `nn.Module` that also knows its spec, graph and training sets.
+
+Its children are the compiled fx `GraphModule`'s children, so ``state_dict()``
+keys read exactly as the spec names things (``vgg.features.0.weight``,
+``head.0.weight``), and its forward is the GraphModule's generated code.
+
+Frozen means frozen: a frozen tensor has ``requires_grad=False``, is not in
+:meth:`trainable_parameters` or :meth:`param_groups`, and every normalisation
+layer whose tensors are all frozen stays in eval mode (its running statistics
+unchanged) when the module is put in ``train()`` mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from synthdsl.graph import SynthGraph
+
+#: Normalisation layers whose running statistics a frozen trunk must not update.
+_NORM_WITH_STATS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One line of the parameter report."""
+
+    node: str
+    kind: str
+    label: str
+    params: int
+    trainable: int
+    frozen: int
+
+    @property
+    def state(self) -> str:
+        if self.params == 0:
+            return "-"
+        if self.frozen == 0:
+            return "trainable"
+        return "frozen" if self.trainable == 0 else "partial"
+
+
+class SynthModule(nn.Module):
+    """The compiled spec. Call it like any module; ask it what it is made of."""
+
+    def __init__(self, graph_module: fx.GraphModule, graph: SynthGraph) -> None:
+        super().__init__()
+        # Share the GraphModule's children: one set of modules, readable names.
+        self._modules = graph_module._modules
+        object.__setattr__(self, "_graph_module", graph_module)
+        object.__setattr__(self, "_synth_graph", graph)
+        self.input_names: tuple[str, ...] = tuple(graph.inputs)
+        self.output_names: tuple[str, ...] = tuple(graph.graph["output_names"])
+        self._apply_training_sets()
+
+    # -- what it is ------------------------------------------------------------
+
+    @property
+    def graph(self) -> SynthGraph:
+        """The checked networkx graph this module was compiled from."""
+        return self._synth_graph
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        return self._graph_module
+
+    @property
+    def spec(self) -> str:
+        """The spec's text."""
+        return self.graph.graph.get("text", "")
+
+    @property
+    def code(self) -> str:
+        """The generated Python code of the forward pass."""
+        return self.graph_module.code
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return type(self._graph_module).forward(self, *args, **kwargs)
+
+    def example_inputs(self, batch_size: int = 2, seed: int = 0,
+                       **dims: int) -> tuple[torch.Tensor, ...]:
+        """Random tensors of the declared input shapes; symbolic dims take `batch_size`
+        unless given by name (``example_inputs(2, T=16)``)."""
+        gen = torch.Generator().manual_seed(seed)
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        out = []
+        for n in self.input_names:
+            shape = [d if isinstance(d, int) else dims.get(d, batch_size)
+                     for d in self.graph.nodes[n]["dims"]]
+            out.append(torch.randn(shape, generator=gen).to(device))
+        return tuple(out)
+
+    # -- training sets -----------------------------------------------------------
+
+    def _apply_training_sets(self) -> None:
+        frozen = set(self.graph.graph.get("frozen", ()))
+        for name, p in self.named_parameters():
+            p.requires_grad_(name not in frozen)
+        self._frozen_norms: tuple[str, ...] = tuple(
+            name for name, m in self.named_modules()
+            if isinstance(m, _NORM_WITH_STATS) and self._all_frozen(name, m, frozen))
+
+    @staticmethod
+    def _all_frozen(prefix: str, module: nn.Module, frozen: set[str]) -> bool:
+        names = [f"{prefix}.{k}" for k, _ in module.named_parameters(recurse=False)]
+        names += [f"{prefix}.{k}" for k, _ in module.named_buffers(recurse=False)]
+        return bool(names) and all(n in frozen for n in names)
+
+    def train(self, mode: bool = True) -> "SynthModule":
+        super().train(mode)
+        if mode:
+            for name in self._frozen_norms:
+                self.get_submodule(name).eval()
+        return self
+
+    @property
+    def frozen_norm_layers(self) -> tuple[str, ...]:
+        """Normalisation layers kept in eval mode because all their tensors are frozen."""
+        return self._frozen_norms
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What an optimizer should get."""
+        return [p for _, p in self.named_trainable_parameters()]
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if not p.requires_grad]
+
+    def param_groups(self, base_lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """Parameter groups for `torch.optim`: one per (lr multiplier, weight decay) pair."""
+        options = self.graph.graph.get("param_options", {})
+        groups: dict[tuple[float, float], dict] = {}
+        for name, p in self.named_trainable_parameters():
+            opt = options.get(name, {})
+            key = (float(opt.get("lr_mult", 1.0)), float(opt.get("weight_decay", weight_decay)))
+            group = groups.setdefault(key, {"params": [], "names": [], "lr": base_lr * key[0],
+                                            "weight_decay": key[1]})
+            group["params"].append(p)
+            group["names"].append(name)
+        return list(groups.values())
+
+    # -- the parameter report ------------------------------------------------------
+
+    def parameter_report(self) -> list[ParamRow]:
+        """Per part and layer: parameters, trainable, frozen (as the module is now)."""
+        params = dict(self.named_parameters())
+        rows = []
+        for n in self.graph.topological_order():
+            node = self.graph.nodes[n]
+            if node["kind"] not in ("part", "layer"):
+                continue
+            names = [k for k in node.get("parameters", {}) if k in params]
+            total = sum(params[k].numel() for k in names)
+            trainable = sum(params[k].numel() for k in names if params[k].requires_grad)
+            rows.append(ParamRow(n, node["kind"], node["label"], total, trainable,
+                                 total - trainable))
+        return rows
+
+    def parameter_totals(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        return {"params": total, "trainable": trainable, "frozen": total - trainable}

@@ -1,0 +1,322 @@
+"""Text → AST: the lark grammar, the tree builder, and lark's errors in our words.
+
+>>> spec = parse_spec("synth Tiny input x: [B, 8] y = Linear(x, out=2) output y")
+>>> spec.name, [type(s).__name__ for s in spec.statements]
+('Tiny', ['InputDecl', 'Assign', 'OutputStmt'])
+"""
+
+from __future__ import annotations
+
+import json
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
+                             UnexpectedToken, VisitError)
+
+from synthdsl import ast
+from synthdsl.errors import SynthError
+
+KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "output",
+                      "true", "false", "none"})
+
+#: How terminals are named in messages: as the user would type them.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "PATTERN": "a name pattern",
+    "INT": "a whole number",
+    "SIGNED_NUMBER": "a number",
+    "STRING": 'a string ("...")',
+    "$END": "end of input",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def grammar_text() -> str:
+    return resources.files("synthdsl.grammar").joinpath("synth.lark").read_text("utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", strict=True, propagate_positions=True,
+                maybe_placeholders=True)
+
+
+def parse_spec(text: str, file: str | None = None) -> ast.Spec:
+    """Parse spec text into an :class:`ast.Spec`; raise :class:`SynthError` on bad syntax."""
+    text = text.replace("\r\n", "\n")
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise _translate(e, text, file) from None
+    try:
+        spec = _Builder(file).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, SynthError):
+            raise e.orig_exc from None
+        raise
+    return spec.model_copy(update={"file": file, "text": text})
+
+
+def parse_file(path: str | Path) -> ast.Spec:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise SynthError("S000", f"spec file '{path}' does not exist") from None
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise SynthError("S000", f"spec file '{path}' cannot be read as UTF-8 text: {e}") from None
+    return parse_spec(text, str(path))
+
+
+# ---- positions -------------------------------------------------------------
+
+
+def _span_of(item, file: str | None) -> ast.Span:
+    return ast.Span(file=file, line=item.line, column=item.column,
+                    end_line=item.end_line, end_column=item.end_column,
+                    start=item.start_pos, end=item.end_pos)
+
+
+def _point(text: str, pos: int, file: str | None, width: int = 1) -> ast.Span:
+    """A span of `width` characters at offset `pos` (clamped to the text)."""
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return ast.Span(file=file, line=line, column=col, end_line=line, end_column=col + width,
+                    start=pos, end=pos + width)
+
+
+# ---- lark's errors, said our way ------------------------------------------
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    for t in _parser().terminals:
+        if t.name == name:
+            if t.pattern.type == "str":
+                return f"'{t.pattern.value}'"
+            break
+    return name.lower()
+
+
+def _expected(names) -> str:
+    words = sorted({_describe_terminal(n) for n in names})
+    if not words:
+        return ""
+    if len(words) <= 6:
+        return "expected " + ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+    return ""
+
+
+def _translate(e: UnexpectedInput, text: str, file: str | None) -> SynthError:
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        span = _point(text, e.pos_in_stream, file)
+        if ch == '"':
+            return SynthError("S001", "unterminated string", span,
+                              hint='close the string with " on the same line')
+        exp = _expected(e.allowed or ())
+        msg = f"unexpected character {ch!r}" + (f"; {exp}" if exp else "")
+        return SynthError("S001", msg, span)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        expected = e.expected if isinstance(e, UnexpectedEOF) else e.expected
+        exp = _expected(expected)
+        end = len(text.rstrip())
+        return SynthError("S003", "unexpected end of input" + (f"; {exp}" if exp else ""),
+                          _point(text, end, file),
+                          hint=_eof_hint(expected))
+    assert isinstance(e, UnexpectedToken)
+    tok = e.token
+    span = _span_of(tok, file)
+    exp = _expected(e.expected)
+    found = f"'{tok.value}'"
+    if tok.type == "STRING":
+        found = f"string {tok.value}"
+    hint = None
+    if str(tok.value) in KEYWORDS and "NAME" in e.expected:
+        hint = f"'{tok.value}' is a keyword; choose another name"
+    elif "EQUAL" in e.expected and len(e.expected) <= 3:
+        hint = "an assignment needs '=' between the name and its value"
+    elif "RPAR" in e.expected and len(e.expected) <= 4:
+        hint = "a ')' may be missing before this"
+    return SynthError("S002", f"unexpected {found}" + (f"; {exp}" if exp else ""), span, hint=hint)
+
+
+def _eof_hint(expected) -> str | None:
+    expected = set(expected or ())
+    if "RPAR" in expected:
+        return "a ')' is missing"
+    if "RSQB" in expected:
+        return "a ']' is missing"
+    if expected & {"NAME"} and len(expected) <= 2:
+        return "the spec stops in the middle of a statement"
+    return None
+
+
+# ---- tree → AST ------------------------------------------------------------
+
+
+@v_args(meta=True)
+class _Builder(Transformer):
+    def __init__(self, file: str | None) -> None:
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> ast.Span:
+        if getattr(meta, "empty", False):
+            return ast.NO_SPAN
+        return _span_of(meta, self.file)
+
+    def _tok(self, tok: Token) -> ast.Span:
+        return _span_of(tok, self.file)
+
+    # header and statements
+    def start(self, meta, items):
+        (name, name_span), *stmts = items
+        return ast.Spec(name=name, name_span=name_span, statements=tuple(stmts),
+                        span=self._span(meta))
+
+    def header(self, meta, items):
+        (tok,) = items
+        return str(tok), self._tok(tok)
+
+    def input_decl(self, meta, items):
+        tok, shape = items
+        return ast.InputDecl(name=str(tok), name_span=self._tok(tok), shape=shape,
+                             span=self._span(meta))
+
+    def shape(self, meta, dims):
+        return tuple(dims)
+
+    def fixed_dim(self, meta, items):
+        (tok,) = items
+        return ast.FixedDim(size=int(tok), span=self._tok(tok))
+
+    def symbolic_dim(self, meta, items):
+        (tok,) = items
+        return ast.SymbolicDim(name=str(tok), span=self._tok(tok))
+
+    def source_decl(self, meta, items):
+        name, ctor, target, *kwargs = items
+        return ast.SourceDecl(
+            name=str(name), name_span=self._tok(name),
+            constructor=str(ctor), constructor_span=self._tok(ctor),
+            target=_unquote(target), target_span=self._tok(target),
+            kwargs=self._unique(kwargs), span=self._span(meta))
+
+    def assign(self, meta, items):
+        name, value = items
+        return ast.Assign(name=str(name), name_span=self._tok(name), value=value,
+                          span=self._span(meta))
+
+    # expressions
+    def ref(self, meta, items):
+        (tok,) = items
+        return ast.Ref(name=str(tok), span=self._tok(tok))
+
+    def dotted(self, meta, items):
+        return tuple(str(t) for t in items), self._span(meta)
+
+    def call(self, meta, items):
+        (callee, callee_span), arguments = items
+        args, kwargs = [], []
+        for a in arguments or ():
+            if isinstance(a, ast.KwArg):
+                kwargs.append(a)
+            elif kwargs:
+                raise SynthError("S004", "positional argument after keyword arguments", a.span,
+                                 hint="put data arguments first, options (k=v) after them")
+            else:
+                args.append(a)
+        return ast.Call(callee=callee, callee_span=callee_span, args=tuple(args),
+                        kwargs=self._unique(kwargs), span=self._span(meta))
+
+    def arguments(self, meta, items):
+        return list(items)
+
+    def stage(self, meta, items):
+        (callee, callee_span), kwargs = items
+        return ast.Stage(callee=callee, callee_span=callee_span,
+                         kwargs=self._unique(kwargs or ()), span=self._span(meta))
+
+    def pipe(self, meta, items):
+        value, stage = items
+        return ast.Pipe(value=value, stage=stage, span=self._span(meta))
+
+    def kwargs(self, meta, items):
+        return list(items)
+
+    options = kwargs
+
+    def kwarg(self, meta, items):
+        name, (value, value_span) = items
+        return ast.KwArg(name=str(name), value=value, value_span=value_span,
+                         span=self._span(meta))
+
+    def _unique(self, kwargs) -> tuple[ast.KwArg, ...]:
+        seen: dict[str, ast.KwArg] = {}
+        for k in kwargs:
+            if k.name in seen:
+                raise SynthError("S005", f"keyword argument '{k.name}' is given twice", k.span,
+                                 notes=[f"first given at {seen[k.name].span}"])
+            seen[k.name] = k
+        return tuple(kwargs)
+
+    # literal values: (python value, span)
+    def string(self, meta, items):
+        (tok,) = items
+        return _unquote(tok), self._tok(tok)
+
+    def number(self, meta, items):
+        (tok,) = items
+        text = str(tok)
+        is_int = not any(c in text for c in ".eE")
+        return (int(text) if is_int else float(text)), self._tok(tok)
+
+    def true(self, meta, items):
+        return True, self._span(meta)
+
+    def false(self, meta, items):
+        return False, self._span(meta)
+
+    def none(self, meta, items):
+        return None, self._span(meta)
+
+    def list(self, meta, items):
+        # an empty list comes through as one placeholder (None), never as a (value, span) pair
+        return tuple(item[0] for item in items if item is not None), self._span(meta)
+
+    # training sets and outputs
+    def pattern(self, meta, items):
+        (tok,) = items
+        return ast.Pattern(text=str(tok), span=self._tok(tok))
+
+    def freeze_stmt(self, meta, items):
+        return ast.FreezeStmt(patterns=tuple(items), span=self._span(meta))
+
+    def train_stmt(self, meta, items):
+        *patterns, options = items
+        return ast.TrainStmt(patterns=tuple(patterns), options=self._unique(options or ()),
+                             span=self._span(meta))
+
+    def output_stmt(self, meta, items):
+        return ast.OutputStmt(names=tuple(ast.Ref(name=str(t), span=self._tok(t)) for t in items),
+                              span=self._span(meta))
+
+
+def _unquote(tok: Token) -> str:
+    """A STRING token's value: the JSON-style escapes of the grammar, never evaluated code."""
+    body = str(tok)
+    try:
+        value = json.loads(body, strict=False)
+    except ValueError:
+        raise SynthError("S001", f"invalid escape in string {body}",
+                         ast.Span(line=tok.line, column=tok.column, end_line=tok.end_line,
+                                  end_column=tok.end_column)) from None
+    if not isinstance(value, str):  # pragma: no cover - the grammar only admits "..."
+        raise SynthError("S001", f"expected a string, found {body}")
+    return value

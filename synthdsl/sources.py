@@ -1,0 +1,206 @@
+"""Sources: building pretrained models (on the meta device or for real) and their weights.
+
+A checkpoint is only ever read as tensors: safetensors files through
+`safetensors`, `.pt`/`.pth` files through ``torch.load(weights_only=True)``.
+Safetensors headers are size-checked before they are parsed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from synthdsl.errors import SynthError, did_you_mean
+
+#: A safetensors header larger than this is refused before it is parsed.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: A checkpoint with more tensors than this is refused.
+MAX_TENSORS = 200_000
+#: Top-level keys under which training scripts commonly nest the state dict.
+_NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema")
+
+
+@functools.lru_cache(maxsize=1)
+def timm_models() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def create_timm(arch: str, kwargs: Mapping[str, Any], device: str | torch.device = "cpu",
+                pretrained: bool = False) -> nn.Module:
+    """Build a timm model; on ``meta`` it costs no memory and reads no weights."""
+    import timm
+
+    with torch.device(device):
+        model = timm.create_model(arch, pretrained=pretrained, **dict(kwargs))
+    return model.eval()
+
+
+def check_arch(node: Mapping[str, Any]) -> SynthError | None:
+    """An unknown timm architecture, with the closest names as suggestions."""
+    import timm
+
+    arch = node["target"]
+    if timm.is_model(arch):
+        return None
+    hint = did_you_mean(arch, timm_models())
+    return SynthError("S201", f"unknown timm architecture '{arch}'", node["target_span"],
+                      hint=hint or "`python -c \"import timm; print(timm.list_models())\"` "
+                                   "lists them")
+
+
+def weights_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        return "torch"
+    raise ValueError(f"'{path.name}' is not a .safetensors, .pt or .pth file")
+
+
+def _safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file, refusing absurd sizes before parsing."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ValueError("file is shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_HEADER_BYTES or n > size - 8:
+            raise ValueError(f"header claims {n:,} bytes (file has {size:,}); "
+                             "the file is truncated or not safetensors")
+        header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    header.pop("__metadata__", None)
+    if len(header) > MAX_TENSORS:
+        raise ValueError(f"header lists {len(header):,} tensors (limit {MAX_TENSORS:,})")
+    return header
+
+
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a checkpoint, without reading tensor data where possible."""
+    if weights_format(path) == "safetensors":
+        header = _safetensors_header(path)
+        return {k: tuple(v["shape"]) for k, v in header.items()}
+    state = _load_torch(path, mmap=True)
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _load_torch(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):  # legacy (non-zip) format cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise
+    return _unwrap_state_dict(obj)
+
+
+def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return _unwrap_state_dict(obj[key])
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            if all(k.startswith("module.") for k in tensors):
+                tensors = {k[len("module."):]: v for k, v in tensors.items()}
+            return tensors
+    raise ValueError("the file holds no dictionary of tensors")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if weights_format(path) == "safetensors":
+        from safetensors.torch import load_file
+
+        _safetensors_header(path)
+        return load_file(str(path), device="cpu")
+    return _load_torch(path, mmap=True)
+
+
+def compare_state(expected: Mapping[str, tuple[int, ...]],
+                  found: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps a checkpoint from loading strictly into a model: missing, unexpected, shape."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    for k in mismatched[:5]:
+        problems.append(f"'{k}' has shape {list(found[k])} in the checkpoint, "
+                        f"the model expects {list(expected[k])}")
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing from the checkpoint: "
+                        + ", ".join(f"'{k}'" for k in missing[:5])
+                        + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) in the checkpoint: "
+                        + ", ".join(f"'{k}'" for k in unexpected[:5])
+                        + (" ..." if len(unexpected) > 5 else ""))
+    if len(mismatched) > 5:
+        problems.append(f"... and {len(mismatched) - 5} more shape mismatches")
+    return problems
+
+
+def model_state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | None:
+    """The weights file of a source exists, is readable, and fits the model exactly."""
+    path = Path(node["weights"])
+    span = node["weights_span"]
+    if not path.exists():
+        return SynthError("S203", f"weights file '{path}' does not exist", span,
+                          hint="paths are relative to the spec's folder")
+    try:
+        weights_format(path)
+    except ValueError as e:
+        return SynthError("S203", str(e), span)
+    try:
+        found = checkpoint_shapes(path)
+    except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
+        return SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}", span)
+    problems = compare_state(model_state_shapes(model), found)
+    if problems:
+        return SynthError("S205", f"weights file '{path.name}' does not fit "
+                          f"{node['constructor']}('{node['target']}')", span, notes=problems,
+                          hint="check the architecture and its options (num_classes, in_chans)")
+    return None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    if "Unsupported global" in str(e) or "weights_only" in str(e):
+        return "it holds pickled Python objects, which are never loaded (only tensors are)"
+    return first[:300]
+
+
+def build_source(node: Mapping[str, Any], device: str = "cpu") -> nn.Module:
+    """The source model of a `source` node, with its weights when it names them."""
+    model = create_timm(node["target"], node["create_kwargs"], device,
+                        pretrained=node.get("pretrained", False))
+    if node.get("weights") and device != "meta":
+        path = Path(node["weights"])
+        try:
+            state = read_state_dict(path)
+        except Exception as e:  # noqa: BLE001
+            raise SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}",
+                             node["weights_span"]) from None
+        problems = compare_state(model_state_shapes(model),
+                                 {k: tuple(v.shape) for k, v in state.items()})
+        if problems:
+            raise SynthError("S205", f"weights file '{path.name}' does not fit "
+                             f"{node['constructor']}('{node['target']}')", node["weights_span"],
+                             notes=problems)
+        model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -1,0 +1,86 @@
+"""A table of a checked graph: one row per node, with shapes, parameters and training state.
+
+Reads only the graph, like every consumer after the check.
+"""
+
+from __future__ import annotations
+
+from synthdsl.check import fmt_shape
+from synthdsl.graph import SynthGraph
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _state(params: int, trainable: int) -> str:
+    if params == 0:
+        return "-"
+    if trainable == params:
+        return "trainable"
+    return "frozen" if trainable == 0 else "partial"
+
+
+def summary_rows(graph: SynthGraph) -> list[dict]:
+    rows = []
+    for n in graph.topological_order():
+        node = graph.nodes[n]
+        kind = node["kind"]
+        if kind == "source":
+            what = node["label"] + (" (weights)" if node.get("weights") else "")
+        elif kind == "input":
+            what = "input"
+        elif kind == "output":
+            what = f"output '{node['name']}'"
+        else:
+            what = node["label"]
+        has = "params" in node and kind in ("part", "layer")
+        rows.append({
+            "node": n, "kind": kind, "what": what,
+            "shape": fmt_shape(node["shape"]) if "shape" in node else
+            ("-" if kind == "source" else "?"),
+            "params": node["params"] if has else None,
+            "trainable": node.get("trainable_params") if has else None,
+            "frozen": node.get("frozen_params") if has else None,
+            "line": node["span"].line,
+        })
+    return rows
+
+
+def totals(graph: SynthGraph) -> dict[str, int]:
+    """Parameter totals of the compiled module: each tensor counted once."""
+    params: dict[str, int] = {}
+    for n in graph.nodes:
+        params.update(graph.nodes[n].get("parameters", {}))
+    frozen = set(graph.graph.get("frozen", ()))
+    total = sum(params.values())
+    n_frozen = sum(v for k, v in params.items() if k in frozen)
+    return {"params": total, "trainable": total - n_frozen, "frozen": n_frozen}
+
+
+def render_summary(graph: SynthGraph) -> str:
+    rows = summary_rows(graph)
+    header = ["node", "kind", "what", "output shape", "params", "trainable", "frozen", "state"]
+    table = [header]
+    for r in rows:
+        if r["params"] is None:
+            nums = ["", "", "", ""]
+        else:
+            nums = [_count(r["params"]), _count(r["trainable"]), _count(r["frozen"]),
+                    _state(r["params"], r["trainable"])]
+        table.append([r["node"], r["kind"], r["what"], r["shape"], *nums])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    right = {4, 5, 6}
+
+    def line(row):
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    out = [f"synth {graph.name}", "", line(header), line(["-" * w for w in widths])]
+    out += [line(row) for row in table[1:]]
+    t = totals(graph)
+    out.append("")
+    out.append(f"total: {_count(t['params'])} parameters, {_count(t['trainable'])} trainable, "
+               f"{_count(t['frozen'])} frozen")
+    return "\n".join(out)
