@@ -119,14 +119,24 @@ class _Checker:
                 self.errors.add(e)
                 self.broken.add(n)
                 continue
+            except _Broken:
+                self.broken.add(n)
+                continue
             self.values[n] = out
             node["shape"] = self.shape_of(out)
         for u, v in self.g.data_edges():
             if u in self.values:
                 self.g.edges[u, v]["shape"] = self.g.nodes[u]["shape"]
 
+    def describe(self, n: str) -> str:
+        """How the spec spells a value: its name, or the call that makes it if it has none."""
+        node = self.g.nodes[n]
+        if n == node["name"] or node["kind"] == "input":
+            return f"'{node['name']}'"
+        return f"{node['label']}(...)"
+
     def described_inputs(self, node) -> list[str]:
-        return [f"input {i + 1} '{self.g.nodes[src]['name']}' has shape "
+        return [f"input {i + 1} {self.describe(src)} has shape "
                 f"{fmt_shape(self.g.nodes[src]['shape'])}" for i, src in enumerate(node["inputs"])]
 
     def run_input(self, n, node, args) -> torch.Tensor:
@@ -138,7 +148,7 @@ class _Checker:
 
     def run_part(self, n, node, args) -> torch.Tensor:
         if node["source"] not in self.models:
-            raise SynthError("S200", "source is broken", node["span"])  # reported already
+            raise _Broken  # the source's own problem is reported already
         model = self.models[node["source"]]
         module = model
         for i, step in enumerate(node["path"]):
@@ -156,14 +166,37 @@ class _Checker:
             with torch.no_grad():
                 out = call(*args, **node["options"])
         except Exception as e:  # noqa: BLE001 - the part rejects its input
-            raise SynthError("S301", f"part '{node['label']}' cannot take its input",
-                             node["span"],
-                             notes=[*self.described_inputs(node), _torch_reason(e)]) from None
+            raise self.input_mismatch(node, module, args, e) from None
         if not isinstance(out, torch.Tensor):
             raise SynthError("S302", f"part '{node['label']}' returns {type(out).__name__}, "
                              "not a tensor", node["span"],
                              hint="take a part that returns one tensor")
         return out
+
+    def input_mismatch(self, node, module: nn.Module, args, e: Exception) -> SynthError:
+        """Name both sides: what the part's first layer expects, what flows in."""
+        notes = self.described_inputs(node)
+        first = next(((k, m) for k, m in module.named_modules()
+                      if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+        if first is not None and len(args) == 1:
+            path, layer = first
+            where = f"{node['module']}.{path}" if path else node["module"]
+            shape, src = args[0].shape, self.describe(node["inputs"][0]).strip("'")
+            if isinstance(layer, nn.Conv2d) and len(shape) == 4 \
+                    and shape[1] != layer.in_channels:
+                return SynthError(
+                    "S301", f"part '{node['label']}' expects {layer.in_channels} input channels "
+                    f"but '{src}' has {shape[1]}", node["span"],
+                    notes=[*notes, f"its first layer '{where}' is {layer}"],
+                    hint=f"declare '{src}' with {layer.in_channels} channels, or build the "
+                    f"source with in_chans={shape[1]}")
+            if isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
+                return SynthError(
+                    "S301", f"part '{node['label']}' expects {layer.in_features} input "
+                    f"features but '{src}' has {shape[-1]}", node["span"],
+                    notes=[*notes, f"its first layer '{where}' is {layer}"])
+        return SynthError("S301", f"part '{node['label']}' cannot take its input",
+                          node["span"], notes=[*notes, _torch_reason(e)])
 
     def run_layer(self, n, node, args) -> torch.Tensor:
         spec = LAYERS[node["layer"]]
@@ -193,14 +226,13 @@ class _Checker:
     def run_op(self, n, node, args) -> torch.Tensor:
         spec = OPS.get(node["op"])
         if spec is None:
-            raise SynthError("S200", "unknown operation", node["span"])  # reported already
-        shapes = [self.shape_of(a) for a in args]
-        if msg := spec.check(shapes, node["options"]):
-            bad = next((k for k in node["options"] if k in msg), None)
-            span = node["option_spans"].get(bad, node["span"])
-            raise SynthError("S301", msg, span,
-                             notes=[f"input {i + 1} is '{self.g.nodes[s]['name']}'"
-                                    for i, s in enumerate(node["inputs"])])
+            raise _Broken  # the unknown name is reported already
+        if bad := spec.check_options(node["options"]):
+            msg, option = bad
+            raise SynthError("S402", msg, node["option_spans"][option])
+        if msg := spec.check([self.shape_of(a) for a in args], node["options"],
+                             [self.describe(i) for i in node["inputs"]]):
+            raise SynthError("S301", msg, node["span"], notes=self.described_inputs(node))
         try:
             with torch.no_grad():
                 return spec.fn(*args, **{**spec.defaults(), **node["options"]})
@@ -275,6 +307,10 @@ class _Checker:
                     severity="warning", hint="remove it, or output it"))
 
 
+class _Broken(Exception):
+    """A node that cannot be checked because something it needs is already reported."""
+
+
 def _torch_reason(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:400] if text else ''}"
@@ -291,7 +327,8 @@ def check_graph(graph: SynthGraph, raise_errors: bool = True) -> SynthGraph:
     c.sources()
     c.run()
     c.training()
-    c.unused()
+    if not c.errors.errors:  # with errors, "unused" is mostly their echo
+        c.unused()
     graph.graph["errors"] = c.errors.errors
     graph.graph["warnings"] = c.warnings
     graph.graph["symbols"] = dict(c.probes)

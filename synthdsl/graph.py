@@ -104,6 +104,7 @@ class _Builder:
         self.sources: dict[str, ast.SourceDecl] = {}
         self.aliases: dict[str, ast.Ref] = {}  # `y = x`
         self.accepted: set[int] = set()        # statements whose name was declared
+        self.rejected: set[str] = set()        # names already reported as unusable
 
     def error(self, code: str, message: str, span: ast.Span | None, hint: str | None = None,
               notes=()) -> None:
@@ -117,6 +118,7 @@ class _Builder:
                        hint="give each input, source and value its own name")
             return False
         if _reserved(name):
+            self.rejected.add(name)
             self.error("S103", f"'{name}' cannot be used as a name: it is reserved", span,
                        hint=f"rename it, e.g. '{name}_'")
             return False
@@ -158,6 +160,8 @@ class _Builder:
                 self.error("S104", f"'{name}' is defined in terms of itself: {chain}", ref.span)
                 return None
             return self.lookup(self.aliases[name], (*seen, name))
+        if name in self.rejected:
+            return None
         if name in self.sources:
             self.error("S101", f"'{name}' is a source, not a value", ref.span,
                        hint=f"call it on an input: {name}(...)")
@@ -191,8 +195,7 @@ class _Builder:
             elif isinstance(st, ast.OutputStmt):
                 for ref in st.names:
                     self.add_output(ref)
-        if not self.g.graph["outputs"] and not any(
-                d.code == "S105" for d in self.g.diagnostics):
+        if not self.spec.of_type(ast.OutputStmt):
             self.error("S106", f"spec '{self.spec.name}' declares no output", self.spec.name_span,
                        hint="add `output NAME` for the value the model returns")
         return self.g
@@ -227,6 +230,7 @@ class _Builder:
                 if not path.is_absolute():
                     path = Path(self.g.graph["base_dir"]) / path
                 attrs["weights"] = str(path)
+                attrs["weights_text"] = weights.value
                 attrs["weights_span"] = weights.value_span
             else:
                 self.error("S204", "weights= expects a path to a .safetensors, .pt or .pth "
@@ -307,6 +311,8 @@ class _Builder:
         node_id = f"output:{ref.name}"
         if node_id in self.g:
             self.error("S102", f"output '{ref.name}' is declared twice", ref.span)
+            return
+        if ref.name in self.rejected:
             return
         if ref.name in self.sources:
             self.error("S105", f"output '{ref.name}' is a source, not a value", ref.span,

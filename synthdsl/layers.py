@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from synthdsl.errors import did_you_mean
+
 Shape = tuple[int, ...]
 _REQUIRED = object()
 
@@ -85,7 +87,8 @@ class LayerSpec:
             if self.option(name) is None:
                 known = ", ".join(o.name for o in self.options) or "none"
                 raise LayerArgError(f"{self.name} has no option '{name}' (its options: {known})",
-                                    option=name)
+                                    option=name,
+                                    hint=did_you_mean(name, [o.name for o in self.options]))
         args = {}
         for opt in self.options:
             if opt.name in kwargs:

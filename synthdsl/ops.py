@@ -45,15 +45,15 @@ def _fmt(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _same_rank(name: str, shapes: Sequence[Shape]) -> str | None:
+def _same_rank(name: str, shapes: Sequence[Shape], names: Sequence[str]) -> str | None:
     ranks = sorted({len(s) for s in shapes})
     if len(ranks) > 1:
         return f"{name} needs inputs of equal rank, found ranks " + ", ".join(map(str, ranks))
     return None
 
 
-def _check_concat(shapes: Sequence[Shape], kwargs: dict) -> str | None:
-    if msg := _same_rank("concat", shapes):
+def _check_concat(shapes: Sequence[Shape], kwargs: dict, names: Sequence[str]) -> str | None:
+    if msg := _same_rank("concat", shapes, names):
         return msg
     rank = len(shapes[0])
     dim = kwargs.get("dim", 1)
@@ -65,18 +65,19 @@ def _check_concat(shapes: Sequence[Shape], kwargs: dict) -> str | None:
         other = [k for k in range(rank) if k != d and s[k] != first[k]]
         if other:
             return (f"concat along dim {dim} needs equal sizes in every other dimension: "
-                    f"input 1 is {_fmt(first)}, input {i + 1} is {_fmt(s)} "
+                    f"{names[0]} is {_fmt(first)}, {names[i]} is {_fmt(s)} "
                     f"(they differ in dim {other[0]})")
     return None
 
 
-def _check_same_shape(name: str) -> Callable[[Sequence[Shape], dict], str | None]:
-    def check(shapes: Sequence[Shape], kwargs: dict) -> str | None:
+def _check_same_shape(name: str) -> Callable[[Sequence[Shape], dict, Sequence[str]],
+                                               str | None]:
+    def check(shapes: Sequence[Shape], kwargs: dict, names: Sequence[str]) -> str | None:
         first = shapes[0]
         for i, s in enumerate(shapes[1:], start=1):
             if s != first:
-                return (f"{name} needs inputs of the same shape: input 1 is {_fmt(first)}, "
-                        f"input {i + 1} is {_fmt(s)}")
+                return (f"{name} needs inputs of the same shape: {names[0]} is {_fmt(first)}, "
+                        f"{names[i]} is {_fmt(s)}")
         return None
     return check
 
@@ -90,28 +91,39 @@ class OpSpec:
     min_inputs: int = 1
     max_inputs: int | None = None
     options: tuple[Option, ...] = ()
-    shape_rule: Callable[[Sequence[Shape], dict], str | None] | None = None
+    shape_rule: Callable[[Sequence[Shape], dict, Sequence[str]], str | None] | None = None
     doc: str = ""
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
-    def check(self, shapes: Sequence[Shape], kwargs: dict[str, Any]) -> str | None:
-        """Why these inputs and options are wrong, or None when they are fine."""
+    def check_options(self, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+        """(why, which option) when an option is unknown or of the wrong type."""
+        for name, value in kwargs.items():
+            opt = self.option(name)
+            if opt is None:
+                known = ", ".join(o.name for o in self.options) or "none"
+                return f"{self.name} has no option '{name}' (its options: {known})", name
+            if not opt.accepts(value):
+                return (f"{self.name} option '{name}' expects {opt.type_name()}, "
+                        f"found {value!r}", name)
+        return None
+
+    def check(self, shapes: Sequence[Shape], kwargs: dict[str, Any],
+              names: Sequence[str] | None = None) -> str | None:
+        """Why these inputs are wrong for this operation, or None when they are fine.
+
+        `names` says how the spec spells each input (default "input 1", "input 2", ...)."""
+        names = names or [f"input {i + 1}" for i in range(len(shapes))]
         n = len(shapes)
         if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
             want = (f"{self.min_inputs}" if self.max_inputs == self.min_inputs
                     else f"at least {self.min_inputs}" if self.max_inputs is None
                     else f"{self.min_inputs} to {self.max_inputs}")
             return f"{self.name} takes {want} inputs, found {n}"
-        for name, value in kwargs.items():
-            opt = self.option(name)
-            if opt is None:
-                known = ", ".join(o.name for o in self.options) or "none"
-                return f"{self.name} has no option '{name}' (its options: {known})"
-            if not opt.accepts(value):
-                return f"{self.name} option '{name}' expects {opt.type_name()}, found {value!r}"
-        return self.shape_rule(shapes, kwargs) if self.shape_rule else None
+        if self.shape_rule is None:
+            return None
+        return self.shape_rule(shapes, {**self.defaults(), **kwargs}, names)
 
     def defaults(self) -> dict[str, Any]:
         return {o.name: o.default for o in self.options if not o.required}

@@ -174,6 +174,13 @@ class _Builder(Transformer):
     def _tok(self, tok: Token) -> ast.Span:
         return _span_of(tok, self.file)
 
+    def _name(self, tok: Token) -> str:
+        """A declared name; keywords are reserved even where the grammar could tell them apart."""
+        if str(tok) in KEYWORDS:
+            raise SynthError("S006", f"'{tok}' is a keyword and cannot be used as a name",
+                             self._tok(tok), hint=f"choose another name, e.g. '{tok}_'")
+        return str(tok)
+
     # header and statements
     def start(self, meta, items):
         (name, name_span), *stmts = items
@@ -182,11 +189,11 @@ class _Builder(Transformer):
 
     def header(self, meta, items):
         (tok,) = items
-        return str(tok), self._tok(tok)
+        return self._name(tok), self._tok(tok)
 
     def input_decl(self, meta, items):
         tok, shape = items
-        return ast.InputDecl(name=str(tok), name_span=self._tok(tok), shape=shape,
+        return ast.InputDecl(name=self._name(tok), name_span=self._tok(tok), shape=shape,
                              span=self._span(meta))
 
     def shape(self, meta, dims):
@@ -203,14 +210,14 @@ class _Builder(Transformer):
     def source_decl(self, meta, items):
         name, ctor, target, *kwargs = items
         return ast.SourceDecl(
-            name=str(name), name_span=self._tok(name),
+            name=self._name(name), name_span=self._tok(name),
             constructor=str(ctor), constructor_span=self._tok(ctor),
             target=_unquote(target), target_span=self._tok(target),
             kwargs=self._unique(kwargs), span=self._span(meta))
 
     def assign(self, meta, items):
         name, value = items
-        return ast.Assign(name=str(name), name_span=self._tok(name), value=value,
+        return ast.Assign(name=self._name(name), name_span=self._tok(name), value=value,
                           span=self._span(meta))
 
     # expressions

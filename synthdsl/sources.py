@@ -159,8 +159,8 @@ def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | Non
     path = Path(node["weights"])
     span = node["weights_span"]
     if not path.exists():
-        return SynthError("S203", f"weights file '{path}' does not exist", span,
-                          hint="paths are relative to the spec's folder")
+        return SynthError("S203", f"weights file '{node['weights_text']}' does not exist", span,
+                          hint="a relative path starts at the spec's own folder")
     try:
         weights_format(path)
     except ValueError as e:
