@@ -69,10 +69,13 @@ class _Checker:
 
     def cycles(self) -> None:
         data = nx.DiGraph(self.g.data_edges())
-        for cycle in nx.simple_cycles(data):
+        for cycle in sorted(nx.simple_cycles(data), key=sorted):
+            # start at the value written first, so the message is the same on every run
+            i = min(range(len(cycle)), key=lambda k: self.g.nodes[cycle[k]]["span"].start)
+            cycle = cycle[i:] + cycle[:i]
             names = [self.g.nodes[n]["name"] for n in cycle]
             chain = " → ".join(f"'{n}'" for n in (*names, names[0]))
-            first = min(cycle, key=lambda n: self.g.nodes[n]["span"].start)
+            first = cycle[0]
             self.err("S104", f"cycle: {chain}", self.g.nodes[first]["span"],
                      hint="a value cannot depend on itself; feed it from an earlier value")
             self.broken.update(cycle)
@@ -109,7 +112,7 @@ class _Checker:
             kind = node["kind"]
             if kind == "source":
                 continue
-            if n in self.broken or any(i is None or i not in self.values for i in node["inputs"]):
+            if n in self.broken or node.get("invalid") or any(i is None or i not in self.values for i in node["inputs"]):
                 self.broken.add(n)
                 continue
             args = [self.values[i] for i in node["inputs"]]
@@ -224,9 +227,7 @@ class _Checker:
                              notes=[*self.described_inputs(node), _torch_reason(e)]) from None
 
     def run_op(self, n, node, args) -> torch.Tensor:
-        spec = OPS.get(node["op"])
-        if spec is None:
-            raise _Broken  # the unknown name is reported already
+        spec = OPS[node["op"]]
         if bad := spec.check_options(node["options"]):
             msg, option = bad
             raise SynthError("S402", msg, node["option_spans"][option])
@@ -329,7 +330,7 @@ def check_graph(graph: SynthGraph, raise_errors: bool = True) -> SynthGraph:
     c.training()
     if not c.errors.errors:  # with errors, "unused" is mostly their echo
         c.unused()
-    graph.graph["errors"] = c.errors.errors
+    graph.graph["errors"] = SynthErrors(c.errors.errors).errors if c.errors.errors else []
     graph.graph["warnings"] = c.warnings
     graph.graph["symbols"] = dict(c.probes)
     graph.graph["checked"] = True

@@ -10,7 +10,7 @@ them together with its own.
 Node attributes (all nodes): ``kind`` (input, source, part, layer, op, output),
 ``name`` (what the spec calls it), ``label`` (a short description), ``span``,
 ``inputs`` (the ordered ids of its data inputs; ``None`` where a name did not
-resolve), ``options`` (keyword arguments, literals) and ``option_spans``.
+resolve), ``invalid`` (set where the node itself is already reported), ``options`` (keyword arguments, literals) and ``option_spans``.
 
 Per kind: input ``dims``; source ``constructor``, ``target``, ``target_span``,
 ``weights``, ``weights_span``, ``pretrained``, ``create_kwargs``; part
@@ -270,6 +270,7 @@ class _Builder:
             if path and path[-1] in PART_METHODS:
                 path, method = path[:-1], path[-1]
                 if path:
+                    attrs["invalid"] = True
                     self.error("S202", f"'{method}' is a method of the whole model '{head}', "
                                f"not of '{'.'.join(callee[:-1])}'", callee_span,
                                hint=f"call {head}.{method}(...)")
@@ -288,7 +289,7 @@ class _Builder:
             attrs.update(kind="op", op=head, label=head)
             self.g.add_node(node_id, **attrs)
         else:
-            attrs.update(kind="op", op=None, label=".".join(callee))
+            attrs.update(kind="op", op=None, label=".".join(callee), invalid=True)
             self.g.add_node(node_id, **attrs)
             if len(callee) > 1:
                 self.error("S101", f"unknown source '{head}'", callee_span,

@@ -17,3 +17,72 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")
+
+
+def randomize_(model):
+    """Give a freshly built model "pretrained"-looking state: no zero-initialised gammas,
+    non-trivial running statistics, so that equality tests cannot pass by accident."""
+    import torch
+
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif t.dim() <= 1:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1 + (1.0 if "weight" in name else 0))
+    return model
+
+
+def save_checkpoint(model, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8×8 digits as [N, 3, 32, 32] float tensors, with a fixed split."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.tensor(np.random.default_rng(0).permutation(len(y)))
+    x, y = x[perm], y[perm]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+@pytest.fixture(scope="session")
+def pretrained_resnet(tmp_path_factory, digits):
+    """timm's tiny test_resnet trained for a few seconds on digits and saved as safetensors: a real,
+    offline stand-in for hub weights. Returns (path, test accuracy)."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    (xtr, ytr), (xte, yte) = digits
+    model = timm.create_model("test_resnet", num_classes=10)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for epoch in range(2):
+        for i in range(0, len(ytr), 64):
+            loss = torch.nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(xte).argmax(1) == yte).float().mean().item()
+    path = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "test_resnet_digits.safetensors")
+    return path, acc

@@ -1,0 +1,64 @@
+"""The `synth` command line, run in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from synthdsl.cli import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_ok(capsys):
+    assert run(["check", str(ROOT / "models/transfer_resnet18.synth")]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+
+
+def test_summary_table(capsys):
+    assert run(["summary", str(ROOT / "models/transfer_resnet18.synth")]) == 0
+    out = capsys.readouterr().out
+    assert "[B, 512]" in out and "partial" in out
+    assert "total: 11,181,642 parameters, 8,398,858 trainable, 2,782,784 frozen" in out
+
+
+def test_compile_prints_shapes_and_code(capsys):
+    assert run(["compile", str(ROOT / "models/whole_resnet18.synth"), "--code"]) == 0
+    out = capsys.readouterr().out
+    assert "def forward(self, image):" in out
+    assert "output logits: [2, 10]" in out
+    assert "11,181,642 parameters" in out
+
+
+def test_spec_error_exits_1_without_traceback(tmp_path, capsys):
+    spec = tmp_path / "bad.synth"
+    spec.write_text("synth Bad\ninput x: [B, 4]\ny = Linaer(x, out=2)\noutput y\n")
+    for cmd in ("check", "summary", "compile"):
+        assert run([cmd, str(spec)]) == 1, cmd
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert f"{spec}:3:5" in err and "did you mean 'Linear'?" in err
+    # and as a real process, through the installed console script
+    exe = Path(sys.executable).parent / "synth"
+    p = subprocess.run([str(exe), "check", str(spec)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "error[S101]" in p.stderr
+
+
+def test_missing_spec_file(capsys):
+    assert run(["check", "no/such/file.synth"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_internal_errors_are_reported_briefly(monkeypatch, capsys):
+    import synthdsl.cli as cli
+
+    def boom(args):
+        raise ValueError("kaboom")
+
+    monkeypatch.setattr(cli, "cmd_check", boom)
+    monkeypatch.delenv("SYNTH_TRACEBACK", raising=False)
+    assert cli.run(["check", "x.synth"]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: kaboom" in err and "Traceback" not in err
