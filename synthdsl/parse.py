@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import functools
 from importlib import resources
 from pathlib import Path
@@ -21,6 +23,10 @@ from synthdsl.errors import SynthError
 
 KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "output",
                       "true", "false", "none"})
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: The largest magnitude a number in a spec may have.
+MAX_NUMBER = 1e300
 
 #: How terminals are named in messages: as the user would type them.
 _TERMINAL_WORDS = {
@@ -47,6 +53,9 @@ def _parser() -> Lark:
 def parse_spec(text: str, file: str | None = None) -> ast.Spec:
     """Parse spec text into an :class:`ast.Spec`; raise :class:`SynthError` on bad syntax."""
     text = text.replace("\r\n", "\n")
+    if bad := _SURROGATE.search(text):  # only a str built in Python can hold one; no file can
+        raise SynthError("S001", f"invalid character U+{ord(bad.group()):04X} (a lone surrogate)",
+                         _point(text, bad.start(), file))
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
@@ -56,7 +65,11 @@ def parse_spec(text: str, file: str | None = None) -> ast.Spec:
     except VisitError as e:
         if isinstance(e.orig_exc, SynthError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise _too_deep(text, file) from None
         raise
+    except RecursionError:
+        raise _too_deep(text, file) from None
     return spec.model_copy(update={"file": file, "text": text})
 
 
@@ -69,6 +82,12 @@ def parse_file(path: str | Path) -> ast.Spec:
     except (UnicodeDecodeError, IsADirectoryError) as e:
         raise SynthError("S000", f"spec file '{path}' cannot be read as UTF-8 text: {e}") from None
     return parse_spec(text, str(path))
+
+
+def _too_deep(text: str, file: str | None) -> SynthError:
+    return SynthError("S008", "the spec nests calls, pipes or lists too deeply to read",
+                      _point(text, 0, file),
+                      hint="split deep expressions into named steps (a = ..., b = f(a))")
 
 
 # ---- positions -------------------------------------------------------------
@@ -174,6 +193,14 @@ class _Builder(Transformer):
     def _tok(self, tok: Token) -> ast.Span:
         return _span_of(tok, self.file)
 
+    def _string(self, tok: Token) -> str:
+        """A STRING token's value: JSON-style escapes, never evaluated code."""
+        try:
+            return json.loads(str(tok), strict=False)
+        except ValueError:
+            raise SynthError("S001", f"invalid escape in string {tok}", self._tok(tok),
+                             hint='use \\\\, \\", \\n, \\t or \\uXXXX') from None
+
     def _name(self, tok: Token) -> str:
         """A declared name; keywords are reserved even where the grammar could tell them apart."""
         if str(tok) in KEYWORDS:
@@ -201,7 +228,7 @@ class _Builder(Transformer):
 
     def fixed_dim(self, meta, items):
         (tok,) = items
-        return ast.FixedDim(size=int(tok), span=self._tok(tok))
+        return ast.FixedDim(size=self._number(tok), span=self._tok(tok))
 
     def symbolic_dim(self, meta, items):
         (tok,) = items
@@ -212,7 +239,7 @@ class _Builder(Transformer):
         return ast.SourceDecl(
             name=self._name(name), name_span=self._tok(name),
             constructor=str(ctor), constructor_span=self._tok(ctor),
-            target=_unquote(target), target_span=self._tok(target),
+            target=self._string(target), target_span=self._tok(target),
             kwargs=self._unique(kwargs), span=self._span(meta))
 
     def assign(self, meta, items):
@@ -276,13 +303,24 @@ class _Builder(Transformer):
     # literal values: (python value, span)
     def string(self, meta, items):
         (tok,) = items
-        return _unquote(tok), self._tok(tok)
+        return self._string(tok), self._tok(tok)
 
     def number(self, meta, items):
         (tok,) = items
+        return self._number(tok), self._tok(tok)
+
+    def _number(self, tok: Token) -> int | float:
         text = str(tok)
-        is_int = not any(c in text for c in ".eE")
-        return (int(text) if is_int else float(text)), self._tok(tok)
+        try:
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:  # more digits than Python converts
+            value = math.inf
+        limit = int(MAX_NUMBER) if isinstance(value, int) else MAX_NUMBER
+        if abs(value) > limit or not math.isfinite(value):
+            raise SynthError("S007", f"number {text[:20]}{'...' if len(text) > 20 else ''} "
+                             "is out of range", self._tok(tok),
+                             hint=f"numbers in a spec lie within ±{MAX_NUMBER:.0e}")
+        return value
 
     def true(self, meta, items):
         return True, self._span(meta)
@@ -315,15 +353,4 @@ class _Builder(Transformer):
                               span=self._span(meta))
 
 
-def _unquote(tok: Token) -> str:
-    """A STRING token's value: the JSON-style escapes of the grammar, never evaluated code."""
-    body = str(tok)
-    try:
-        value = json.loads(body, strict=False)
-    except ValueError:
-        raise SynthError("S001", f"invalid escape in string {body}",
-                         ast.Span(line=tok.line, column=tok.column, end_line=tok.end_line,
-                                  end_column=tok.end_column)) from None
-    if not isinstance(value, str):  # pragma: no cover - the grammar only admits "..."
-        raise SynthError("S001", f"expected a string, found {body}")
-    return value
+
