@@ -117,11 +117,20 @@ class Ref(Node):
     name: str
 
 
+class Index(Node):
+    """`[start:stop]` (either may be missing) or `[item]` after a callee; ints may be negative."""
+
+    start: int | None = None
+    stop: int | None = None
+    item: bool = False
+
+
 class Call(Node):
     """`a.b.c(args, k=v)`: a part of a source, a layer or an operation."""
 
     callee: tuple[str, ...]
     callee_span: Span = NO_SPAN
+    index: Index | None = None
     args: tuple["Expr", ...] = ()
     kwargs: tuple[KwArg, ...] = ()
 
@@ -131,6 +140,7 @@ class Stage(Node):
 
     callee: tuple[str, ...]
     callee_span: Span = NO_SPAN
+    index: Index | None = None
     kwargs: tuple[KwArg, ...] = ()
 
 
@@ -145,9 +155,16 @@ Expr = Union[Ref, Call, Pipe]
 
 
 class Assign(Node):
+    """`name = value`, or `a, b = value` for a call that gives several values."""
+
     name: str
     name_span: Span = NO_SPAN
     value: Expr
+    more: tuple[Ref, ...] = ()
+
+    @property
+    def targets(self) -> tuple[Ref, ...]:
+        return (Ref(name=self.name, span=self.name_span), *self.more)
 
 
 # ---- training sets and outputs --------------------------------------------
@@ -166,11 +183,20 @@ class TrainStmt(Node):
     options: tuple[KwArg, ...] = ()
 
 
+class PolicyStmt(Node):
+    """`policy NAME = value`: a named, documented behaviour of the compiled module."""
+
+    name: str
+    name_span: Span = NO_SPAN
+    value: Any
+    value_span: Span = NO_SPAN
+
+
 class OutputStmt(Node):
     names: tuple[Ref, ...]
 
 
-Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, OutputStmt]
+Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, PolicyStmt, OutputStmt]
 
 
 class Spec(Node):

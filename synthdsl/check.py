@@ -26,13 +26,23 @@ from synthdsl.errors import Collector, SynthError, SynthErrors, did_you_mean
 from synthdsl.graph import SynthGraph
 from synthdsl.layers import LAYERS, LayerArgError
 from synthdsl.ops import OPS
+from synthdsl.parts import PartError, PartPlan, UsedTensors, plan_part
 from synthdsl.sources import check_arch, check_weights, create_timm
 
 #: Probe sizes for symbolic dimensions: large primes no real layer size is likely to equal.
 _PROBES = (9973, 9967, 9949, 9941, 9931, 9929, 9923, 9907)
 #: Options a `train ... with` statement takes.
+#: Named behaviours a spec can choose with `policy NAME = "value"` (first is the default).
+POLICIES = {"norm": ("follow", "frozen", "train")}
 TRAIN_OPTIONS = {"lr_mult": "a learning-rate multiplier (≥ 0)",
                  "weight_decay": "a weight decay (≥ 0) for these parameters"}
+
+
+def is_norm(m: nn.Module) -> bool:
+    """A normalisation layer: torch's, or one of timm's (BatchNormAct2d, LayerNorm2d, ...)."""
+    return isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+                          nn.LocalResponseNorm)) or type(m).__name__.endswith(("Norm", "Norm2d",
+                                                                                "NormAct2d"))
 
 
 def fmt_shape(shape: Iterable) -> str:
@@ -56,7 +66,11 @@ class _Checker:
         self.probes = dict(zip(symbols, _PROBES))
         self.symbol_of = {v: k for k, v in self.probes.items()}
         self.models: dict[str, nn.Module] = {}
-        self.values: dict[str, torch.Tensor] = {}
+        self.children: dict[str, SynthGraph] = {}   # spec sources, checked
+        self.plans: dict[str, PartPlan] = {}        # part node -> its plan (on meta)
+        self.layers: dict[str, nn.Module] = {}      # layer node -> its module (on meta)
+        self.used_by: dict[str, str] = {}           # parameter name -> first part using it
+        self.values: dict[str, Any] = {}
         self.broken: set[str] = set()
 
     def err(self, code: str, message: str, span, hint=None, notes=()) -> None:
@@ -68,7 +82,8 @@ class _Checker:
     # -- structure ---------------------------------------------------------------
 
     def cycles(self) -> None:
-        data = nx.DiGraph(self.g.data_edges())
+        data = nx.DiGraph((u, v) for u, v, k in self.g.edges(data="kind")
+                          if k in ("data", "share"))
         for cycle in sorted(nx.simple_cycles(data), key=sorted):
             # start at the value written first, so the message is the same on every run
             i = min(range(len(cycle)), key=lambda k: self.g.nodes[cycle[k]]["span"].start)
@@ -83,6 +98,9 @@ class _Checker:
     def sources(self) -> None:
         for s in self.g.of_kind("source"):
             node = self.g.nodes[s]
+            if node["constructor"] == "spec":
+                self.spec_source(s, node)
+                continue
             if node["constructor"] != "timm":
                 self.broken.add(s)
                 continue
@@ -103,6 +121,20 @@ class _Checker:
             node["params"] = sum(p.numel() for p in model.parameters())
             if node.get("weights") and (e := check_weights(node, model)):
                 self.errors.add(e)
+
+    def spec_source(self, s: str, node) -> None:
+        child = node.get("graph")
+        if child is None:
+            self.broken.add(s)
+            return
+        check_graph(child, raise_errors=False)
+        for e in child.graph["errors"]:
+            self.errors.add(e)
+        if child.graph["errors"]:
+            self.broken.add(s)
+            return
+        self.children[s] = child
+        node["params"] = sum(_all_parameters(child).values())
 
     # -- shapes ------------------------------------------------------------------
 
@@ -125,11 +157,39 @@ class _Checker:
             except _Broken:
                 self.broken.add(n)
                 continue
+            try:
+                self.unpacked(n, node, out)
+            except SynthError as e:
+                self.errors.add(e)
+                self.broken.add(n)
+                continue
             self.values[n] = out
-            node["shape"] = self.shape_of(out)
+            if isinstance(out, tuple):
+                node["shapes"] = tuple(self.shape_of(t) for t in out)
+            else:
+                node["shape"] = self.shape_of(out)
         for u, v in self.g.data_edges():
-            if u in self.values:
+            if "shape" in self.g.nodes[u]:
                 self.g.edges[u, v]["shape"] = self.g.nodes[u]["shape"]
+
+    def unpacked(self, n: str, node, out) -> None:
+        """A call that gives several values is unpacked into exactly as many names."""
+        if node["kind"] in ("item", "output"):
+            return
+        count = len(out) if isinstance(out, tuple) else 1
+        want = node.get("unpack", 1)
+        if count == want:
+            return
+        if want == 1:
+            names = ", ".join(f"{node['name']}{i}" for i in range(count))
+            raise SynthError("S108", f"'{node['label']}' gives {count} values; unpack them "
+                             "into as many names", node["span"], hint=f"{names} = ...")
+        raise SynthError("S108", f"'{node['label']}' gives {count} value"
+                         f"{'s' if count != 1 else ''}, but {want} names receive them",
+                         node["span"])
+
+    def run_item(self, n, node, args):
+        return args[0][node["item"]]
 
     def describe(self, n: str) -> str:
         """How the spec spells a value: its name, or the call that makes it if it has none."""
@@ -149,32 +209,112 @@ class _Checker:
     def run_output(self, n, node, args) -> torch.Tensor:
         return args[0]
 
-    def run_part(self, n, node, args) -> torch.Tensor:
+    def run_part(self, n, node, args):
+        if node["source"] in self.children:
+            return self.run_spec_part(n, node, args)
         if node["source"] not in self.models:
             raise _Broken  # the source's own problem is reported already
-        model = self.models[node["source"]]
-        module = model
-        for i, step in enumerate(node["path"]):
-            child = module._modules.get(step)
-            if child is None:
-                where = ".".join((node["source"], *node["path"][:i])) or node["source"]
-                raise SynthError("S202", f"'{where}' has no submodule '{step}'",
-                                 node["callee_span"],
-                                 hint=did_you_mean(step, module._modules)
-                                 or "its submodules: " + ", ".join(list(module._modules)[:12]))
-            module = child
-        self.record_params(n, node["module"], module)
-        call = getattr(module, node["method"]) if node["method"] else module
+        shared = node.get("shares")
+        if shared is not None:
+            if shared not in self.plans:
+                raise _Broken
+            plan = self.plans[shared]
+        else:
+            model = self.models[node["source"]]
+            users = [p for p in self.g.successors(node["source"])
+                     if self.g.nodes[p]["kind"] == "part" and not self.g.nodes[p].get("shares")]
+            try:
+                plan = plan_part(model, node, exclusive=len(users) == 1)
+            except PartError as e:
+                span = node["option_spans"].get(e.option, node["callee_span"]) \
+                    if e.option else node["callee_span"]
+                code = "S402" if e.option and "no option" in str(e) else "S202"
+                raise SynthError(code, str(e), span, hint=e.hint) from None
+            except Exception as e:  # noqa: BLE001 - tracing the model failed
+                raise SynthError("S303", f"'{node['source']}' cannot be cut here",
+                                 node["span"], notes=[_torch_reason(e)],
+                                 hint="cut at another node, or use a submodule part") from None
+            self.plans[n] = plan
+            self.record_params(n, plan.modules)
+        recorder = UsedTensors()
         try:
-            with torch.no_grad():
-                out = call(*args, **node["options"])
+            with torch.no_grad(), recorder:
+                out = plan.call(*args)
         except Exception as e:  # noqa: BLE001 - the part rejects its input
+            module = next(iter(plan.modules.values()))
             raise self.input_mismatch(node, module, args, e) from None
-        if not isinstance(out, torch.Tensor):
+        if isinstance(out, (list, tuple)) and plan.outputs == len(out) \
+                and all(isinstance(t, torch.Tensor) for t in out):
+            out = out[0] if len(out) == 1 else tuple(out)
+        elif not isinstance(out, torch.Tensor):
             raise SynthError("S302", f"part '{node['label']}' returns {type(out).__name__}, "
                              "not a tensor", node["span"],
-                             hint="take a part that returns one tensor")
+                             hint="take a part that returns one tensor, or cut it with at=")
+        if shared is None:
+            self.claim(n, node, recorder.ids)
         return out
+
+    def claim(self, n: str, node, ids: set[int]) -> None:
+        """Record the parameters a part really uses; a second use of one is an error."""
+        model = self.models[node["source"]]
+        used = [f"{node['source']}.{k}" for k, p in model.named_parameters()
+                if id(p) in ids]
+        node["used"] = used
+        for name in used:
+            first = self.used_by.setdefault(name, n)
+            if first != n:
+                other = self.g.nodes[first]
+                raise SynthError(
+                    "S109", f"part '{node['label']}' uses parameters that '{other['name']}' "
+                    f"({other['label']}, line {other['span'].line}) already uses, e.g. '{name}'",
+                    node["span"],
+                    hint=f"to share them, apply the first value again: `... = "
+                    f"{other['name']}(...)`; to use a copy, declare a second source")
+
+    def run_spec_part(self, n, node, args):
+        child = self.children[node["source"]]
+        inputs = child.inputs
+        if len(args) != len(inputs):
+            raise SynthError("S301", f"spec '{child.name}' takes {len(inputs)} input"
+                             f"{'s' if len(inputs) != 1 else ''} "
+                             f"({', '.join(inputs)}), found {len(args)}", node["span"])
+        bound: dict[str, int] = {}
+        for name, a in zip(inputs, args):
+            dims = child.nodes[name]["dims"]
+            shape = tuple(a.shape)
+            ok = len(dims) == len(shape)
+            for d, v in zip(dims, shape) if ok else ():
+                if isinstance(d, str):
+                    ok = bound.setdefault(d, v) == v
+                else:
+                    ok = d == v
+                if not ok:
+                    break
+            if not ok:
+                raise SynthError("S301", f"spec '{child.name}' expects input '{name}' of shape "
+                                 f"{fmt_shape(dims)}, found {fmt_shape(self.shape_of(a))}",
+                                 node["span"], notes=self.described_inputs(node))
+        params = _all_parameters(child)
+        if node.get("shares") is not None:
+            params = {}
+        node["parameters"] = {f"{node['source']}.{k}": v for k, v in params.items()}
+        node["buffers"] = {f"{node['source']}.{k}": v for k, v in _all_buffers(child).items()
+                           if params}
+        node["params"] = sum(params.values())
+        if node.get("shares") is None:
+            for name in node["parameters"]:
+                first = self.used_by.setdefault(name, n)
+                if first != n:
+                    raise SynthError("S109", f"spec '{node['source']}' is already used by "
+                                     f"'{self.g.nodes[first]['name']}'", node["span"],
+                                     hint="to share it, apply the first value again")
+        child_syms = child.graph.get("symbols", {})
+        outs = []
+        for o in child.outputs:
+            shape = child.nodes[o]["shape"]
+            outs.append(torch.empty([bound.get(d, child_syms.get(d)) if isinstance(d, str)
+                                     else d for d in shape], device="meta"))
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     def input_mismatch(self, node, module: nn.Module, args, e: Exception) -> SynthError:
         """Name both sides: what the part's first layer expects, what flows in."""
@@ -203,6 +343,18 @@ class _Checker:
 
     def run_layer(self, n, node, args) -> torch.Tensor:
         spec = LAYERS[node["layer"]]
+        shared = node.get("shares")
+        if shared is not None:
+            if shared not in self.layers:
+                raise _Broken
+            node["build"] = self.g.nodes[shared]["build"]
+            try:
+                with torch.no_grad():
+                    return self.layers[shared](*args)
+            except Exception as e:  # noqa: BLE001
+                raise SynthError("S301", f"'{self.g.nodes[shared]['name']}' applied again "
+                                 "cannot take this input", node["span"],
+                                 notes=[*self.described_inputs(node), _torch_reason(e)]) from None
         shapes = [tuple(a.shape) for a in args]
         try:
             build = spec.constructor_args(shapes, node["options"])
@@ -218,7 +370,8 @@ class _Checker:
         except Exception as e:  # noqa: BLE001
             raise SynthError("S402", f"{spec.name} cannot be built with these options",
                              node["span"], notes=[_torch_reason(e)]) from None
-        self.record_params(n, node["module"], module)
+        self.layers[n] = module
+        self.record_params(n, {node["module"]: module})
         try:
             with torch.no_grad():
                 return module(*args)
@@ -241,10 +394,13 @@ class _Checker:
             raise SynthError("S301", f"{spec.name} cannot take its inputs", node["span"],
                              notes=[*self.described_inputs(node), _torch_reason(e)]) from None
 
-    def record_params(self, n: str, prefix: str, module: nn.Module) -> None:
+    def record_params(self, n: str, modules: dict[str, nn.Module]) -> None:
+        """The parameters and buffers a node installs, by qualified name."""
         node = self.g.nodes[n]
-        node["parameters"] = {f"{prefix}.{k}": p.numel() for k, p in module.named_parameters()}
-        node["buffers"] = {f"{prefix}.{k}": b.numel() for k, b in module.named_buffers()}
+        node["parameters"] = {f"{path}.{k}": p.numel() for path, m in modules.items()
+                              for k, p in m.named_parameters()}
+        node["buffers"] = {f"{path}.{k}": b.numel() for path, m in modules.items()
+                           for k, b in m.named_buffers()}
         node["params"] = sum(node["parameters"].values())
 
     # -- training sets -----------------------------------------------------------
@@ -257,6 +413,13 @@ class _Checker:
             names.update(node.get("buffers", {}))
         frozen = dict.fromkeys(names, False)
         options: dict[str, dict[str, Any]] = {}
+        for s, child in self.children.items():  # a spec source brings its own training sets
+            for k in child.graph.get("frozen", ()):
+                if f"{s}.{k}" in frozen:
+                    frozen[f"{s}.{k}"] = True
+            for k, opt in child.graph.get("param_options", {}).items():
+                if f"{s}.{k}" in frozen:
+                    options[f"{s}.{k}"] = dict(opt)
         prefixes = sorted({".".join(k.split(".")[:i]) for k in names
                            for i in range(1, k.count(".") + 1)})
         for rule in self.g.graph["rules"]:
@@ -270,7 +433,11 @@ class _Checker:
                     self.err("S402", f"train option '{key}' expects {TRAIN_OPTIONS[key]}, "
                              f"found {value!r}", span)
             for pattern, span in rule["patterns"]:
-                matched = [k for k in names if pattern_matches(k, pattern)]
+                try:
+                    matched = self.match(pattern, names)
+                except SynthError as e:
+                    self.errors.add(SynthError(e.code, e.message, span, e.hint))
+                    continue
                 if not matched:
                     if self.broken & set(self.g.nodes):
                         continue  # names of a broken part are unknown; do not guess
@@ -285,6 +452,11 @@ class _Checker:
                         options.setdefault(k, {}).update(rule["options"])
                     elif rule["action"] == "freeze":
                         options.pop(k, None)
+        policy = self.g.graph.get("policies", {}).get("norm", {}).get("value")
+        if policy in ("frozen", "train"):
+            for k in self.norm_tensors(buffers_only=policy == "train"):
+                if k in frozen:
+                    frozen[k] = policy == "frozen"
         self.g.graph["frozen"] = sorted(k for k, v in frozen.items() if v)
         self.g.graph["param_options"] = {k: options[k] for k in sorted(options)}
         frozen_set = set(self.g.graph["frozen"])
@@ -294,6 +466,78 @@ class _Checker:
                 node["frozen_params"] = sum(v for k, v in node["parameters"].items()
                                             if k in frozen_set)
                 node["trainable_params"] = node["params"] - node["frozen_params"]
+
+    def norm_tensors(self, buffers_only: bool = False) -> set[str]:
+        """Qualified names of the tensors of every normalisation layer in the model."""
+        modules = {p: m for plan in self.plans.values() for p, m in plan.modules.items()}
+        modules.update({self.g.nodes[n]["module"]: m for n, m in self.layers.items()})
+        out = set()
+        for path, module in modules.items():
+            for name, m in module.named_modules():
+                if is_norm(m):
+                    prefix = f"{path}.{name}" if name else path
+                    tensors = [] if buffers_only else [k for k, _ in
+                                                       m.named_parameters(recurse=False)]
+                    tensors += [k for k, _ in m.named_buffers(recurse=False)]
+                    out.update(f"{prefix}.{k}" for k in tensors)
+        return out
+
+    def match(self, pattern: str, names: Iterable[str]) -> list[str]:
+        """Names a freeze/train pattern selects: a glob, a value's name, or `source@stageN`."""
+        if pattern in self.g and self.g.nodes[pattern]["kind"] in ("part", "layer"):
+            return sorted(set(self.g.nodes[pattern].get("parameters", {}))
+                          | set(self.g.nodes[pattern].get("buffers", {})))
+        if "@" in pattern:
+            return self.match_stage(pattern, names)
+        return [k for k in names if pattern_matches(k, pattern)]
+
+    def match_stage(self, pattern: str, names: Iterable[str]) -> list[str]:
+        """`r50@stage2`: the modules of timm feature stage 2 (and what runs between stages)."""
+        from synthdsl.parts import feature_info
+
+        source, _, stage = pattern.partition("@")
+        model = self.models.get(source)
+        if model is None:
+            raise SynthError("S401", f"'{source}' in '{pattern}' is not a timm source",
+                             hint=did_you_mean(source, self.models))
+        info = feature_info(model)
+        if not stage.startswith("stage") or not stage[5:].isdigit() \
+                or int(stage[5:]) >= len(info):
+            raise SynthError("S401", f"'{pattern}' names no stage: '{source}' has stages "
+                             f"{source}@stage0 to {source}@stage{len(info) - 1}",
+                             hint="stages follow timm's feature_info: " + ", ".join(
+                                 f"{i}={d.get('module')}" for i, d in enumerate(info)))
+        k = int(stage[5:])
+        # a stage is every top-level module from after the previous stage's module to its own
+        order = list(model._modules)
+        ends = [order.index(d["module"].split(".")[0]) for d in info
+                if d["module"].split(".")[0] in order]
+        if len(ends) != len(info):
+            raise SynthError("S401", f"the stages of '{source}' are not whole modules; freeze "
+                             "them by name instead")
+        tops = order[(ends[k - 1] + 1 if k else 0):ends[k] + 1]
+        nested = info[k]["module"].split(".")
+        if len(nested) > 1:  # stages inside one container, e.g. `stages.2` or `blocks.3`
+            tops = [info[k]["module"]]
+            prev = info[k - 1]["module"] if k else None
+            if k == 0 or prev.split(".")[0] != nested[0]:
+                tops = [m for m in order[:ends[k]]
+                        if k == 0 or order.index(m) > ends[k - 1]] + tops
+        prefixes = [f"{source}.{t}" for t in tops]
+        return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+    def policies(self) -> None:
+        policies = self.g.graph.get("policies", {})
+        for name, p in policies.items():
+            if name not in POLICIES:
+                self.err("S402", f"unknown policy '{name}'", p["span"],
+                         hint=did_you_mean(name, POLICIES) or "policies: " + ", ".join(POLICIES))
+            elif p["value"] not in POLICIES[name]:
+                self.err("S402", f"policy {name} takes " + ", ".join(
+                    f'"{v}"' for v in POLICIES[name]) + f", found {p['value']!r}",
+                    p["value_span"])
+        self.g.graph["norm_policy"] = policies.get("norm", {}).get("value", "follow") \
+            if policies.get("norm", {}).get("value") in POLICIES["norm"] else "follow"
 
     def unused(self) -> None:
         used = set()
@@ -312,6 +556,20 @@ class _Broken(Exception):
     """A node that cannot be checked because something it needs is already reported."""
 
 
+def _all_parameters(g: SynthGraph) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in g.nodes:
+        out.update(g.nodes[n].get("parameters", {}))
+    return out
+
+
+def _all_buffers(g: SynthGraph) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in g.nodes:
+        out.update(g.nodes[n].get("buffers", {}))
+    return out
+
+
 def _torch_reason(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:400] if text else ''}"
@@ -327,6 +585,7 @@ def check_graph(graph: SynthGraph, raise_errors: bool = True) -> SynthGraph:
     c.cycles()
     c.sources()
     c.run()
+    c.policies()
     c.training()
     if not c.errors.errors:  # with errors, "unused" is mostly their echo
         c.unused()

@@ -9,6 +9,8 @@ output. Nothing is traced. Pretrained parts keep their own names, so
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx, nn
 
@@ -17,6 +19,7 @@ from synthdsl.graph import SynthGraph
 from synthdsl.layers import LAYERS
 from synthdsl.module import SynthModule
 from synthdsl.ops import OPS
+from synthdsl.parts import PartPlan, plan_part
 from synthdsl.sources import build_source
 
 
@@ -45,54 +48,91 @@ def _reachable(root: nn.Module, path: str) -> bool:
     return True
 
 
-def build_modules(graph: SynthGraph) -> nn.Module:
-    """Build the real (CPU) modules of every source part and new layer under one root."""
+def _is_user(graph: SynthGraph, n: str) -> bool:
+    node = graph.nodes[n]
+    return node["kind"] == "part" and not node.get("shares")
+
+
+def build_modules(graph: SynthGraph, device: str = "cpu") -> tuple[nn.Module, dict[str, PartPlan]]:
+    """Build the modules of every part and new layer under one root; the parts' plans."""
     root = nn.Module()
-    sources: dict[str, nn.Module] = {}
+    models: dict[str, nn.Module] = {}
     for s in graph.of_kind("source"):
-        if any(graph.nodes[p]["kind"] == "part" for p in graph.successors(s)):
-            sources[s] = build_source(graph.nodes[s])
+        if not any(_is_user(graph, p) for p in graph.successors(s)):
+            continue
+        node = graph.nodes[s]
+        if node["constructor"] == "spec":
+            models[s] = compile_graph(node["graph"], device=device)
+        else:
+            models[s] = build_source(node, device)
+    plans: dict[str, PartPlan] = {}
+    for n in graph.of_kind("part"):
+        node = graph.nodes[n]
+        if node.get("shares"):
+            continue
+        model = models[node["source"]]
+        if isinstance(model, SynthModule):
+            plans[n] = _spec_plan(model, node["source"])
+        else:
+            users = [p for p in graph.successors(node["source"]) if _is_user(graph, p)]
+            plans[n] = plan_part(model, node, exclusive=len(users) == 1)
     # shallow paths first: a whole source installed at `vgg` already holds `vgg.features`
-    parts = sorted(graph.of_kind("part"), key=lambda n: graph.nodes[n]["module"].count("."))
-    for n in parts:
-        node = graph.nodes[n]
-        if not _reachable(root, node["module"]):
-            module = sources[node["source"]].get_submodule(".".join(node["path"]))
-            _install(root, node["module"], module)
-    for n in graph.of_kind("layer"):
-        node = graph.nodes[n]
-        _install(root, node["module"], LAYERS[node["layer"]].build(**node["build"]))
-    return root
+    installs = sorted(((p, m) for plan in plans.values() for p, m in plan.modules.items()),
+                      key=lambda pm: pm[0].count("."))
+    for path, module in installs:
+        if not _reachable(root, path):
+            _install(root, path, module)
+    with torch.device(device):
+        for n in graph.of_kind("layer"):
+            node = graph.nodes[n]
+            if not node.get("shares"):
+                _install(root, node["module"], LAYERS[node["layer"]].build(**node["build"]))
+    return root, plans
 
 
-def build_fx_graph(graph: SynthGraph, root: nn.Module) -> fx.Graph:
+def _spec_plan(model: SynthModule, source: str) -> PartPlan:
+    names = model.output_names
+
+    def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+        if len(names) == 1:
+            return [g.create_node("call_module", source, args, name=name)]
+        whole = g.create_node("call_module", source, args, name=f"{name}_all")
+        return [g.create_node("call_function", operator.getitem, (whole, o), name=f"{name}_{o}")
+                for o in names]
+
+    return PartPlan({source: model}, model, emit, outputs=len(names))
+
+
+def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan]) -> fx.Graph:
     g = fx.Graph()
-    env: dict[str, fx.Node] = {}
+    env: dict[str, list[fx.Node]] = {}
     for n in graph.topological_order():
         node = graph.nodes[n]
         kind = node["kind"]
-        args = tuple(env[i] for i in node["inputs"])
-        name = n.replace(".", "_").replace(":", "_")  # `hidden.0` → `hidden_0`
         if kind in ("source", "output"):
             continue
+        args = () if kind == "item" else tuple(_value(graph, env, i) for i in node["inputs"])
+        name = n.replace(".", "_").replace(":", "_")  # `hidden.0` → `hidden_0`
         if kind == "input":
-            fx_node = g.create_node("placeholder", n, name=name)
-        elif kind == "part" and node["method"]:
-            owner = g.create_node("get_attr", node["module"], name=f"{name}_owner")
-            fx_node = g.create_node("call_method", node["method"], (owner, *args),
-                                    dict(node["options"]), name=name)
-        elif kind in ("part", "layer"):
-            fx_node = g.create_node("call_module", node["module"], args, name=name)
+            values = [g.create_node("placeholder", n, name=name)]
+        elif kind == "item":
+            values = [env[node["inputs"][0]][node["item"]]]
+        elif kind == "part":
+            plan = plans[node.get("shares") or n]
+            values = plan.emit(g, args, name)
+        elif kind == "layer":
+            values = [g.create_node("call_module", node["module"], args, name=name)]
         elif kind == "op":
             spec = OPS[node["op"]]
-            fx_node = g.create_node("call_function", spec.fn, args,
-                                    {**spec.defaults(), **node["options"]}, name=name)
+            values = [g.create_node("call_function", spec.fn, args,
+                                    {**spec.defaults(), **node["options"]}, name=name)]
         else:  # pragma: no cover
             raise InternalError(f"unknown node kind {kind!r}")
-        fx_node.meta["synth"] = {"node": n, "name": node["name"], "kind": kind,
-                                 "span": str(node["span"])}
-        env[n] = fx_node
-    outs = [env[graph.nodes[o]["of"]] for o in graph.outputs]
+        for v in values:
+            v.meta["synth"] = {"node": n, "name": node["name"], "kind": kind,
+                               "span": str(node["span"])}
+        env[n] = values
+    outs = [_value(graph, env, graph.nodes[o]["of"]) for o in graph.outputs]
     if len(outs) == 1:
         g.output(outs[0])
     else:
@@ -101,15 +141,29 @@ def build_fx_graph(graph: SynthGraph, root: nn.Module) -> fx.Graph:
     return g
 
 
-def compile_graph(graph: SynthGraph, seed: int | None = None) -> SynthModule:
-    """Build the module a checked graph describes, with weights and training sets applied."""
+def _value(graph: SynthGraph, env: dict[str, list[fx.Node]], n: str) -> fx.Node:
+    values = env[n]
+    if len(values) != 1:  # pragma: no cover - the check refuses unpacking mismatches
+        raise InternalError(f"'{n}' gives {len(values)} values where one is used")
+    return values[0]
+
+
+def compile_graph(graph: SynthGraph, seed: int | None = None,
+                  device: str = "cpu") -> SynthModule:
+    """Build the module a checked graph describes, with weights and training sets applied.
+
+    On ``device="meta"`` nothing is allocated and no weights are read: the module has
+    the compiled structure and runs on meta tensors (used to test coverage cheaply)."""
     if not graph.graph.get("checked"):
         raise InternalError("compile_graph needs a graph that check_graph has annotated")
     if graph.graph.get("errors"):
         raise SynthError("S000", "the spec has errors; run `synth check` to see them")
     if seed is not None:
         torch.manual_seed(seed)
-    root = build_modules(graph)
-    fx_graph = build_fx_graph(graph, root)
+    root, plans = build_modules(graph, device)
+    fx_graph = build_fx_graph(graph, plans)
     gm = fx.GraphModule(root, fx_graph, class_name=graph.name or "SynthGraphModule")
+    if gm.graph.eliminate_dead_code():  # e.g. the stages of a multi-stage cut nobody reads
+        gm.graph.lint()
+        gm.recompile()
     return SynthModule(gm, graph)

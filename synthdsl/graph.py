@@ -40,9 +40,10 @@ from synthdsl import ast
 from synthdsl.errors import SynthError, did_you_mean
 from synthdsl.layers import LAYERS
 from synthdsl.ops import OPS
+from synthdsl.printer import format_index
 
 #: Constructors a source may use.
-SOURCE_CONSTRUCTORS = ("timm",)
+SOURCE_CONSTRUCTORS = ("timm", "spec")
 #: Methods of a source model that a spec may call as parts.
 PART_METHODS = ("forward_features", "forward_head")
 #: Keyword arguments of `timm(...)` that synthdsl consumes itself.
@@ -92,8 +93,10 @@ def _reserved(name: str) -> bool:
 
 
 class _Builder:
-    def __init__(self, spec: ast.Spec) -> None:
+    def __init__(self, spec: ast.Spec, stack: tuple[str, ...] = ()) -> None:
         self.spec = spec
+        self.stack = stack  # the spec files being built, outermost first (import cycles)
+        self.pending: list[tuple[str, ast.Ref]] = []  # re-applied values, resolved last
         self.g = SynthGraph()
         self.g.graph.update(
             name=spec.name, file=spec.file, text=spec.text,
@@ -126,10 +129,12 @@ class _Builder:
         return True
 
     def declare_statement(self, st) -> bool:
-        if self.declare(st.name, st.name_span):
+        targets = st.targets if isinstance(st, ast.Assign) else [ast.Ref(name=st.name,
+                                                                         span=st.name_span)]
+        ok = all([self.declare(t.name, t.span) for t in targets])
+        if ok:
             self.accepted.add(id(st))
-            return True
-        return False
+        return ok
 
     # -- pass 1: every declared name gets its node id -------------------------
 
@@ -142,6 +147,9 @@ class _Builder:
                 self.values[st.name] = st.name
             elif isinstance(st, ast.SourceDecl):
                 self.sources[st.name] = st
+            elif isinstance(st, ast.Assign) and st.more:
+                for t in st.targets:
+                    self.values[t.name] = t.name  # item nodes, one per target
             elif isinstance(st, ast.Assign):
                 if isinstance(st.value, ast.Ref):
                     self.aliases[st.name] = st.value
@@ -181,7 +189,10 @@ class _Builder:
                 self.add_source(st)
         for st in self.spec.statements:
             if isinstance(st, ast.Assign) and id(st) in self.accepted:
-                if st.name in self.aliases:
+                if st.more and isinstance(st.value, ast.Ref):
+                    self.error("S108", f"'{st.value.name}' is one value; it cannot be unpacked "
+                               f"into {len(st.targets)} names", st.value.span)
+                elif st.name in self.aliases:
                     self.lookup(self.aliases[st.name], (st.name,))
                 else:
                     self.add_assign(st)
@@ -192,9 +203,14 @@ class _Builder:
                     "options": {k.name: k.value for k in getattr(st, "options", ())},
                     "option_spans": {k.name: k.span for k in getattr(st, "options", ())},
                     "span": st.span})
+            elif isinstance(st, ast.PolicyStmt):
+                self.g.graph.setdefault("policies", {})[st.name] = {
+                    "value": st.value, "span": st.span, "value_span": st.value_span}
             elif isinstance(st, ast.OutputStmt):
                 for ref in st.names:
                     self.add_output(ref)
+        for node_id, ref in self.pending:
+            self.resolve_apply(node_id, ref)
         if not self.spec.of_type(ast.OutputStmt):
             self.error("S106", f"spec '{self.spec.name}' declares no output", self.spec.name_span,
                        hint="add `output NAME` for the value the model returns")
@@ -223,6 +239,9 @@ class _Builder:
                        hint=did_you_mean(st.constructor, SOURCE_CONSTRUCTORS)
                        or "sources are made with " + ", ".join(f"{c}(...)" for c in
                                                                SOURCE_CONSTRUCTORS))
+        if st.constructor == "spec":
+            self.add_spec_source(st, attrs)
+            return
         weights = st.kwarg("weights")
         if weights is not None:
             if isinstance(weights.value, str) and weights.value:
@@ -251,21 +270,43 @@ class _Builder:
 
     def add_assign(self, st: ast.Assign) -> None:
         calls = list(_calls(st.value))
-        ids = [st.name] if len(calls) == 1 else [f"{st.name}.{i}" for i in range(len(calls))]
+        base = "_".join(t.name for t in st.targets)
+        ids = [base] if len(calls) == 1 else [f"{base}.{i}" for i in range(len(calls))]
         id_of = {id(c): i for c, i in zip(calls, ids)}
         for call, node_id in zip(calls, ids):
-            callee, callee_span, args, kwargs = _call_parts(call)
+            callee, index, callee_span, args, kwargs = _call_parts(call)
             inputs = tuple(id_of[id(a)] if id(a) in id_of else self.lookup(a) for a in args)
-            self.add_call(node_id, st.name, call.span, callee, callee_span, inputs, kwargs)
+            self.add_call(node_id, base, call.span, callee, callee_span, inputs, kwargs, index)
+        if st.more:
+            self.g.nodes[ids[-1]]["unpack"] = len(st.targets)
+            for k, t in enumerate(st.targets):
+                self.g.add_node(t.name, kind="item", name=t.name, span=t.span, inputs=(ids[-1],),
+                                options={}, option_spans={}, item=k,
+                                label=f"{self.g.nodes[ids[-1]]['label']}[{k}]")
+                self.g.add_edge(ids[-1], t.name, kind="data", positions=[0])
 
     def add_call(self, node_id: str, name: str, span: ast.Span, callee: tuple[str, ...],
-                 callee_span: ast.Span, inputs: tuple, kwargs: tuple[ast.KwArg, ...]) -> None:
+                 callee_span: ast.Span, inputs: tuple, kwargs: tuple[ast.KwArg, ...],
+                 index: ast.Index | None = None) -> None:
         attrs: dict[str, Any] = dict(
             name=name, span=span, callee_span=callee_span, inputs=inputs,
             options={k.name: k.value for k in kwargs},
-            option_spans={k.name: k.span for k in kwargs})
+            option_spans={k.name: k.span for k in kwargs},
+            index=None if index is None else (index.start, index.stop, index.item))
         head = callee[0]
-        if head in self.sources:
+        if index is not None and (head not in self.sources or len(callee) == 1):
+            attrs["invalid"] = True
+            self.error("S402", "only a submodule of a source can be sliced", index.span,
+                       hint="slice a sequential part, e.g. vgg.features[0:10](x)")
+        if head in self.sources and self.sources[head].constructor == "spec" and len(callee) > 1:
+            attrs["invalid"] = True
+            self.error("S202", f"'{head}' is a spec; call it whole: {head}(...)", callee_span)
+        if len(callee) == 1 and (head in self.values or head in self.aliases) \
+                and head not in LAYERS and head not in OPS:
+            attrs.update(kind="apply", label=head, applies=head)
+            self.g.add_node(node_id, **attrs)
+            self.pending.append((node_id, ast.Ref(name=head, span=callee_span)))
+        elif head in self.sources:
             path, method = callee[1:], None
             if path and path[-1] in PART_METHODS:
                 path, method = path[:-1], path[-1]
@@ -274,12 +315,12 @@ class _Builder:
                     self.error("S202", f"'{method}' is a method of the whole model '{head}', "
                                f"not of '{'.'.join(callee[:-1])}'", callee_span,
                                hint=f"call {head}.{method}(...)")
-            elif kwargs:
-                self.error("S402", f"part '{'.'.join(callee)}' takes no options", kwargs[0].span,
-                           hint="options belong to layers and operations; parts run as they are")
             module = ".".join((head, *path))
+            label = ".".join(callee)
+            if index is not None:
+                label += format_index(index)
             attrs.update(kind="part", source=head, path=path, method=method, module=module,
-                         label=".".join(callee))
+                         label=label)
             self.g.add_node(node_id, **attrs)
             self.g.add_edge(head, node_id, kind="member")
         elif len(callee) == 1 and head in LAYERS:
@@ -294,9 +335,6 @@ class _Builder:
             if len(callee) > 1:
                 self.error("S101", f"unknown source '{head}'", callee_span,
                            hint=did_you_mean(head, self.sources))
-            elif head in self.values or head in self.aliases:
-                self.error("S101", f"'{head}' is a value, not a layer, operation or source",
-                           callee_span)
             else:
                 self.error("S101", f"unknown layer or operation '{head}'", callee_span,
                            hint=did_you_mean(head, [*LAYERS, *OPS, *self.sources]))
@@ -307,6 +345,75 @@ class _Builder:
                 self.g.edges[src, node_id]["positions"].append(pos)
             else:
                 self.g.add_edge(src, node_id, kind="data", positions=[pos])
+
+    def resolve_apply(self, node_id: str, ref: ast.Ref) -> None:
+        """`b = a(y)`: apply again the module that made `a`, sharing its parameters."""
+        node = self.g.nodes[node_id]
+        target = self.lookup(ref)
+        seen = {node_id}
+        while target is not None and self.g.nodes[target]["kind"] in ("item", "apply"):
+            t = self.g.nodes[target]
+            if target in seen:
+                target = None
+                break
+            seen.add(target)
+            target = t["inputs"][0] if t["kind"] == "item" else t.get("shares")
+        if target is None:
+            node["invalid"] = True
+            return
+        t = self.g.nodes[target]
+        if t["kind"] not in ("part", "layer"):
+            node["invalid"] = True
+            self.error("S101", f"'{ref.name}' is made by {t['kind']} '{t['label']}', which has "
+                       "no parameters to apply again", ref.span,
+                       hint="only parts of sources and new layers can be applied again")
+            return
+        if node["options"]:
+            node["invalid"] = True
+            first = next(iter(node["option_spans"].values()))
+            self.error("S402", f"applying '{ref.name}' again takes no options: it runs as it "
+                       "did the first time", first)
+            return
+        for key in ("kind", "layer", "source", "path", "method", "module", "index", "options",
+                    "unpack"):
+            if key in t:
+                node[key] = t[key]
+        node["shares"] = target
+        node["label"] = f"{t['label']} (shared with '{t['name']}')"
+        if t["kind"] == "part":
+            self.g.add_edge(t["source"], node_id, kind="member")
+        self.g.add_edge(target, node_id, kind="share")
+
+    def add_spec_source(self, st: ast.SourceDecl, attrs: dict) -> None:
+        from synthdsl.parse import parse_file
+
+        path = Path(st.target)
+        if not path.is_absolute():
+            path = Path(self.g.graph["base_dir"]) / path
+        path = path.resolve()
+        attrs.update(label=f"spec:{st.target}", path_resolved=str(path), graph=None,
+                     create_kwargs={})
+        if st.kwargs:
+            self.error("S204", "spec(...) takes only the path of a .synth file",
+                       st.kwargs[0].span)
+        if str(path) in self.stack:
+            chain = " → ".join(f"'{Path(p).name}'" for p in (*self.stack, str(path)))
+            self.error("S110", f"specs import each other in a cycle: {chain}", st.target_span,
+                       hint="a spec cannot be built out of itself")
+        elif not path.exists():
+            self.error("S203", f"spec file '{st.target}' does not exist", st.target_span,
+                       hint="a relative path starts at this spec's own folder")
+        else:
+            try:
+                child = build_graph(parse_file(path), self.stack)
+            except SynthError as e:
+                self.g.diagnostics.append(e)
+            else:
+                attrs["graph"] = child
+                attrs["outputs"] = _spec_outputs(child)
+                # the child's problems are reported where they are, in the child's file
+                self.g.diagnostics.extend(child.diagnostics)
+        self.g.add_node(st.name, **attrs)
 
     def add_output(self, ref: ast.Ref) -> None:
         node_id = f"output:{ref.name}"
@@ -333,6 +440,10 @@ class _Builder:
         self.g.graph["output_names"].append(ref.name)
 
 
+def _spec_outputs(child: "SynthGraph") -> list[str]:
+    return list(child.graph.get("output_names", []))
+
+
 def _calls(expr: ast.Expr) -> Iterator[ast.Call | ast.Pipe]:
     """The node-making sub-expressions of `expr`, arguments before the call that uses them."""
     if isinstance(expr, ast.Call):
@@ -347,10 +458,16 @@ def _calls(expr: ast.Expr) -> Iterator[ast.Call | ast.Pipe]:
 def _call_parts(call: ast.Call | ast.Pipe):
     if isinstance(call, ast.Pipe):
         s = call.stage
-        return s.callee, s.callee_span, (call.value,), s.kwargs
-    return call.callee, call.callee_span, call.args, call.kwargs
+        return s.callee, s.index, s.callee_span, (call.value,), s.kwargs
+    return call.callee, call.index, call.callee_span, call.args, call.kwargs
 
 
-def build_graph(spec: ast.Spec) -> SynthGraph:
-    """Resolve the names of `spec` and expand it into a :class:`SynthGraph`."""
-    return _Builder(spec).build()
+def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
+    """Resolve the names of `spec` and expand it into a :class:`SynthGraph`.
+
+    Sources made with `spec("other.synth")` are parsed and built too (their graph
+    is the source node's ``graph``); a chain of specs that imports itself is an error.
+    """
+    if spec.file:
+        _stack = (*_stack, str(Path(spec.file).resolve()))
+    return _Builder(spec, _stack).build()

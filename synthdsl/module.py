@@ -101,7 +101,8 @@ class SynthModule(nn.Module):
         frozen = set(self.graph.graph.get("frozen", ()))
         for name, p in self.named_parameters():
             p.requires_grad_(name not in frozen)
-        self._frozen_norms: tuple[str, ...] = tuple(
+        self.norm_policy: str = self.graph.graph.get("norm_policy", "follow")
+        self._frozen_norms: tuple[str, ...] = () if self.norm_policy == "train" else tuple(
             name for name, m in self.named_modules()
             if isinstance(m, _NORM_WITH_STATS) and self._all_frozen(name, m, frozen))
 

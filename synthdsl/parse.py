@@ -21,8 +21,8 @@ from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInpu
 from synthdsl import ast
 from synthdsl.errors import SynthError
 
-KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "output",
-                      "true", "false", "none"})
+KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
+                      "output", "true", "false", "none"})
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The largest magnitude a number in a spec may have.
@@ -243,8 +243,15 @@ class _Builder(Transformer):
             kwargs=self._unique(kwargs), span=self._span(meta))
 
     def assign(self, meta, items):
-        name, value = items
+        name, *more, value = items
+        seen = {str(name)}
+        for tok in more:
+            if str(tok) in seen:
+                raise SynthError("S102", f"'{tok}' is assigned twice in one statement",
+                                 self._tok(tok))
+            seen.add(str(tok))
         return ast.Assign(name=self._name(name), name_span=self._tok(name), value=value,
+                          more=tuple(ast.Ref(name=self._name(t), span=self._tok(t)) for t in more),
                           span=self._span(meta))
 
     # expressions
@@ -253,10 +260,22 @@ class _Builder(Transformer):
         return ast.Ref(name=str(tok), span=self._tok(tok))
 
     def dotted(self, meta, items):
-        return tuple(str(t) for t in items), self._span(meta)
+        return tuple(str(t) for t in items)
+
+    def callee(self, meta, items):
+        dotted, index = items
+        return dotted, index, self._span(meta)
+
+    def slice_index(self, meta, items):
+        start, stop = (None if t is None else self._number(t) for t in items)
+        return ast.Index(start=start, stop=stop, span=self._span(meta))
+
+    def item_index(self, meta, items):
+        (tok,) = items
+        return ast.Index(start=self._number(tok), item=True, span=self._span(meta))
 
     def call(self, meta, items):
-        (callee, callee_span), arguments = items
+        (callee, index, callee_span), arguments = items
         args, kwargs = [], []
         for a in arguments or ():
             if isinstance(a, ast.KwArg):
@@ -266,15 +285,15 @@ class _Builder(Transformer):
                                  hint="put data arguments first, options (k=v) after them")
             else:
                 args.append(a)
-        return ast.Call(callee=callee, callee_span=callee_span, args=tuple(args),
+        return ast.Call(callee=callee, callee_span=callee_span, index=index, args=tuple(args),
                         kwargs=self._unique(kwargs), span=self._span(meta))
 
     def arguments(self, meta, items):
         return list(items)
 
     def stage(self, meta, items):
-        (callee, callee_span), kwargs = items
-        return ast.Stage(callee=callee, callee_span=callee_span,
+        (callee, index, callee_span), kwargs = items
+        return ast.Stage(callee=callee, callee_span=callee_span, index=index,
                          kwargs=self._unique(kwargs or ()), span=self._span(meta))
 
     def pipe(self, meta, items):
@@ -347,6 +366,11 @@ class _Builder(Transformer):
         *patterns, options = items
         return ast.TrainStmt(patterns=tuple(patterns), options=self._unique(options or ()),
                              span=self._span(meta))
+
+    def policy_stmt(self, meta, items):
+        name, (value, value_span) = items
+        return ast.PolicyStmt(name=str(name), name_span=self._tok(name), value=value,
+                              value_span=value_span, span=self._span(meta))
 
     def output_stmt(self, meta, items):
         return ast.OutputStmt(names=tuple(ast.Ref(name=str(t), span=self._tok(t)) for t in items),

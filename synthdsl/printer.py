@@ -41,14 +41,24 @@ def _kwargs(kwargs) -> list[str]:
     return [f"{k.name}={format_value(k.value)}" for k in kwargs]
 
 
+def format_index(index: ast.Index | None) -> str:
+    if index is None:
+        return ""
+    if index.item:
+        return f"[{index.start}]"
+    start = "" if index.start is None else str(index.start)
+    stop = "" if index.stop is None else str(index.stop)
+    return f"[{start}:{stop}]"
+
+
 def format_expr(expr: ast.Expr) -> str:
     if isinstance(expr, ast.Ref):
         return expr.name
     if isinstance(expr, ast.Call):
         parts = [format_expr(a) for a in expr.args] + _kwargs(expr.kwargs)
-        return ".".join(expr.callee) + "(" + ", ".join(parts) + ")"
+        return ".".join(expr.callee) + format_index(expr.index) + "(" + ", ".join(parts) + ")"
     if isinstance(expr, ast.Pipe):
-        stage = ".".join(expr.stage.callee)
+        stage = ".".join(expr.stage.callee) + format_index(expr.stage.index)
         if expr.stage.kwargs:
             stage += "(" + ", ".join(_kwargs(expr.stage.kwargs)) + ")"
         return f"{format_expr(expr.value)} |> {stage}"
@@ -66,7 +76,9 @@ def format_statement(st: ast.Statement) -> str:
         args = [json.dumps(st.target)] + _kwargs(st.kwargs)
         return f"source {st.name} = {st.constructor}(" + ", ".join(args) + ")"
     if isinstance(st, ast.Assign):
-        return f"{st.name} = {format_expr(st.value)}"
+        return ", ".join(t.name for t in st.targets) + f" = {format_expr(st.value)}"
+    if isinstance(st, ast.PolicyStmt):
+        return f"policy {st.name} = {format_value(st.value)}"
     if isinstance(st, ast.FreezeStmt):
         return "freeze " + ", ".join(p.text for p in st.patterns)
     if isinstance(st, ast.TrainStmt):

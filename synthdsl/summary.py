@@ -34,10 +34,11 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
             what = f"output '{node['name']}'"
         else:
             what = node["label"]
-        has = "params" in node and kind in ("part", "layer")
+        has = "params" in node and kind in ("part", "layer") and not node.get("shares")
         rows.append({
             "node": n, "kind": kind, "what": what,
             "shape": fmt_shape(node["shape"]) if "shape" in node else
+            " ".join(fmt_shape(s) for s in node["shapes"]) if "shapes" in node else
             ("-" if kind == "source" else "?"),
             "params": node["params"] if has else None,
             "trainable": node.get("trainable_params") if has else None,
