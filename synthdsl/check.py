@@ -383,7 +383,7 @@ class _Checker:
         spec = OPS[node["op"]]
         if bad := spec.check_options(node["options"]):
             msg, option = bad
-            raise SynthError("S402", msg, node["option_spans"][option])
+            raise SynthError("S402", msg, node["option_spans"].get(option, node["span"]))
         if msg := spec.check([self.shape_of(a) for a in args], node["options"],
                              [self.describe(i) for i in node["inputs"]]):
             raise SynthError("S301", msg, node["span"], notes=self.described_inputs(node))

@@ -110,6 +110,60 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def cmd_nodes(args) -> int:
+    """The cut points of a timm architecture, or of a source of a spec, with shapes."""
+    import torch
+
+    from synthdsl.errors import did_you_mean
+    from synthdsl.parts import cut_points, feature_info
+    from synthdsl.sources import check_arch, create_timm
+
+    kwargs: dict = {}
+    size = list(args.input) if args.input else None
+    if args.target.endswith(".synth"):
+        graph = _checked(args.target)
+        sources = [n for n in graph.of_kind("source") if graph.nodes[n]["constructor"] == "timm"]
+        if args.source not in sources:
+            raise SynthError("S101", f"spec '{graph.name}' has no timm source "
+                             f"'{args.source}'", hint=did_you_mean(args.source or "", sources)
+                             or "its sources: " + ", ".join(sources))
+        node = graph.nodes[args.source]
+        arch, kwargs = node["target"], dict(node["create_kwargs"])
+        if size is None:
+            users = [p for p in graph.successors(args.source) if p in graph
+                     and graph.nodes[p]["kind"] == "part" and graph.nodes[p]["inputs"]]
+            first = graph.nodes[graph.nodes[users[0]]["inputs"][0]] if users else None
+            if first is not None and "shape" in first:
+                size = [d for d in first["shape"][1:]]
+    else:
+        arch = args.target
+        if (e := check_arch({"target": arch, "target_span": None})) is not None:
+            raise e
+    model = create_timm(arch, kwargs, "meta")
+    if size is None:
+        size = list(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    example = torch.empty([1, *size], device="meta")
+    rows = cut_points(model, example)
+    marks = {}
+    for i, d in enumerate(feature_info(model)):  # a stage ends at its module's last node
+        last = [r[0] for r in rows if r[0] == d["module"] or r[0].startswith(d["module"] + ".")]
+        if last:
+            marks[last[-1]] = f"stage {i} ({d['module']})"
+    width = max(len(r[0]) for r in rows)
+    what_w = max(len(r[1]) for r in rows)
+    print(f"{arch}: {len(rows)} cut points for input [B, {', '.join(map(str, size))}]")
+    print(f"  cut with  x = source(image, at=\"NAME\")  (a module's name cuts after its "
+          "last node)")
+    for name, what, shape in rows:
+        mark = f"  <- {marks[name]}" if name in marks else ""
+        shp = "[B, " + ", ".join(map(str, shape[1:])) + "]" if shape else "-"
+        print(f"  {name.ljust(width)}  {what.ljust(what_w)}  {shp}{mark}")
+    if marks:
+        print("stages (stage=K / stages=[...]): " + ", ".join(
+            f"{i}={d['module']}" for i, d in enumerate(feature_info(model))))
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from synthdsl.demo import run_demo
 
@@ -137,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-size", type=int, default=2)
     k.set_defaults(func=cmd_compile)
 
+    n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
+    n.add_argument("target", help="a timm architecture, or a .synth file")
+    n.add_argument("source", nargs="?", help="with a .synth file: the name of its source")
+    n.add_argument("--input", type=int, nargs="+", metavar="N",
+                   help="input size without the batch, e.g. --input 3 224 224")
+    n.set_defaults(func=cmd_nodes)
+
     d = sub.add_parser("demo", help="check, summarise and run every example spec")
     d.add_argument("--models", default="models", help="folder of example specs")
     d.set_defaults(func=cmd_demo)
@@ -150,6 +211,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SynthError as e:
         print(render_all(e, _read(getattr(args, "file", "") or "")), file=sys.stderr)
         return EXIT_SPEC_ERROR
+    except BrokenPipeError:  # `synth nodes ... | head`
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -156,13 +156,32 @@ def render_all(err: SynthError, texts: dict[str | None, str] | str | None,
     errors = flatten(err)
     blocks = []
     for e in errors[:limit]:
+        file = e.span.file if e.span else None
         if isinstance(texts, dict):
-            text = texts.get(e.span.file if e.span else None)
+            text = texts.get(file)
         else:
             text = texts
+        if text is None or (file and not isinstance(texts, dict) and _other_file(file, texts)):
+            text = _read_text(file) or text  # e.g. an error inside an imported spec
         blocks.append(render(e, text))
     if len(errors) > limit:
         blocks.append(f"... and {len(errors) - limit} more")
     n = len(errors)
     blocks.append(f"{n} error{'s' if n != 1 else ''} found")
     return "\n\n".join(blocks[:-1]) + "\n\n" + blocks[-1]
+
+
+def _read_text(file: str | None) -> str | None:
+    if not file:
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _other_file(file: str, text: str | None) -> bool:
+    """Whether `file` on disk is not the text we were given (an error in another spec)."""
+    on_disk = _read_text(file)
+    return on_disk is not None and on_disk != text

@@ -411,8 +411,7 @@ class _Builder:
             else:
                 attrs["graph"] = child
                 attrs["outputs"] = _spec_outputs(child)
-                # the child's problems are reported where they are, in the child's file
-                self.g.diagnostics.extend(child.diagnostics)
+                # the child's own problems are reported by the check, in the child's file
         self.g.add_node(st.name, **attrs)
 
     def add_output(self, ref: ast.Ref) -> None:

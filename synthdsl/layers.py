@@ -70,15 +70,25 @@ class LayerSpec:
     infer: Callable[[Shape], dict] = field(default=lambda shape: {})
     ranks: tuple[int, ...] | None = None
     doc: str = ""
+    #: Layers joining several inputs (an ensemble) take `many=True`; `infer` then
+    #: receives the list of input shapes.
+    many: bool = False
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
     def constructor_args(self, shapes: Sequence[Shape], kwargs: dict[str, Any]) -> dict:
         """Validate the options and add what the incoming shape implies."""
-        if len(shapes) != 1:
+        if self.many:
+            if len(shapes) < 2:
+                raise LayerArgError(f"{self.name} takes two or more inputs, found {len(shapes)}")
+            if any(s != shapes[0] for s in shapes):
+                raise LayerArgError(f"{self.name} needs inputs of the same shape, found "
+                                    + ", ".join("[" + ", ".join(map(str, s)) + "]"
+                                                for s in shapes))
+        elif len(shapes) != 1:
             raise LayerArgError(f"{self.name} takes one input, found {len(shapes)}")
-        (shape,) = shapes
+        shape = shapes[0]
         if self.ranks is not None and len(shape) not in self.ranks:
             want = " or ".join(str(r) for r in self.ranks)
             raise LayerArgError(f"{self.name} expects an input of rank {want}, "
@@ -105,7 +115,7 @@ class LayerSpec:
                                     hint=f"add {opt.name}=... to the call")
             else:
                 args[opt.name] = opt.default
-        return _rename(self, {**self.infer(shape), **args})
+        return _rename(self, {**self.infer(list(shapes) if self.many else shape), **args})
 
 
 #: Spec option names that differ from the torch constructor's.
@@ -141,6 +151,50 @@ class GlobalPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, flatten={self.flatten}"
+
+
+class Ensemble(nn.Module):
+    """Combine the outputs of several members: mean, weighted mean, or majority vote.
+
+    ``weighted`` normalises its weights to sum to one; with ``learnable=True`` they are
+    parameters (a softmax over logits, initialised to the given weights). ``vote`` counts,
+    per class, the members whose arg-max it is: its arg-max is the majority class (ties go
+    to the lowest index).
+    """
+
+    def __init__(self, n: int, mode: str = "mean", weights: tuple | None = None,
+                 learnable: bool = False) -> None:
+        super().__init__()
+        if mode not in ("mean", "weighted", "vote"):
+            raise ValueError(f"mode must be mean, weighted or vote, not {mode!r}")
+        self.n, self.mode, self.learnable = n, mode, learnable
+        if mode == "weighted":
+            values = [float(v) for v in (weights if weights is not None else [1.0] * n)]
+            if len(values) != n or any(v <= 0 for v in values):
+                raise ValueError(f"weights must be {n} positive numbers, one per member")
+            w = torch.tensor([v / sum(values) for v in values])
+            if learnable:
+                self.logits = nn.Parameter(w.log())
+            else:
+                self.register_buffer("weights", w)
+        elif weights is not None or learnable:
+            raise ValueError("weights and learnable go with mode=\"weighted\"")
+
+    def member_weights(self) -> torch.Tensor:
+        return self.logits.softmax(0) if self.learnable else self.weights
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(xs)
+        if self.mode == "mean":
+            return stacked.mean(0)
+        if self.mode == "weighted":
+            w = self.member_weights().to(stacked.dtype)
+            return (stacked * w.view(-1, *([1] * (stacked.dim() - 1)))).sum(0)
+        votes = torch.nn.functional.one_hot(stacked.argmax(-1), stacked.shape[-1])
+        return votes.sum(0).to(stacked.dtype)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, mode={self.mode!r}, learnable={self.learnable}"
 
 
 LAYERS: dict[str, LayerSpec] = {}
@@ -209,3 +263,10 @@ register_layer(LayerSpec(
     "AvgPool2d", nn.AvgPool2d,
     (_o("kernel", _INT_OR_PAIR, 2), _o("stride", (int, tuple, type(None)), None),
      _o("padding", _INT_OR_PAIR, 0)), ranks=(4,), doc="2-D average pooling"))
+register_layer(LayerSpec(
+    "Ensemble", Ensemble,
+    (_o("mode", str, "mean", "mean, weighted or vote"),
+     _o("weights", (tuple, type(None)), None, "one positive weight per member"),
+     _o("learnable", bool, False, "weights trained as parameters")),
+    infer=lambda shapes: {"n": len(shapes)}, many=True,
+    doc="combine several members' outputs: mean, weighted mean or majority vote"))

@@ -41,6 +41,47 @@ def mean(*xs: torch.Tensor) -> torch.Tensor:
     return add(*xs) / len(xs)
 
 
+def multiply(*xs: torch.Tensor) -> torch.Tensor:
+    """Elementwise product of tensors of the same shape (e.g. a gate times features)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out * x
+    return out
+
+
+def maximum(*xs: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum of tensors of the same shape."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = torch.maximum(out, x)
+    return out
+
+
+def stack(*xs: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Stack tensors of the same shape along a new dimension."""
+    return torch.stack(xs, dim=dim)
+
+
+def reshape(x: torch.Tensor, shape: tuple = ()) -> torch.Tensor:
+    """Reshape every dimension after the batch; one size may be -1."""
+    return x.reshape(x.shape[0], *shape)
+
+
+def select(x: torch.Tensor, dim: int = 1, index: int = 0) -> torch.Tensor:
+    """Take one index along a dimension, dropping it (the class token: dim=1, index=0)."""
+    return x.select(dim, index)
+
+
+def resize(x: torch.Tensor, size: tuple | int | None = None, scale: float | None = None,
+           mode: str = "bilinear") -> torch.Tensor:
+    """Resize the spatial dimensions (to `size`, or by `scale`)."""
+    if isinstance(size, int):
+        size = (size,) * (x.dim() - 2)
+    align = False if mode in ("linear", "bilinear", "bicubic", "trilinear") else None
+    return torch.nn.functional.interpolate(x, size=size, scale_factor=scale, mode=mode,
+                                           align_corners=align)
+
+
 def _fmt(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -82,6 +123,61 @@ def _check_same_shape(name: str) -> Callable[[Sequence[Shape], dict, Sequence[st
     return check
 
 
+def _check_stack(shapes, kwargs, names) -> str | None:
+    if msg := _check_same_shape("stack")(shapes, kwargs, names):
+        return msg
+    rank, dim = len(shapes[0]) + 1, kwargs["dim"]
+    if not -rank <= dim < rank:
+        return f"stack dim={dim} is out of range for a result of rank {rank}"
+    return None
+
+
+def _check_reshape(shapes, kwargs, names) -> str | None:
+    (shape,), target = shapes, kwargs["shape"]
+    if not target or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
+                             for d in target) or list(target).count(-1) > 1:
+        return ("reshape shape= takes the sizes after the batch, positive, with at most one "
+                f"-1; found {list(target)}")
+    have = 1
+    for d in shape[1:]:
+        if not isinstance(d, int):
+            return f"reshape needs fixed sizes after the batch; {names[0]} is {_fmt(shape)}"
+        have *= d
+    want = 1
+    for d in target:
+        want *= d if d != -1 else 1
+    if (-1 in target and have % want) or (-1 not in target and have != want):
+        return (f"reshape cannot make {_fmt(['B', *target])} from {names[0]} "
+                f"{_fmt(shape)}: {have} values per sample")
+    return None
+
+
+def _check_select(shapes, kwargs, names) -> str | None:
+    (shape,) = shapes
+    dim, index = kwargs["dim"], kwargs["index"]
+    if not -len(shape) <= dim < len(shape):
+        return f"select dim={dim} is out of range for {names[0]} {_fmt(shape)}"
+    size = shape[dim]
+    if isinstance(size, int) and not -size <= index < size:
+        return f"select index={index} is out of range: dim {dim} of {names[0]} has size {size}"
+    return None
+
+
+def _check_resize(shapes, kwargs, names) -> str | None:
+    (shape,) = shapes
+    if len(shape) < 3:
+        return f"resize needs spatial dimensions; {names[0]} is {_fmt(shape)}"
+    if (kwargs["size"] is None) == (kwargs["scale"] is None):
+        return "resize takes size= or scale=, one of them"
+    size = kwargs["size"]
+    if isinstance(size, tuple) and len(size) != len(shape) - 2:
+        return (f"resize size={list(size)} has {len(size)} sizes but {names[0]} "
+                f"{_fmt(shape)} has {len(shape) - 2} spatial dimensions")
+    if kwargs["mode"] not in ("nearest", "bilinear", "bicubic", "area", "nearest-exact"):
+        return f"resize mode={kwargs['mode']!r} is not one of nearest, bilinear, bicubic, area"
+    return None
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """A registry entry: the function, how many inputs, options and a shape rule."""
@@ -107,6 +203,9 @@ class OpSpec:
             if not opt.accepts(value):
                 return (f"{self.name} option '{name}' expects {opt.type_name()}, "
                         f"found {value!r}", name)
+        missing = [o.name for o in self.options if o.required and o.name not in kwargs]
+        if missing:
+            return f"{self.name} needs option '{missing[0]}' ({self.option(missing[0]).type_name()})", None
         return None
 
     def check(self, shapes: Sequence[Shape], kwargs: dict[str, Any],
@@ -146,3 +245,18 @@ register_op(OpSpec("add", add, 2, None, (), _check_same_shape("add"),
                    doc="elementwise sum"))
 register_op(OpSpec("mean", mean, 2, None, (), _check_same_shape("mean"),
                    doc="elementwise mean"))
+register_op(OpSpec("multiply", multiply, 2, None, (), _check_same_shape("multiply"),
+                   doc="elementwise product"))
+register_op(OpSpec("max", maximum, 2, None, (), _check_same_shape("max"),
+                   doc="elementwise maximum"))
+register_op(OpSpec("stack", stack, 2, None, (Option("dim", (int,), 1),), _check_stack,
+                   doc="stack along a new dimension (default 1)"))
+register_op(OpSpec("reshape", reshape, 1, 1, (Option("shape", (tuple,)),), _check_reshape,
+                   doc="reshape the dimensions after the batch"))
+register_op(OpSpec("select", select, 1, 1, (Option("dim", (int,), 1), Option("index", (int,), 0)),
+                   _check_select, doc="take one index along a dimension"))
+register_op(OpSpec("resize", resize, 1, 1,
+                   (Option("size", (int, tuple, type(None)), None),
+                    Option("scale", (float, type(None)), None),
+                    Option("mode", (str,), "bilinear")), _check_resize,
+                   doc="resize the spatial dimensions"))

@@ -273,3 +273,32 @@ class UsedTensors(TorchFunctionMode):
         flat, _ = tree_flatten((args, kwargs or {}))
         self.ids.update(id(t) for t in flat if isinstance(t, torch.Tensor))
         return func(*args, **(kwargs or {}))
+
+
+def cut_points(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str, tuple]]:
+    """Every node a spec can cut `model` at: (name, what it is, output shape).
+
+    Traced as cuts are (timm's leaf modules and functions, optional arguments bound),
+    shapes propagated on whatever device `example` is on (use ``meta``: no memory)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    tracer = NodePathTracer(**_fx_tracer_kwargs())
+    graph = tracer.trace(model.eval(), concrete_args=_concrete_args(model) or None)
+    gm = fx.GraphModule(tracer.root, graph)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    ShapeProp(gm).propagate(example, *[None] * (len(placeholders) - 1))
+    rows = []
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output") or node not in tracer.node_to_qualname:
+            continue
+        meta = node.meta.get("tensor_meta")
+        shape = tuple(meta.shape) if hasattr(meta, "shape") else ()
+        if node.op == "call_module":
+            what = type(gm.get_submodule(node.target)).__name__
+        elif node.op == "call_function":
+            what = getattr(node.target, "__name__", str(node.target))
+        else:
+            what = f"{node.op} {node.target}"
+        rows.append((tracer.node_to_qualname[node], what, shape))
+    return rows

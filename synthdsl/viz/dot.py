@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import os
-import re
 import shutil
 import subprocess
 import textwrap
@@ -279,7 +278,7 @@ def run_graphviz(dot_text: str, fmt: str, timeout: float = 300) -> bytes:
     if fmt not in ("svg", "png"):
         raise ValueError(f"Graphviz output format must be svg or png, not {fmt!r}")
     if fmt == "png" and not has_font_for(LOCK):
-        dot_text = re.sub(f" ?{LOCK}", "", dot_text)  # no font: the word and border remain
+        dot_text = dot_text.replace(LOCK, "[locked]")  # no font has the glyph
     args = [find_dot(), f"-T{fmt}"] + (["-Gdpi=110"] if fmt == "png" else [])
     try:
         p = subprocess.run(args, input=dot_text.encode("utf-8"), capture_output=True,

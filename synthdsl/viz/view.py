@@ -97,19 +97,22 @@ class Counts:
                       self.frozen + other.frozen, self.unused + other.unused)
 
     def describe(self) -> str:
-        """`11,176,512 params · 8,393,728 trainable · 2,782,784 frozen 🔒` (parts that are 0 left out)."""
+        """`11,176,512 params · 8,393,728 trainable · 2,782,784 frozen 🔒`; zeros left out."""
         if self.params == 0:
             return "no parameters"
-        bits = [f"{fmt_count(self.params)} params"]
-        if self.trainable and (self.frozen or self.unused):
+        head = f"{fmt_count(self.params)} params"
+        if not self.unused and self.state == "trainable":
+            return f"{head} · trainable"
+        if not self.unused and self.state == "frozen":
+            return f"{head} · frozen {LOCK}"
+        bits = [head]
+        if self.trainable:
             bits.append(f"{fmt_count(self.trainable)} trainable")
         if self.frozen:
             bits.append(f"{fmt_count(self.frozen)} frozen {LOCK}")
         if self.unused:
             bits.append(f"{fmt_count(self.unused)} unused")
-        if len(bits) == 1:
-            bits.append({"trainable": "trainable", "unused": "unused"}.get(self.state, ""))
-        return " · ".join(b for b in bits if b)
+        return " · ".join(bits)
 
     def to_dict(self) -> dict:
         return {"params": self.params, "trainable": self.trainable, "frozen": self.frozen,
