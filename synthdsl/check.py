@@ -439,8 +439,8 @@ class _Checker:
                     self.errors.add(SynthError(e.code, e.message, span, e.hint))
                     continue
                 if not matched:
-                    if self.broken & set(self.g.nodes):
-                        continue  # names of a broken part are unknown; do not guess
+                    if self.may_name_broken(pattern):
+                        continue  # the names of a broken part are unknown; do not guess
                     hint = did_you_mean(pattern.rstrip(".*"), prefixes)
                     self.err("S401", f"{rule['action']} pattern '{pattern}' matches no "
                              "parameter", span,
@@ -466,6 +466,19 @@ class _Checker:
                 node["frozen_params"] = sum(v for k, v in node["parameters"].items()
                                             if k in frozen_set)
                 node["trainable_params"] = node["params"] - node["frozen_params"]
+
+    def may_name_broken(self, pattern: str) -> bool:
+        """Whether a pattern could name tensors of a node the check could not build."""
+        heads = set()
+        for n in self.broken:
+            node = self.g.nodes[n]
+            if node["kind"] == "source":
+                heads.add(n)
+            elif node["kind"] in ("part", "layer", "apply") or node.get("invalid"):
+                heads.add(node.get("source") or node.get("module") or n)
+        head = pattern.split("@")[0]
+        return any(fnmatch.fnmatchcase(h, head.split(".")[0]) or h.startswith(head)
+                   for h in {h.split(".")[0] for h in heads})
 
     def norm_tensors(self, buffers_only: bool = False) -> set[str]:
         """Qualified names of the tensors of every normalisation layer in the model."""

@@ -96,12 +96,19 @@
     return { nodes: vis, edges: edges };
   }
 
-  /* ---- layout: ranks by longest path, order from the embedded hints, packed rows --- */
+  /* ---- layout -------------------------------------------------------------------------
+   * Ranks by longest path over the view order; rows ordered by the hints computed in Python
+   * (barycenter sweeps), the members of a source kept together. Each open source is a rigid
+   * block (its members' rows packed inside it), every other node a block of its own; blocks
+   * that follow each other in some row must not overlap, and within that, each block goes
+   * as near as it can to the mean position of its neighbours (two passes). */
 
   function layout(g) {
-    var rank = new Map(), preds = new Map(), sizes = new Map();
-    g.nodes.forEach(function (n) { preds.set(n.id, []); sizes.set(n.id, size(n)); });
+    var rank = new Map(), preds = new Map(), nbrs = new Map(), sizes = new Map();
+    g.nodes.forEach(function (n) { preds.set(n.id, []); nbrs.set(n.id, []); sizes.set(n.id, size(n)); });
     g.edges.forEach(function (e) {
+      nbrs.get(e.target).push(e.source);
+      nbrs.get(e.source).push(e.target);
       if (order.get(e.source) < order.get(e.target)) preds.get(e.target).push(e.source);
     });
     g.nodes.forEach(function (n) {
@@ -109,35 +116,118 @@
       preds.get(n.id).forEach(function (p) { r = Math.max(r, rank.get(p) + 1); });
       rank.set(n.id, r);
     });
-    var rows = [];
-    g.nodes.forEach(function (n) {
-      var r = rank.get(n.id);
-      (rows[r] = rows[r] || []).push(n.id);
-    });
     var hint = function (id) { return hints[id] ? hints[id][1] : 0; };
-    var pos = new Map(), y = 0;
-    rows.forEach(function (row) {
+    var blockOf = function (id) {
+      var c = clusterOf.has(id) ? clusterOf.get(id) : (clusterById.has(id) ? id : null);
+      return c !== null && !collapsed.has(c) ? "c:" + c : "n:" + id;
+    };
+    // a source's key is the mean hint of all its visible members, so sources keep one order
+    var sum = new Map(), cnt = new Map();
+    g.nodes.forEach(function (n) {
+      var b = blockOf(n.id);
+      sum.set(b, (sum.get(b) || 0) + hint(n.id)); cnt.set(b, (cnt.get(b) || 0) + 1);
+    });
+    var key = function (id) { var b = blockOf(id); return sum.get(b) / cnt.get(b); };
+    var rows = [];
+    g.nodes.forEach(function (n) { var r = rank.get(n.id); (rows[r] = rows[r] || []).push(n.id); });
+    var ys = [], y = 0;
+    rows.forEach(function (row, r) {
       if (!row) return;
-      row.sort(function (a, b) { return (hint(a) - hint(b)) || (order.get(a) - order.get(b)); });
+      row.sort(function (a, b) {
+        return (key(a) - key(b)) || (blockOf(a) < blockOf(b) ? -1 : blockOf(a) > blockOf(b) ? 1 : 0)
+          || (hint(a) - hint(b)) || (order.get(a) - order.get(b));
+      });
       var hmax = 0;
       row.forEach(function (id) { hmax = Math.max(hmax, sizes.get(id).h); });
-      var desired = row.map(function (id) {
-        var ps = preds.get(id).filter(function (p) { return pos.has(p); });
-        if (!ps.length) return hint(id) * UNIT;
-        var s = 0;
-        ps.forEach(function (p) { s += pos.get(p).x; });
-        return s / ps.length;
-      });
-      var gap = function (i) { return (sizes.get(row[i - 1]).w + sizes.get(row[i]).w) / 2 + NODE_GAP; };
-      var left = desired.slice(), right = desired.slice();
-      for (var i = 1; i < row.length; i++) left[i] = Math.max(left[i], left[i - 1] + gap(i));
-      for (var j = row.length - 2; j >= 0; j--) right[j] = Math.min(right[j], right[j + 1] - gap(j + 1));
-      row.forEach(function (id, i) {
-        var s = sizes.get(id);
-        pos.set(id, { x: (left[i] + right[i]) / 2, y: y + hmax / 2, w: s.w, h: s.h, lines: s.lines, rank: rank.get(id) });
-      });
+      ys[r] = y + hmax / 2;
       y += hmax + RANK_GAP;
     });
+    // blocks: members' offsets inside, half widths
+    var PAD = 14, blocks = new Map();
+    rows.forEach(function (row) {
+      if (!row) return;
+      var runs = [];
+      row.forEach(function (id) {
+        var b = blockOf(id);
+        if (runs.length && runs[runs.length - 1].b === b) runs[runs.length - 1].ids.push(id);
+        else runs.push({ b: b, ids: [id] });
+      });
+      runs.forEach(function (run) {
+        var blk = blocks.get(run.b);
+        if (!blk) { blk = { id: run.b, rows: [], half: 0, offset: new Map(), succ: new Map(), npred: 0 }; blocks.set(run.b, blk); }
+        var w = -NODE_GAP;
+        run.ids.forEach(function (id) { w += sizes.get(id).w + NODE_GAP; });
+        var x = -w / 2;
+        run.ids.forEach(function (id) {
+          var sw = sizes.get(id).w;
+          blk.offset.set(id, x + sw / 2);
+          x += sw + NODE_GAP;
+        });
+        blk.half = Math.max(blk.half, w / 2 + (run.b.charAt(0) === "c" ? PAD : 0));
+      });
+      for (var i = 1; i < runs.length; i++) {
+        var a = blocks.get(runs[i - 1].b), b = blocks.get(runs[i].b);
+        if (a === b) continue;
+        if (!a.succ.has(b.id)) { a.succ.set(b.id, true); b.npred++; }
+      }
+    });
+    // an order of blocks that respects every row (Kahn; a conflict is broken by hint)
+    var topo = [], ready = [], npred = new Map();
+    blocks.forEach(function (b) { npred.set(b.id, b.npred); if (!b.npred) ready.push(b.id); });
+    var bkey = function (bid) { return sum.get(bid) / cnt.get(bid); };
+    while (topo.length < blocks.size) {
+      if (!ready.length) {
+        var rest = [];
+        blocks.forEach(function (b) { if (npred.get(b.id) > 0) rest.push(b.id); });
+        rest.sort(function (a, b) { return bkey(a) - bkey(b); });
+        npred.set(rest[0], 0);
+        ready.push(rest[0]);
+      }
+      ready.sort(function (a, b) { return bkey(a) - bkey(b) || (a < b ? -1 : 1); });
+      var id = ready.shift();
+      if (npred.get(id) < 0) continue;
+      topo.push(id);
+      npred.set(id, -1);
+      blocks.get(id).succ.forEach(function (_, s) {
+        if (npred.get(s) > 0) { npred.set(s, npred.get(s) - 1); if (npred.get(s) === 0) ready.push(s); }
+      });
+    }
+    var predsOf = new Map();
+    blocks.forEach(function (b) { b.succ.forEach(function (_, s) { (predsOf.get(s) || predsOf.set(s, []).get(s)).push(b.id); }); });
+    var bx = new Map(), pos = new Map();
+    var place = function (desired) {
+      bx.clear();
+      topo.forEach(function (bid) {
+        var b = blocks.get(bid), lo = -Infinity;
+        (predsOf.get(bid) || []).forEach(function (p) {
+          if (bx.has(p)) lo = Math.max(lo, bx.get(p) + blocks.get(p).half + b.half + NODE_GAP);
+        });
+        bx.set(bid, Math.max(lo, desired(b)));
+      });
+      g.nodes.forEach(function (n) {
+        var b = blocks.get(blockOf(n.id)), s = sizes.get(n.id);
+        pos.set(n.id, { x: bx.get(b.id) + b.offset.get(n.id), y: ys[rank.get(n.id)], w: s.w, h: s.h, lines: s.lines, rank: rank.get(n.id) });
+      });
+    };
+    var mean = function (b, f) {
+      var t = 0, k = 0;
+      b.offset.forEach(function (off, id) { var v = f(id, off); if (v !== null) { t += v; k++; } });
+      return k ? t / k : null;
+    };
+    place(function (b) { return mean(b, function (id, off) { return hint(id) * UNIT - off; }); });
+    for (var pass = 0; pass < 2; pass++) {
+      var prev = new Map(pos);
+      place(function (b) {
+        var m = mean(b, function (id, off) {
+          var ns = nbrs.get(id).filter(function (o) { return blockOf(o) !== b.id && prev.has(o); });
+          if (!ns.length) return null;
+          var t = 0;
+          ns.forEach(function (o) { t += prev.get(o).x; });
+          return t / ns.length - off;
+        });
+        return m === null ? prev.get(b.offset.keys().next().value).x - b.offset.values().next().value : m;
+      });
+    }
     return pos;
   }
 
