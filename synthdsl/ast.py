@@ -192,11 +192,36 @@ class PolicyStmt(Node):
     value_span: Span = NO_SPAN
 
 
+class AdaptStmt(Node):
+    """`adapt PATTERNS with METHOD(k=v)`: parameter-efficient fine-tuning (lora, bias)."""
+
+    patterns: tuple[Pattern, ...]
+    method: str
+    method_span: Span = NO_SPAN
+    options: tuple[KwArg, ...] = ()
+
+
+class LossStmt(Node):
+    """`loss KIND(values, k=v)`: a term of the training objective."""
+
+    kind: str
+    kind_span: Span = NO_SPAN
+    args: tuple["Expr", ...] = ()
+    options: tuple[KwArg, ...] = ()
+
+
+class RecipeStmt(Node):
+    """`recipe k=v, ...`: how `synth train` trains by default."""
+
+    options: tuple[KwArg, ...]
+
+
 class OutputStmt(Node):
     names: tuple[Ref, ...]
 
 
-Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, PolicyStmt, OutputStmt]
+Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, PolicyStmt, AdaptStmt,
+                  LossStmt, RecipeStmt, OutputStmt]
 
 
 class Spec(Node):
@@ -219,5 +244,5 @@ class Spec(Node):
         return [s for s in self.statements if isinstance(s, cls)]
 
 
-for _cls in (Call, Pipe, Assign, Spec):
+for _cls in (Call, Pipe, Assign, LossStmt, Spec):
     _cls.model_rebuild()

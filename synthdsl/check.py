@@ -34,6 +34,26 @@ _PROBES = (9973, 9967, 9949, 9941, 9931, 9929, 9923, 9907)
 #: Options a `train ... with` statement takes.
 #: Named behaviours a spec can choose with `policy NAME = "value"` (first is the default).
 POLICIES = {"norm": ("follow", "frozen", "train")}
+#: Adapters `adapt ... with METHOD(...)` can add, and their options.
+ADAPT_METHODS = {"lora": ("rank", "alpha"), "bias": ()}
+#: What a `recipe` may say: option -> (types, check, description).
+RECIPE = {
+    "epochs": ((int,), lambda v: v > 0, "a whole number > 0"),
+    "lr": ((int, float), lambda v: v > 0, "a number > 0"),
+    "batch_size": ((int,), lambda v: v > 0, "a whole number > 0"),
+    "optimizer": ((str,), lambda v: v in ("adamw", "adam", "sgd"), '"adamw", "adam" or "sgd"'),
+    "schedule": ((str,), lambda v: v in ("cosine", "constant", "step"),
+                 '"cosine", "constant" or "step"'),
+    "weight_decay": ((int, float), lambda v: v >= 0, "a number ≥ 0"),
+    "momentum": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "warmup_epochs": ((int,), lambda v: v >= 0, "a whole number ≥ 0"),
+    "label_smoothing": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "seed": ((int,), lambda v: True, "a whole number"),
+}
+#: The terms a `loss` statement can add: name -> (number of values, options).
+LOSSES = {"ce": (1, {"label_smoothing": "a number in [0, 1)", "weight": "a number ≥ 0"}),
+          "distill": (2, {"temperature": "a number > 0", "alpha": "a number in [0, 1]"}),
+          "feature": (2, {"weight": "a number ≥ 0"})}
 TRAIN_OPTIONS = {"lr_mult": "a learning-rate multiplier (≥ 0)",
                  "weight_decay": "a weight decay (≥ 0) for these parameters"}
 
@@ -174,7 +194,7 @@ class _Checker:
 
     def unpacked(self, n: str, node, out) -> None:
         """A call that gives several values is unpacked into exactly as many names."""
-        if node["kind"] in ("item", "output"):
+        if node["kind"] in ("item", "output", "loss"):
             return
         count = len(out) if isinstance(out, tuple) else 1
         want = node.get("unpack", 1)
@@ -187,6 +207,54 @@ class _Checker:
         raise SynthError("S108", f"'{node['label']}' gives {count} value"
                          f"{'s' if count != 1 else ''}, but {want} names receive them",
                          node["span"])
+
+    def run_loss(self, n, node, args):
+        kind = node["name"]
+        if kind not in LOSSES:
+            raise SynthError("S402", f"unknown loss '{kind}'", node["kind_span"],
+                             hint=did_you_mean(kind, LOSSES) or "losses: " + ", ".join(LOSSES))
+        count, allowed = LOSSES[kind]
+        if len(args) != count:
+            raise SynthError("S402", f"loss {kind} takes {count} value{'s' if count > 1 else ''},"
+                             f" found {len(args)}", node["span"])
+        for key, value in node["options"].items():
+            if key not in allowed:
+                raise SynthError("S402", f"loss {kind} has no option '{key}'",
+                                 node["option_spans"][key],
+                                 hint=did_you_mean(key, allowed) or "its options: "
+                                 + ", ".join(allowed))
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                    or (key in ("alpha",) and value > 1) \
+                    or (key == "label_smoothing" and value >= 1) \
+                    or (key == "temperature" and value == 0):
+                raise SynthError("S402", f"loss {kind} option '{key}' expects "
+                                 f"{allowed[key]}, found {value!r}", node["option_spans"][key])
+        if any(not isinstance(a, torch.Tensor) for a in args):
+            raise SynthError("S302", f"loss {kind} takes tensors", node["span"])
+        if kind == "ce" and args[0].dim() != 2:
+            raise SynthError("S301", f"loss ce takes class scores [B, classes]; "
+                             f"{self.describe(node['inputs'][0])} is "
+                             f"{fmt_shape(self.shape_of(args[0]))}", node["span"])
+        if count == 2 and args[0].shape != args[1].shape:
+            raise SynthError("S301", f"loss {kind} compares two values of one shape: "
+                             f"{self.describe(node['inputs'][0])} is "
+                             f"{fmt_shape(self.shape_of(args[0]))}, "
+                             f"{self.describe(node['inputs'][1])} is "
+                             f"{fmt_shape(self.shape_of(args[1]))}", node["span"],
+                             hint="add an adapter layer (e.g. Linear) to match them")
+        return args[0]
+
+    def recipe(self) -> None:
+        spans = self.g.graph.get("recipe_spans", {})
+        for key, value in self.g.graph.get("recipe", {}).items():
+            if key not in RECIPE:
+                self.err("S402", f"recipe has no option '{key}'", spans[key],
+                         hint=did_you_mean(key, RECIPE) or "its options: " + ", ".join(RECIPE))
+                continue
+            types, ok, what = RECIPE[key]
+            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+                self.err("S402", f"recipe option '{key}' expects {what}, found {value!r}",
+                         spans[key])
 
     def run_item(self, n, node, args):
         return args[0][node["item"]]
@@ -422,7 +490,13 @@ class _Checker:
                     options[f"{s}.{k}"] = dict(opt)
         prefixes = sorted({".".join(k.split(".")[:i]) for k in names
                            for i in range(1, k.count(".") + 1)})
+        adapted = self.adapters(names)
         for rule in self.g.graph["rules"]:
+            if rule["action"] == "adapt":
+                for k, v in adapted.get(id(rule), {}).items():
+                    frozen[k] = v
+                    options.pop(k, None) if v else None
+                continue
             for key, value in rule["options"].items():
                 span = rule["option_spans"][key]
                 if key not in TRAIN_OPTIONS:
@@ -466,6 +540,102 @@ class _Checker:
                 node["frozen_params"] = sum(v for k, v in node["parameters"].items()
                                             if k in frozen_set)
                 node["trainable_params"] = node["params"] - node["frozen_params"]
+
+    def all_modules(self) -> dict[str, nn.Module]:
+        """Every installed module (on meta), by qualified name."""
+        roots = {p: m for plan in self.plans.values() for p, m in plan.modules.items()}
+        roots.update({self.g.nodes[n]["module"]: m for n, m in self.layers.items()})
+        out = {}
+        for path, module in roots.items():
+            for name, m in module.named_modules():
+                out[f"{path}.{name}" if name else path] = m
+        return out
+
+    def adapters(self, names: dict[str, int]) -> dict[int, dict[str, bool]]:
+        """Resolve `adapt` statements: the adapter parameters they add (now part of `names`)
+        and, per statement, which tensors it freezes (True) or trains (False)."""
+        from synthdsl.peft import ADAPTABLE, lora_shapes
+
+        effects: dict[int, dict[str, bool]] = {}
+        resolved = []
+        modules = None
+        for rule in self.g.graph["rules"]:
+            if rule["action"] != "adapt":
+                continue
+            method, opts = rule["method"], rule["options"]
+            if method not in ADAPT_METHODS:
+                self.err("S402", f"unknown adapter '{method}'", rule["method_span"],
+                         hint=did_you_mean(method, ADAPT_METHODS)
+                         or "adapters: " + ", ".join(ADAPT_METHODS))
+                continue
+            allowed = ADAPT_METHODS[method]
+            bad = next((k for k in opts if k not in allowed), None)
+            if bad is not None:
+                self.err("S402", f"{method} has no option '{bad}'", rule["option_spans"][bad],
+                         hint=did_you_mean(bad, allowed) or (
+                             "its options: " + ", ".join(allowed) if allowed else
+                             "it takes no options"))
+                continue
+            rank, alpha = opts.get("rank", 8), opts.get("alpha", opts.get("rank", 8))
+            if method == "lora" and not (isinstance(rank, int) and not isinstance(rank, bool)
+                                         and rank > 0):
+                self.err("S402", f"lora rank expects a whole number > 0, found {rank!r}",
+                         rule["option_spans"].get("rank", rule["span"]))
+                continue
+            if method == "lora" and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+                                     or alpha <= 0):
+                self.err("S402", f"lora alpha expects a number > 0, found {alpha!r}",
+                         rule["option_spans"].get("alpha", rule["span"]))
+                continue
+            effect: dict[str, bool] = {}
+            for pattern, span in rule["patterns"]:
+                try:
+                    matched = self.match(pattern, names)
+                except SynthError as e:
+                    self.errors.add(SynthError(e.code, e.message, span, e.hint))
+                    continue
+                if method == "bias":
+                    if not any(k.endswith(".bias") for k in matched):
+                        self.err("S401", f"adapt pattern '{pattern}' matches no bias", span)
+                    effect.update({k: not k.endswith(".bias") for k in matched})
+                    continue
+                modules = modules if modules is not None else self.all_modules()
+                targets = sorted({k.rsplit(".", 1)[0] for k in matched if k.endswith(".weight")
+                                  and isinstance(modules.get(k.rsplit(".", 1)[0]), ADAPTABLE)})
+                if not targets:
+                    self.err("S401", f"adapt pattern '{pattern}' matches no Linear or Conv2d "
+                             "layer", span, hint="LoRA adapts Linear and Conv2d layers")
+                    continue
+                for t in targets:
+                    try:
+                        shapes = lora_shapes(modules[t], rank)
+                    except ValueError as e:
+                        self.err("S402", f"cannot adapt '{t}': {e}", span)
+                        continue
+                    for pname, shape in shapes.items():
+                        numel = 1
+                        for d in shape:
+                            numel *= d
+                        names[f"{t}.{pname}"] = numel
+                        effect[f"{t}.{pname}"] = False
+                        self.own(t, f"{t}.{pname}", numel)
+                    for k in (f"{t}.weight", f"{t}.bias"):
+                        if k in names:
+                            effect[k] = True
+                    resolved.append({"module": t, "method": "lora", "rank": rank,
+                                     "alpha": alpha})
+            effects[id(rule)] = effect
+        self.g.graph["adapters"] = resolved
+        return effects
+
+    def own(self, module: str, name: str, numel: int) -> None:
+        """Attribute a new tensor (an adapter's) to the node that installs `module`."""
+        for n in self.g.nodes:
+            node = self.g.nodes[n]
+            if f"{module}.weight" in node.get("parameters", {}):
+                node["parameters"][name] = numel
+                node["params"] += numel
+                return
 
     def may_name_broken(self, pattern: str) -> bool:
         """Whether a pattern could name tensors of a node the check could not build."""
@@ -554,11 +724,11 @@ class _Checker:
 
     def unused(self) -> None:
         used = set()
-        for o in self.g.outputs:
+        for o in [*self.g.outputs, *self.g.of_kind("loss")]:
             used |= nx.ancestors(self.g, o) | {o}
         for n in self.g.topological_order():
             node = self.g.nodes[n]
-            if n not in used and node["kind"] != "output":
+            if n not in used and node["kind"] not in ("output", "loss"):
                 what = "source" if node["kind"] == "source" else "value"
                 self.warnings.append(SynthError(
                     "W001", f"{what} '{node['name']}' does not reach any output", node["span"],
@@ -600,6 +770,7 @@ def check_graph(graph: SynthGraph, raise_errors: bool = True) -> SynthGraph:
     c.run()
     c.policies()
     c.training()
+    c.recipe()
     if not c.errors.errors:  # with errors, "unused" is mostly their echo
         c.unused()
     graph.graph["errors"] = SynthErrors(c.errors.errors).errors if c.errors.errors else []

@@ -164,6 +164,48 @@ def cmd_nodes(args) -> int:
     return EXIT_OK
 
 
+def cmd_viz(args) -> int:
+    from synthdsl.check import check_graph
+    from synthdsl.graph import build_graph
+    from synthdsl.parse import parse_file
+    from synthdsl.viz import (GraphvizFailed, GraphvizNotFound, VizError, format_for,
+                              render_graph, write_atomic)
+
+    to_file = args.output not in (None, "-")
+    try:
+        fmt = args.format or (format_for(args.output) if to_file else "text")
+    except VizError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    text = _read(args.file)
+    graph = check_graph(build_graph(parse_file(args.file)), raise_errors=False)
+    try:
+        data = render_graph(graph, fmt, expand=args.expand or (), depth=args.depth,
+                            collapse=args.collapse or ())
+    except (GraphvizNotFound, GraphvizFailed, VizError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if to_file:
+        write_atomic(Path(args.output), data)
+    elif isinstance(data, bytes):
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data)
+    errors, warnings = graph.graph.get("errors", []), graph.graph.get("warnings", [])
+    for w in warnings:
+        print(render(w, text), file=sys.stderr)
+        print(file=sys.stderr)
+    if errors:
+        print(render_all(SynthErrors(errors), text), file=sys.stderr)
+        where = args.output if to_file else "the drawing"
+        print(f"{where}: drawn with {len(errors)} error{'s' if len(errors) != 1 else ''} "
+              "marked on the failing nodes", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    if to_file:
+        print(f"wrote {args.output} ({fmt})")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from synthdsl.demo import run_demo
 
@@ -197,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--input", type=int, nargs="+", metavar="N",
                    help="input size without the batch, e.g. --input 3 224 224")
     n.set_defaults(func=cmd_nodes)
+
+    v = sub.add_parser("viz", help="draw the assembled model: text, DOT, SVG, PNG, HTML, "
+                       "Mermaid or JSON")
+    v.add_argument("file")
+    v.add_argument("-o", "--output", metavar="OUT",
+                   help="write here; the suffix picks the format (.dot .svg .png .html .mmd "
+                   ".json .txt); without it, a text tree on the terminal")
+    v.add_argument("--format", choices=("text", "dot", "svg", "png", "html", "mmd", "json"),
+                   help="the format, whatever the suffix (to stdout without -o)")
+    v.add_argument("--expand", action="append", metavar="SOURCE",
+                   help="open a source into its torch.fx graph, grouped by module "
+                   "(repeatable; 'all' for every source)")
+    v.add_argument("--depth", type=int, default=1, metavar="N",
+                   help="module levels an expanded source is grouped to (default 1)")
+    v.add_argument("--collapse", action="append", metavar="SOURCE",
+                   help="draw a source as one node (repeatable; 'all' for every source)")
+    v.set_defaults(func=cmd_viz)
 
     d = sub.add_parser("demo", help="check, summarise and run every example spec")
     d.add_argument("--models", default="models", help="folder of example specs")

@@ -20,6 +20,7 @@ from synthdsl.layers import LAYERS
 from synthdsl.module import SynthModule
 from synthdsl.ops import OPS
 from synthdsl.parts import PartPlan, plan_part
+from synthdsl.peft import add_lora
 from synthdsl.sources import build_source
 
 
@@ -103,13 +104,30 @@ def _spec_plan(model: SynthModule, source: str) -> PartPlan:
     return PartPlan({source: model}, model, emit, outputs=len(names))
 
 
-def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan]) -> fx.Graph:
+def inference_outputs(graph: SynthGraph) -> list[tuple[str, str]]:
+    """(name, node id) of each declared output."""
+    return [(name, graph.nodes[o]["of"]) for name, o in
+            zip(graph.graph["output_names"], graph.outputs)]
+
+
+def training_outputs(graph: SynthGraph) -> list[tuple[str, str]]:
+    """The declared outputs and every value a loss reads, by name (teachers included)."""
+    outs = dict(inference_outputs(graph))
+    for loss in graph.graph.get("losses", []):
+        for name, node_id in zip(loss["inputs"], graph.nodes[loss["node"]]["inputs"]):
+            outs.setdefault(name, node_id)
+    return list(outs.items())
+
+
+def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan],
+                   outputs: list[tuple[str, str]] | None = None,
+                   as_dict: bool = False) -> fx.Graph:
     g = fx.Graph()
     env: dict[str, list[fx.Node]] = {}
     for n in graph.topological_order():
         node = graph.nodes[n]
         kind = node["kind"]
-        if kind in ("source", "output"):
+        if kind in ("source", "output", "loss"):
             continue
         args = () if kind == "item" else tuple(_value(graph, env, i) for i in node["inputs"])
         name = n.replace(".", "_").replace(":", "_")  # `hidden.0` → `hidden_0`
@@ -132,11 +150,12 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan]) -> fx.Graph:
             v.meta["synth"] = {"node": n, "name": node["name"], "kind": kind,
                                "span": str(node["span"])}
         env[n] = values
-    outs = [_value(graph, env, graph.nodes[o]["of"]) for o in graph.outputs]
-    if len(outs) == 1:
-        g.output(outs[0])
+    outputs = inference_outputs(graph) if outputs is None else outputs
+    values = {name: _value(graph, env, n) for name, n in outputs}
+    if len(values) == 1 and not as_dict:
+        g.output(next(iter(values.values())))
     else:
-        g.output({name: v for name, v in zip(graph.graph["output_names"], outs)})
+        g.output(values)
     g.lint()
     return g
 
@@ -161,9 +180,19 @@ def compile_graph(graph: SynthGraph, seed: int | None = None,
     if seed is not None:
         torch.manual_seed(seed)
     root, plans = build_modules(graph, device)
-    fx_graph = build_fx_graph(graph, plans)
-    gm = fx.GraphModule(root, fx_graph, class_name=graph.name or "SynthGraphModule")
-    if gm.graph.eliminate_dead_code():  # e.g. the stages of a multi-stage cut nobody reads
+    for a in graph.graph.get("adapters", []):
+        add_lora(root.get_submodule(a["module"]), a["rank"], a["alpha"])
+    gm = _graph_module(root, build_fx_graph(graph, plans), graph.name)
+    train_gm = None
+    if graph.graph.get("losses"):
+        train_gm = _graph_module(root, build_fx_graph(graph, plans, training_outputs(graph),
+                                                     as_dict=True), f"{graph.name}Train")
+    return SynthModule(gm, graph, train_gm)
+
+
+def _graph_module(root: nn.Module, fx_graph: fx.Graph, name: str) -> fx.GraphModule:
+    gm = fx.GraphModule(root, fx_graph, class_name=name or "SynthGraphModule")
+    if gm.graph.eliminate_dead_code():  # e.g. a teacher only training reads, unused stages
         gm.graph.lint()
         gm.recompile()
-    return SynthModule(gm, graph)
+    return gm

@@ -203,6 +203,24 @@ class _Builder:
                     "options": {k.name: k.value for k in getattr(st, "options", ())},
                     "option_spans": {k.name: k.span for k in getattr(st, "options", ())},
                     "span": st.span})
+            elif isinstance(st, ast.AdaptStmt):
+                self.g.graph["rules"].append({
+                    "action": "adapt", "method": st.method, "method_span": st.method_span,
+                    "patterns": [(p.text, p.span) for p in st.patterns],
+                    "options": {k.name: k.value for k in st.options},
+                    "option_spans": {k.name: k.value_span for k in st.options},
+                    "span": st.span})
+            elif isinstance(st, ast.LossStmt):
+                self.add_loss(st)
+            elif isinstance(st, ast.RecipeStmt):
+                recipe = self.g.graph.setdefault("recipe", {})
+                spans = self.g.graph.setdefault("recipe_spans", {})
+                for k in st.options:
+                    if k.name in recipe:
+                        self.error("S102", f"recipe option '{k.name}' is given twice", k.span,
+                                   notes=[f"first given at {spans[k.name]}"])
+                    recipe[k.name] = k.value
+                    spans[k.name] = k.value_span
             elif isinstance(st, ast.PolicyStmt):
                 self.g.graph.setdefault("policies", {})[st.name] = {
                     "value": st.value, "span": st.span, "value_span": st.value_span}
@@ -413,6 +431,32 @@ class _Builder:
                 attrs["outputs"] = _spec_outputs(child)
                 # the child's own problems are reported by the check, in the child's file
         self.g.add_node(st.name, **attrs)
+
+    def add_loss(self, st: ast.LossStmt) -> None:
+        """A loss is a sink of the graph, like an output that only training reads."""
+        losses = self.g.graph.setdefault("losses", [])
+        node_id = f"loss:{len(losses)}"
+        inputs = []
+        for a in st.args:
+            if isinstance(a, ast.Ref):
+                inputs.append(self.lookup(a))
+            else:
+                inputs.append(None)
+                self.error("S402", "a loss takes names of values", a.span,
+                           hint="name the value first: `v = ...`, then `loss ...(v)`")
+        self.g.add_node(node_id, kind="loss", name=st.kind, label=f"loss {st.kind}",
+                        span=st.span, kind_span=st.kind_span, inputs=tuple(inputs),
+                        options={k.name: k.value for k in st.options},
+                        option_spans={k.name: k.value_span for k in st.options})
+        for pos, src in enumerate(inputs):
+            if src is None:
+                continue
+            if self.g.has_edge(src, node_id):
+                self.g.edges[src, node_id]["positions"].append(pos)
+            else:
+                self.g.add_edge(src, node_id, kind="data", positions=[pos])
+        losses.append({"node": node_id, "kind": st.kind, "inputs": [a.name for a in st.args],
+                       "options": {k.name: k.value for k in st.options}})
 
     def add_output(self, ref: ast.Ref) -> None:
         node_id = f"output:{ref.name}"

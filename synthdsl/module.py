@@ -48,11 +48,16 @@ class ParamRow:
 class SynthModule(nn.Module):
     """The compiled spec. Call it like any module; ask it what it is made of."""
 
-    def __init__(self, graph_module: fx.GraphModule, graph: SynthGraph) -> None:
+    def __init__(self, graph_module: fx.GraphModule, graph: SynthGraph,
+                 train_graph_module: fx.GraphModule | None = None) -> None:
         super().__init__()
-        # Share the GraphModule's children: one set of modules, readable names.
-        self._modules = graph_module._modules
+        # Share the GraphModule's children: one set of modules, readable names. The
+        # training graph (outputs plus what the losses read) holds the same modules.
+        root = train_graph_module if train_graph_module is not None else graph_module
+        self._modules = root._modules
+        graph_module._modules = root._modules
         object.__setattr__(self, "_graph_module", graph_module)
+        object.__setattr__(self, "_train_graph_module", train_graph_module)
         object.__setattr__(self, "_synth_graph", graph)
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
         self.output_names: tuple[str, ...] = tuple(graph.graph["output_names"])
@@ -81,6 +86,34 @@ class SynthModule(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return type(self._graph_module).forward(self, *args, **kwargs)
+
+    def forward_train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Every declared output and every value a `loss` reads, by name (a teacher's
+        outputs included, which `forward` does not compute)."""
+        gm = self._train_graph_module
+        if gm is None:
+            out = self.forward(*args, **kwargs)
+            return out if isinstance(out, dict) else {self.output_names[0]: out}
+        return type(gm).forward(self, *args, **kwargs)
+
+    @property
+    def losses(self) -> list[dict]:
+        """The spec's `loss` statements: kind, the names of the values read, options."""
+        return [dict(loss) for loss in self.graph.graph.get("losses", [])]
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The spec's `recipe` options (how `synth train` trains by default)."""
+        return dict(self.graph.graph.get("recipe", {}))
+
+    def merge_adapters(self) -> list[str]:
+        """Fold every LoRA adapter into its layer's weight; the names of the merged layers."""
+        from synthdsl.peft import merge_lora
+
+        merged = [name for name, m in self.named_modules() if hasattr(m, "lora_A")]
+        for name in merged:
+            merge_lora(self.get_submodule(name))
+        return merged
 
     def example_inputs(self, batch_size: int = 2, seed: int = 0,
                        **dims: int) -> tuple[torch.Tensor, ...]:

@@ -22,7 +22,7 @@ from synthdsl import ast
 from synthdsl.errors import SynthError
 
 KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
-                      "output", "true", "false", "none"})
+                      "adapt", "loss", "recipe", "output", "true", "false", "none"})
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The largest magnitude a number in a spec may have.
@@ -260,11 +260,11 @@ class _Builder(Transformer):
         return ast.Ref(name=str(tok), span=self._tok(tok))
 
     def dotted(self, meta, items):
-        return tuple(str(t) for t in items)
+        return tuple(str(t) for t in items), self._span(meta)
 
     def callee(self, meta, items):
-        dotted, index = items
-        return dotted, index, self._span(meta)
+        (dotted, span), index = items
+        return dotted, index, span  # the span of the name; an index has its own
 
     def slice_index(self, meta, items):
         start, stop = (None if t is None else self._number(t) for t in items)
@@ -274,8 +274,7 @@ class _Builder(Transformer):
         (tok,) = items
         return ast.Index(start=self._number(tok), item=True, span=self._span(meta))
 
-    def call(self, meta, items):
-        (callee, index, callee_span), arguments = items
+    def _split_arguments(self, arguments) -> tuple[list, list]:
         args, kwargs = [], []
         for a in arguments or ():
             if isinstance(a, ast.KwArg):
@@ -285,6 +284,11 @@ class _Builder(Transformer):
                                  hint="put data arguments first, options (k=v) after them")
             else:
                 args.append(a)
+        return args, kwargs
+
+    def call(self, meta, items):
+        (callee, index, callee_span), arguments = items
+        args, kwargs = self._split_arguments(arguments)
         return ast.Call(callee=callee, callee_span=callee_span, index=index, args=tuple(args),
                         kwargs=self._unique(kwargs), span=self._span(meta))
 
@@ -371,6 +375,22 @@ class _Builder(Transformer):
         name, (value, value_span) = items
         return ast.PolicyStmt(name=str(name), name_span=self._tok(name), value=value,
                               value_span=value_span, span=self._span(meta))
+
+    def adapt_stmt(self, meta, items):
+        *patterns, method, options = items
+        return ast.AdaptStmt(patterns=tuple(patterns), method=str(method),
+                             method_span=self._tok(method),
+                             options=self._unique(options or ()), span=self._span(meta))
+
+    def loss_stmt(self, meta, items):
+        kind, arguments = items
+        args, kwargs = self._split_arguments(arguments)
+        return ast.LossStmt(kind=str(kind), kind_span=self._tok(kind), args=tuple(args),
+                            options=self._unique(kwargs), span=self._span(meta))
+
+    def recipe_stmt(self, meta, items):
+        (options,) = items
+        return ast.RecipeStmt(options=self._unique(options), span=self._span(meta))
 
     def output_stmt(self, meta, items):
         return ast.OutputStmt(names=tuple(ast.Ref(name=str(t), span=self._tok(t)) for t in items),

@@ -86,6 +86,14 @@ def format_statement(st: ast.Statement) -> str:
         if st.options:
             text += " with " + ", ".join(_kwargs(st.options))
         return text
+    if isinstance(st, ast.AdaptStmt):
+        text = "adapt " + ", ".join(p.text for p in st.patterns) + f" with {st.method}"
+        return text + "(" + ", ".join(_kwargs(st.options)) + ")"
+    if isinstance(st, ast.LossStmt):
+        parts = [format_expr(a) for a in st.args] + _kwargs(st.options)
+        return f"loss {st.kind}(" + ", ".join(parts) + ")"
+    if isinstance(st, ast.RecipeStmt):
+        return "recipe " + ", ".join(_kwargs(st.options))
     if isinstance(st, ast.OutputStmt):
         return "output " + ", ".join(r.name for r in st.names)
     raise TypeError(f"not a statement: {st!r}")

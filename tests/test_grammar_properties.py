@@ -28,14 +28,12 @@ from pydantic import BaseModel
 
 from synthdsl import ast
 from synthdsl.errors import SynthError
-from synthdsl.parse import grammar_text, parse_spec
+from synthdsl.parse import KEYWORDS, grammar_text, parse_spec
 from synthdsl.printer import format_expr, format_spec, format_value
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_TEXTS = [p.read_text("utf-8") for p in sorted((ROOT / "models").glob("*.synth"))]
 
-KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "output",
-                      "true", "false", "none"})
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
@@ -254,13 +252,24 @@ kwargs = st.dictionaries(names, literals, max_size=3).map(
 refs = names.map(lambda n: ast.Ref(name=n))
 
 
+small_ints = st.integers(-20, 20)
+indexes = st.one_of(
+    st.none(),
+    small_ints.map(lambda i: ast.Index(start=i, item=True)),
+    st.builds(lambda a, b: ast.Index(start=a, stop=b), st.none() | small_ints,
+              st.none() | small_ints),
+)
+
+
 def _extend(inner):
     calls = st.builds(
-        lambda callee, args, kw: ast.Call(callee=callee, args=tuple(args), kwargs=kw),
-        dotted, st.lists(inner, max_size=3), kwargs)
+        lambda callee, index, args, kw: ast.Call(callee=callee, index=index, args=tuple(args),
+                                                 kwargs=kw),
+        dotted, indexes, st.lists(inner, max_size=3), kwargs)
     pipes = st.builds(
-        lambda value, callee, kw: ast.Pipe(value=value, stage=ast.Stage(callee=callee, kwargs=kw)),
-        inner, dotted, kwargs)
+        lambda value, callee, index, kw: ast.Pipe(
+            value=value, stage=ast.Stage(callee=callee, index=index, kwargs=kw)),
+        inner, dotted, indexes, kwargs)
     return st.one_of(calls, pipes)
 
 
@@ -282,6 +291,15 @@ statements = st.one_of(
               st.lists(patterns, min_size=1, max_size=4), kwargs),
     st.builds(lambda ns: ast.OutputStmt(names=tuple(ast.Ref(name=n) for n in ns)),
               st.lists(names, min_size=1, max_size=4)),
+    st.builds(lambda ns, e: ast.Assign(name=ns[0], more=tuple(ast.Ref(name=n) for n in ns[1:]),
+                                       value=e),
+              st.lists(names, min_size=2, max_size=4, unique=True), exprs),
+    st.builds(lambda n, v: ast.PolicyStmt(name=n, value=v), names, literals),
+    st.builds(lambda ps, m, kw: ast.AdaptStmt(patterns=tuple(ps), method=m, options=kw),
+              st.lists(patterns, min_size=1, max_size=3), names, kwargs),
+    st.builds(lambda k, args, kw: ast.LossStmt(kind=k, args=tuple(args), options=kw),
+              names, st.lists(exprs, max_size=3), kwargs),
+    st.builds(lambda kw: ast.RecipeStmt(options=kw), kwargs.filter(bool)),
 )
 
 
@@ -295,7 +313,7 @@ def specs(max_statements: int = 8):
 _PIECES = st.one_of(
     st.sampled_from(list('()[],=:|>."\\#\n\r\t -+eE09_aZ*?!') +
                     ["synth", "input", "source", "freeze", "train", "with", "output", "true",
-                     "false", "none", "|>", "\r\n", '"\\u12', '"\\q"', "1e5", "-.5", "k=1",
+                     "false", "none", "policy", "adapt", "loss", "recipe", "[1:]", "[-1]", "|>", "\r\n", '"\\u12', '"\\q"', "1e5", "-.5", "k=1",
                      "(x)", "[B]", ", k=1", "x, y", "\x00", "\u00e9", "\ufeff"]),
     st.characters(),
 )

@@ -145,7 +145,12 @@ def _node_stmt(n: ViewNode, indent: str) -> str:
     return f"{indent}{quote(n.id)} [{_attrs(attrs)}];"
 
 
-def _edge_stmt(e: ViewEdge) -> str:
+#: Above this many nodes, edge labels are placed after layout (`xlabel`) and the
+#: positioning pass is capped, which keeps `dot` to seconds at thousands of nodes.
+LARGE = 150
+
+
+def _edge_stmt(e: ViewEdge, large: bool = False) -> str:
     attrs: dict[str, str] = {}
     if e.kind == "member":
         attrs.update(style="dotted", arrowhead="none", color=quote("#9e9e9e"))
@@ -158,7 +163,7 @@ def _edge_stmt(e: ViewEdge) -> str:
     elif e.kind == "flow":
         attrs.update(color=quote("#90a4ae"), arrowsize="0.5")
     if e.label:
-        attrs["label"] = quote(e.label)
+        attrs["xlabel" if large else "label"] = quote(e.label)
     tail = f" [{_attrs(attrs)}]" if attrs else ""
     return f"  {quote(e.src)} -> {quote(e.dst)}{tail};"
 
@@ -211,9 +216,11 @@ def _totals_text(view: View) -> str:
 
 def render_dot(view: View) -> str:
     """The view as DOT text; deterministic, same view, same bytes."""
+    large = len(view.nodes) > LARGE
+    limit = f"nslimit={max(0.5, 4000 / len(view.nodes)):.2f}, " if large else ""
     out = [f"digraph {quote('synth ' + view.name)} {{",
            f"  graph [rankdir=TB, fontname={quote('Helvetica,Arial,sans-serif')}, fontsize=10, "
-           "nodesep=0.3, ranksep=0.45, newrank=true, labelloc=b, labeljust=l, "
+           f"nodesep=0.3, ranksep=0.45, newrank=true, labelloc=b, labeljust=l, {limit}"
            f"tooltip={quote('synth ' + view.name)}, label={legend_label(view)}];",
            f"  node [shape=box, fontname={quote('Helvetica,Arial,sans-serif')}, fontsize=9, "
            "margin=\"0.10,0.05\", color=\"#546e7a\"];",
@@ -243,7 +250,7 @@ def render_dot(view: View) -> str:
             out.append("    }")
         out.append("  }")
     out += [_node_stmt(n, "  ") for n in view.nodes if n.id not in in_cluster]
-    out += [_edge_stmt(e) for e in view.edges]
+    out += [_edge_stmt(e, large) for e in view.edges]
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -263,10 +263,9 @@ def _location(span: Any) -> str | None:
     return f"{clean(getattr(span, 'file', None) or '<spec>')}:{span.line}"
 
 
-def _line_of(text: str | None, span: Any) -> str | None:
-    if not text or span is None or not hasattr(span, "line"):
+def _line_of(lines: Sequence[str], span: Any) -> str | None:
+    if span is None or not hasattr(span, "line"):
         return None
-    lines = text.splitlines()
     if 1 <= span.line <= len(lines):
         return clean(lines[span.line - 1].rstrip())
     return None
@@ -396,6 +395,7 @@ def build_view(graph, expand: Iterable[str] = (), depth: int = 1,
     order = list(graph.topological_order()) if hasattr(graph, "topological_order") \
         else list(graph.nodes)
     text = graph.graph.get("text")
+    lines = text.splitlines() if isinstance(text, str) else []
     frozen = set(graph.graph.get("frozen", ()))
     errors = list(graph.graph.get("errors", ()))
     warnings = list(graph.graph.get("warnings", ()))
@@ -423,12 +423,12 @@ def build_view(graph, expand: Iterable[str] = (), depth: int = 1,
         vn = ViewNode(
             id=clean(n), name=clean(node.get("name", n)), kind=kind, what=what,
             detail=detail, shape=_node_shape(node), counts=_node_counts(node, frozen),
-            location=_location(node.get("span")), source_line=_line_of(text, node.get("span")),
+            location=_location(node.get("span")), source_line=_line_of(lines, node.get("span")),
             cluster=clean(n) if kind == "source" else
             (clean(member_of[n]) if n in member_of else None),
             options={clean(k): fmt_value(v) for k, v in (node.get("options") or {}).items()},
             inputs=[clean(i) if i is not None else "?" for i in (node.get("inputs") or ())])
-        if node.get("used") is not None and "parameters" in node:
+        if node.get("used") is not None and sum(node.get("parameters", {}).values()):
             used = set(node["used"])
             n_used = sum(v for k, v in node["parameters"].items() if k in used)
             vn.extra["used in forward"] = f"{fmt_count(n_used)} of " \

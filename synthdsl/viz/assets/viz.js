@@ -164,6 +164,7 @@
           x += sw + NODE_GAP;
         });
         blk.half = Math.max(blk.half, w / 2 + (run.b.charAt(0) === "c" ? PAD : 0));
+        if (run.b.charAt(0) === "c") blk.half = Math.max(blk.half, clusterLabel(clusterById.get(run.b.slice(2))).length * 3.2 + 24);
       });
       for (var i = 1; i < runs.length; i++) {
         var a = blocks.get(runs[i - 1].b), b = blocks.get(runs[i].b);
@@ -292,6 +293,11 @@
     t.textContent = e.source + " \u2192 " + e.target + " (" + e.kind + (e.label ? ": " + e.label : "") + ")";
   }
 
+  function clusterLabel(c) {
+    var frozen = c.counts && c.counts.state === "frozen";
+    return c.name + " \u00b7 " + c.what + (c.counts ? " \u00b7 " + shortCount(c.counts.params) + " params" : "") + (frozen ? " " + LOCK : "");
+  }
+
   function drawCluster(c, pos) {
     var members = c.members.filter(function (m) { return pos.has(m); });
     if (collapsed.has(c.id) || !members.length) return;
@@ -306,7 +312,7 @@
     var g = el("g", { "class": "cluster" + (frozen ? " state-frozen" : "") }, layerClusters);
     g.setAttribute("data-cluster", c.id);
     el("rect", { "class": "frame", x: x0 - pad, y: y0 - pad - head, width: x1 - x0 + 2 * pad, height: y1 - y0 + 2 * pad + head, rx: 10 }, g);
-    var label = c.name + " \u00b7 " + c.what + (c.counts ? " \u00b7 " + shortCount(c.counts.params) + " params" : "") + (frozen ? " " + LOCK : "");
+    var label = clusterLabel(c);
     svgText(g, x0 - pad + 28, y0 - pad - head / 2 + 2, label);
     var t = el("g", { "class": "toggle", transform: "translate(" + (x0 - pad + 13) + "," + (y0 - pad - head / 2 + 2) + ")" }, g);
     t.setAttribute("data-toggle", c.id);
