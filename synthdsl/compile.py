@@ -21,7 +21,9 @@ from synthdsl.module import SynthModule
 from synthdsl.ops import OPS
 from synthdsl.parts import PartPlan, plan_part
 from synthdsl.peft import add_lora
-from synthdsl.sources import build_source
+from synthdsl.sources import build_source, create_timm
+from synthdsl.weights import (TensorReader, file_sha256, has_hidden_state, materialize,
+                              open_checkpoint, persistent_tensors)
 
 
 def _install(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -54,18 +56,34 @@ def _is_user(graph: SynthGraph, n: str) -> bool:
     return node["kind"] == "part" and not node.get("shares")
 
 
-def build_modules(graph: SynthGraph, device: str = "cpu") -> tuple[nn.Module, dict[str, PartPlan]]:
-    """Build the modules of every part and new layer under one root; the parts' plans."""
+def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = True,
+                  ) -> tuple[nn.Module, dict[str, PartPlan], dict[str, dict]]:
+    """Build the modules of every part and new layer under one root.
+
+    Sources with a checkpoint are built on the meta device and only the tensors the
+    installed modules keep are read from the file; the others are built for real.
+    Returns the root, the parts' plans, and the provenance of every tensor."""
     root = nn.Module()
     models: dict[str, nn.Module] = {}
+    lazy: dict[str, TensorReader] = {}
+    provenance: dict[str, dict] = {}
     for s in graph.of_kind("source"):
         if not any(_is_user(graph, p) for p in graph.successors(s)):
             continue
         node = graph.nodes[s]
         if node["constructor"] == "spec":
-            models[s] = compile_graph(node["graph"], device=device)
-        else:
-            models[s] = build_source(node, device)
+            child = compile_graph(node["graph"], device=device, load_weights=load_weights)
+            models[s] = child
+            provenance.update({f"{s}.{k}": {**v, "via": f"spec:{node['target']}"}
+                               for k, v in child.provenance.items()})
+            continue
+        if node.get("weights") and load_weights and device != "meta":
+            model = create_timm(node["target"], node["create_kwargs"], "meta")
+            if not has_hidden_state(model):
+                models[s], lazy[s] = model, _open(node)
+                continue
+        models[s] = build_source(node, device if load_weights else "cpu",
+                                 load_weights=load_weights)
     plans: dict[str, PartPlan] = {}
     for n in graph.of_kind("part"):
         node = graph.nodes[n]
@@ -83,12 +101,52 @@ def build_modules(graph: SynthGraph, device: str = "cpu") -> tuple[nn.Module, di
     for path, module in installs:
         if not _reachable(root, path):
             _install(root, path, module)
+    for n, plan in plans.items():
+        s = graph.nodes[n]["source"]
+        for path, module in plan.modules.items():
+            if s in lazy:
+                materialize(module, _key_in(path, s), lazy[s], provenance, path, s)
+            elif not isinstance(models[s], SynthModule):
+                origin = _origin(graph.nodes[s], load_weights)
+                for name, _, _ in persistent_tensors(module):
+                    provenance[f"{path}.{name}"] = {"source": s, **origin,
+                                                    "key": _key_in(path, s)(name)}
+    for reader in lazy.values():
+        reader.close()
     with torch.device(device):
         for n in graph.of_kind("layer"):
             node = graph.nodes[n]
             if not node.get("shares"):
-                _install(root, node["module"], LAYERS[node["layer"]].build(**node["build"]))
-    return root, plans
+                module = LAYERS[node["layer"]].build(**node["build"])
+                _install(root, node["module"], module)
+                for name, _, _ in persistent_tensors(module):
+                    provenance[f"{node['module']}.{name}"] = {
+                        "origin": "new", "initialiser": f"{node['layer']}: torch default",
+                        "node": n}
+    return root, plans, provenance
+
+
+def _open(node) -> TensorReader:
+    try:
+        return open_checkpoint(node["weights"])
+    except Exception as e:  # noqa: BLE001 - the check read its header; the file changed since
+        raise SynthError("S203", f"cannot read weights file '{node['weights_text']}': {e}",
+                         node["weights_span"]) from None
+
+
+def _key_in(path: str, source: str):
+    """Checkpoint key of a tensor of the module installed at `path` of `source`."""
+    rel = path[len(source) + 1:] if path != source else ""
+    return lambda name: f"{rel}.{name}" if rel else name
+
+
+def _origin(node, loaded: bool) -> dict:
+    if node.get("weights") and loaded:
+        return {"origin": "checkpoint", "file": node["weights"],
+                "sha256": file_sha256(node["weights"]), "transform": "copy"}
+    if node.get("pretrained") and loaded:
+        return {"origin": "hub", "model": node["target"], "transform": "copy"}
+    return {"origin": "init", "initialiser": f"timm:{node['target']} (random)"}
 
 
 def _spec_plan(model: SynthModule, source: str) -> PartPlan:
@@ -167,8 +225,8 @@ def _value(graph: SynthGraph, env: dict[str, list[fx.Node]], n: str) -> fx.Node:
     return values[0]
 
 
-def compile_graph(graph: SynthGraph, seed: int | None = None,
-                  device: str = "cpu") -> SynthModule:
+def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu",
+                  load_weights: bool = True) -> SynthModule:
     """Build the module a checked graph describes, with weights and training sets applied.
 
     On ``device="meta"`` nothing is allocated and no weights are read: the module has
@@ -179,15 +237,19 @@ def compile_graph(graph: SynthGraph, seed: int | None = None,
         raise SynthError("S000", "the spec has errors; run `synth check` to see them")
     if seed is not None:
         torch.manual_seed(seed)
-    root, plans = build_modules(graph, device)
+    root, plans, provenance = build_modules(graph, device, load_weights)
     for a in graph.graph.get("adapters", []):
-        add_lora(root.get_submodule(a["module"]), a["rank"], a["alpha"])
+        module = root.get_submodule(a["module"])
+        add_lora(module, a["rank"], a["alpha"])
+        for name in ("lora_A", "lora_B"):
+            provenance[f"{a['module']}.{name}"] = {
+                "origin": "new", "initialiser": "lora: A kaiming-uniform, B zeros"}
     gm = _graph_module(root, build_fx_graph(graph, plans), graph.name)
     train_gm = None
     if graph.graph.get("losses"):
         train_gm = _graph_module(root, build_fx_graph(graph, plans, training_outputs(graph),
                                                      as_dict=True), f"{graph.name}Train")
-    return SynthModule(gm, graph, train_gm)
+    return SynthModule(gm, graph, train_gm, provenance)
 
 
 def _graph_module(root: nn.Module, fx_graph: fx.Graph, name: str) -> fx.GraphModule:

@@ -49,7 +49,8 @@ class SynthModule(nn.Module):
     """The compiled spec. Call it like any module; ask it what it is made of."""
 
     def __init__(self, graph_module: fx.GraphModule, graph: SynthGraph,
-                 train_graph_module: fx.GraphModule | None = None) -> None:
+                 train_graph_module: fx.GraphModule | None = None,
+                 provenance: dict[str, dict] | None = None) -> None:
         super().__init__()
         # Share the GraphModule's children: one set of modules, readable names. The
         # training graph (outputs plus what the losses read) holds the same modules.
@@ -59,6 +60,10 @@ class SynthModule(nn.Module):
         object.__setattr__(self, "_graph_module", graph_module)
         object.__setattr__(self, "_train_graph_module", train_graph_module)
         object.__setattr__(self, "_synth_graph", graph)
+        #: Where every parameter and buffer came from, by qualified name: a checkpoint
+        #: (file, sha256, key, transform), an inheritance edge, timm's or torch's
+        #: initialiser ("init"/"new"), or the hub.
+        self.provenance: dict[str, dict] = dict(provenance or {})
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
         self.output_names: tuple[str, ...] = tuple(graph.graph["output_names"])
         self._apply_training_sets()

@@ -185,11 +185,12 @@ def _reason(e: Exception) -> str:
     return first[:300]
 
 
-def build_source(node: Mapping[str, Any], device: str = "cpu") -> nn.Module:
+def build_source(node: Mapping[str, Any], device: str = "cpu",
+                 load_weights: bool = True) -> nn.Module:
     """The source model of a `source` node, with its weights when it names them."""
     model = create_timm(node["target"], node["create_kwargs"], device,
-                        pretrained=node.get("pretrained", False))
-    if node.get("weights") and device != "meta":
+                        pretrained=node.get("pretrained", False) and load_weights)
+    if node.get("weights") and device != "meta" and load_weights:
         path = Path(node["weights"])
         try:
             state = read_state_dict(path)

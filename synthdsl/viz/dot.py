@@ -217,7 +217,7 @@ def _totals_text(view: View) -> str:
 def render_dot(view: View) -> str:
     """The view as DOT text; deterministic, same view, same bytes."""
     large = len(view.nodes) > LARGE
-    limit = f"nslimit={max(0.5, 4000 / len(view.nodes)):.2f}, " if large else ""
+    limit = f"nslimit={max(0.05, 1000 / len(view.nodes)):.2f}, " if large else ""
     out = [f"digraph {quote('synth ' + view.name)} {{",
            f"  graph [rankdir=TB, fontname={quote('Helvetica,Arial,sans-serif')}, fontsize=10, "
            f"nodesep=0.3, ranksep=0.45, newrank=true, labelloc=b, labeljust=l, {limit}"

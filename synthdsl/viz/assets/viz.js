@@ -357,6 +357,16 @@
     state.ty = Math.max(0, (H - b.h * state.k) / 2) - b.y * state.k;
     applyTransform();
   }
+  /* The first view: everything if it stays readable, else the top at a readable scale. */
+  function initialView() {
+    var b = bounds(), r = svg.getBoundingClientRect();
+    var W = r.width || 800, H = r.height || 600;
+    if (Math.min(W / b.w, H / b.h) >= 0.3) { fit(); return; }
+    state.k = Math.max(0.3, Math.min(1, W / b.w));
+    state.tx = (W - b.w * state.k) / 2 - b.x * state.k;
+    state.ty = 10 - b.y * state.k;
+    applyTransform();
+  }
   function zoomAt(factor, cx, cy) {
     var k = Math.max(0.02, Math.min(8, state.k * factor));
     state.tx = cx - (cx - state.tx) * (k / state.k);
@@ -582,7 +592,7 @@
 
   chrome();
   render();
-  fit();
+  initialView();
 
   window.synthViz = {
     ready: true,

@@ -1,0 +1,157 @@
+"""Reading weights: only the tensors a compiled module keeps, and where each one came from.
+
+A :class:`TensorReader` serves tensors by key from a checkpoint without loading
+the whole file: safetensors files tensor by tensor (`safe_open`), `.pt`/`.pth`
+files memory-mapped (`torch.load(mmap=True, weights_only=True)`), so assembling
+a model from large checkpoints costs about the memory of what it keeps.
+:func:`materialize` fills modules built on the ``meta`` device from a reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from synthdsl.sources import _load_torch, _safetensors_header, weights_format
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file (cached while its size and modification time are unchanged)."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+class TensorReader:
+    """Tensors by key, read on demand."""
+
+    path: str | None = None
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def get(self, key: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def origin(self, key: str) -> dict[str, Any]:
+        return {"origin": "checkpoint", "file": self.path, "sha256": file_sha256(self.path),
+                "key": key}
+
+    def close(self) -> None:
+        pass
+
+
+class SafetensorsReader(TensorReader):
+    def __init__(self, path: str | Path) -> None:
+        from safetensors import safe_open
+
+        self.path = str(path)
+        _safetensors_header(Path(path))  # size-checked before safetensors parses it
+        self._file = safe_open(self.path, framework="pt", device="cpu")
+
+    def keys(self) -> list[str]:
+        return list(self._file.keys())
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._file.get_tensor(key)
+
+
+class TorchReader(TensorReader):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._state = _load_torch(Path(path), mmap=True)
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._state[key]
+
+    def close(self) -> None:
+        self._state = {}
+
+
+class ModuleReader(TensorReader):
+    """Tensors of a model built in memory (random initialisation, or hub weights)."""
+
+    def __init__(self, model: nn.Module, origin: dict[str, Any]) -> None:
+        self._state = model.state_dict()
+        self._origin = origin
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._state[key]
+
+    def origin(self, key: str) -> dict[str, Any]:
+        return {**self._origin, "key": key}
+
+
+def open_checkpoint(path: str | Path) -> TensorReader:
+    if weights_format(Path(path)) == "safetensors":
+        return SafetensorsReader(path)
+    return TorchReader(path)
+
+
+def persistent_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor, bool]]:
+    """(name, tensor, is_parameter) for everything `state_dict()` would hold."""
+    state = set(module.state_dict(keep_vars=True))
+    for name, p in module.named_parameters():
+        yield name, p, True
+    for name, b in module.named_buffers():
+        if name in state:
+            yield name, b, False
+
+
+def has_hidden_state(model: nn.Module) -> bool:
+    """Tensors a checkpoint cannot restore: non-persistent buffers, or tensors kept as plain
+    attributes. Such a model must be built for real before its weights are loaded."""
+    persistent = set(model.state_dict(keep_vars=True))
+    if any(name not in persistent for name, _ in model.named_buffers()):
+        return True
+    return any(isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
+               for m in model.modules() for k, v in vars(m).items()
+               if not k.startswith("_"))
+
+
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor, is_param: bool) -> None:
+    *path, leaf = name.split(".")
+    owner = module.get_submodule(".".join(path)) if path else module
+    if is_param:
+        old = owner._parameters[leaf]
+        owner._parameters[leaf] = nn.Parameter(value, requires_grad=old.requires_grad)
+    else:
+        owner._buffers[leaf] = value
+
+
+def materialize(module: nn.Module, key_of: Callable[[str], str], reader: TensorReader,
+                provenance: dict[str, dict], prefix: str, source: str) -> None:
+    """Replace every persistent tensor of `module` (built on meta) by its checkpoint value.
+
+    `key_of(local_name)` gives the checkpoint key; `provenance` gets an entry per tensor
+    under `prefix.local_name`."""
+    for name, t, is_param in list(persistent_tensors(module)):
+        key = key_of(name)
+        value = reader.get(key)
+        if tuple(value.shape) != tuple(t.shape):  # pragma: no cover - the check compares
+            raise ValueError(f"'{key}' has shape {list(value.shape)}, expected {list(t.shape)}")
+        # a memory-mapped tensor is copied out of the file; safetensors already gives a copy
+        value = value.to(dtype=t.dtype, copy=isinstance(reader, TorchReader))
+        _set_tensor(module, name, value, is_param)
+        provenance[f"{prefix}.{name}"] = {"source": source, **reader.origin(key),
+                                          "transform": "copy"}
