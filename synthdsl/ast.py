@@ -201,6 +201,21 @@ class AdaptStmt(Node):
     options: tuple[KwArg, ...] = ()
 
 
+class InheritStmt(Node):
+    """`inherit TARGET from DONOR with k=v`: initialise TARGET's tensors from DONOR's.
+
+    DONOR is a module of a source (`donor`), or a checkpoint file (`constructor`
+    `checkpoint`, `file`)."""
+
+    target: tuple[str, ...]
+    target_span: Span = NO_SPAN
+    donor: tuple[str, ...] = ()
+    constructor: str | None = None
+    file: str | None = None
+    donor_span: Span = NO_SPAN
+    options: tuple[KwArg, ...] = ()
+
+
 class LossStmt(Node):
     """`loss KIND(values, k=v)`: a term of the training objective."""
 
@@ -221,7 +236,7 @@ class OutputStmt(Node):
 
 
 Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, PolicyStmt, AdaptStmt,
-                  LossStmt, RecipeStmt, OutputStmt]
+                  InheritStmt, LossStmt, RecipeStmt, OutputStmt]
 
 
 class Spec(Node):

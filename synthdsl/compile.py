@@ -22,8 +22,8 @@ from synthdsl.ops import OPS
 from synthdsl.parts import PartPlan, plan_part
 from synthdsl.peft import add_lora
 from synthdsl.sources import build_source, create_timm
-from synthdsl.weights import (TensorReader, file_sha256, has_hidden_state, materialize,
-                              open_checkpoint, persistent_tensors)
+from synthdsl.weights import (ModuleReader, TensorReader, file_sha256, has_hidden_state,
+                              materialize, open_checkpoint, persistent_tensors, transform)
 
 
 def _install(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -124,6 +124,44 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
                         "origin": "new", "initialiser": f"{node['layer']}: torch default",
                         "node": n}
     return root, plans, provenance
+
+
+def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, dict]) -> None:
+    """Copy every inherited tensor into place, transformed as its edge says."""
+    readers: dict[str, TensorReader] = {}
+    try:
+        for rec in graph.graph.get("inherits", []):
+            donor = rec["donor"]
+            if donor not in readers:
+                readers[donor] = _donor_reader(graph.nodes[donor])
+            reader, opts = readers[donor], rec["options"]
+            for m in rec.get("mapping", []):
+                target = _tensor(root, m["target"])
+                value, _ = transform(reader.get(m["key"]), tuple(target.shape), opts.get("rows"),
+                                     opts.get("adapt"), opts.get("prefix_tokens"))
+                with torch.no_grad():
+                    target.copy_(value.to(target.dtype))
+                provenance[m["target"]] = {"origin": "inherited",
+                                           "from": rec["donor_label"],
+                                           **{k: v for k, v in reader.origin(m["key"]).items()
+                                              if k != "origin"},
+                                           "transform": m["transform"]}
+    finally:
+        for r in readers.values():
+            r.close()
+
+
+def _donor_reader(node) -> TensorReader:
+    if node["kind"] == "checkpoint" or node.get("weights"):
+        return _open(node)
+    model = build_source(node)  # a donor with random or hub weights: build it
+    return ModuleReader(model, _origin(node, True))
+
+
+def _tensor(root: nn.Module, name: str) -> torch.Tensor:
+    *path, leaf = name.split(".")
+    owner = root.get_submodule(".".join(path))
+    return owner._parameters.get(leaf) if leaf in owner._parameters else owner._buffers[leaf]
 
 
 def _open(node) -> TensorReader:
@@ -238,6 +276,8 @@ def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu
     if seed is not None:
         torch.manual_seed(seed)
     root, plans, provenance = build_modules(graph, device, load_weights)
+    if load_weights and device != "meta":
+        apply_inheritance(graph, root, provenance)
     for a in graph.graph.get("adapters", []):
         module = root.get_submodule(a["module"])
         add_lora(module, a["rank"], a["alpha"])

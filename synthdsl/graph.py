@@ -210,6 +210,8 @@ class _Builder:
                     "options": {k.name: k.value for k in st.options},
                     "option_spans": {k.name: k.value_span for k in st.options},
                     "span": st.span})
+            elif isinstance(st, ast.InheritStmt):
+                self.add_inherit(st)
             elif isinstance(st, ast.LossStmt):
                 self.add_loss(st)
             elif isinstance(st, ast.RecipeStmt):
@@ -431,6 +433,52 @@ class _Builder:
                 attrs["outputs"] = _spec_outputs(child)
                 # the child's own problems are reported by the check, in the child's file
         self.g.add_node(st.name, **attrs)
+
+    def add_inherit(self, st: ast.InheritStmt) -> None:
+        """An inheritance edge: from a module of a source, or a checkpoint, to a value's module."""
+        inherits = self.g.graph.setdefault("inherits", [])
+        record = {"index": len(inherits), "span": st.span, "target_span": st.target_span,
+                  "donor_span": st.donor_span, "sub": st.target[1:],
+                  "options": {k.name: k.value for k in st.options},
+                  "option_spans": {k.name: k.value_span for k in st.options}}
+        target = self.lookup(ast.Ref(name=st.target[0], span=st.target_span))
+        while target is not None and self.g.nodes[target]["kind"] == "item":
+            target = self.g.nodes[target]["inputs"][0]
+        if st.file is not None:
+            if st.constructor != "checkpoint":
+                self.error("S201", f"unknown weights donor '{st.constructor}'", st.donor_span,
+                           hint="inherit from a module of a source (r18.fc) or from "
+                                'checkpoint("file")')
+                return
+            path = Path(st.file)
+            if not path.is_absolute():
+                path = Path(self.g.graph["base_dir"]) / path
+            donor = f"checkpoint:{st.file}"
+            if donor not in self.g:
+                self.g.add_node(donor, kind="checkpoint", name=st.file,
+                                label=f"checkpoint:{st.file}", span=st.donor_span, inputs=(),
+                                options={}, option_spans={}, weights=str(path),
+                                weights_text=st.file, weights_span=st.donor_span)
+            record.update(donor=donor, donor_path=())
+        else:
+            head = st.donor[0]
+            if head not in self.sources:
+                self.error("S101", f"unknown source '{head}'", st.donor_span,
+                           hint=did_you_mean(head, self.sources)
+                           or 'inherit from a module of a source, or from checkpoint("file")')
+                return
+            record.update(donor=head, donor_path=st.donor[1:])
+        if target is None:
+            return
+        record["target"] = target
+        inherits.append(record)
+        donor = record["donor"]
+        if self.g.has_edge(donor, target):
+            edge = self.g.edges[donor, target]
+            edge.setdefault("statements", []).append(record["index"])
+            edge["kind"] = "inherit"
+        else:
+            self.g.add_edge(donor, target, kind="inherit", statements=[record["index"]])
 
     def add_loss(self, st: ast.LossStmt) -> None:
         """A loss is a sink of the graph, like an output that only training reads."""

@@ -22,7 +22,8 @@ from synthdsl import ast
 from synthdsl.errors import SynthError
 
 KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
-                      "adapt", "loss", "recipe", "output", "true", "false", "none"})
+                      "adapt", "inherit", "from", "loss", "recipe", "output", "true", "false",
+                      "none"})
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The largest magnitude a number in a spec may have.
@@ -381,6 +382,20 @@ class _Builder(Transformer):
         return ast.AdaptStmt(patterns=tuple(patterns), method=str(method),
                              method_span=self._tok(method),
                              options=self._unique(options or ()), span=self._span(meta))
+
+    def inherit_stmt(self, meta, items):
+        (target, target_span), donor, options = items
+        return ast.InheritStmt(target=target, target_span=target_span, **donor,
+                               options=self._unique(options or ()), span=self._span(meta))
+
+    def module_donor(self, meta, items):
+        ((path, span),) = items
+        return {"donor": path, "donor_span": span}
+
+    def file_donor(self, meta, items):
+        ctor, tok = items
+        return {"constructor": str(ctor), "file": self._string(tok),
+                "donor_span": self._span(meta)}
 
     def loss_stmt(self, meta, items):
         kind, arguments = items

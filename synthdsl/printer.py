@@ -89,6 +89,11 @@ def format_statement(st: ast.Statement) -> str:
     if isinstance(st, ast.AdaptStmt):
         text = "adapt " + ", ".join(p.text for p in st.patterns) + f" with {st.method}"
         return text + "(" + ", ".join(_kwargs(st.options)) + ")"
+    if isinstance(st, ast.InheritStmt):
+        donor = (".".join(st.donor) if st.file is None
+                 else f"{st.constructor}({json.dumps(st.file)})")
+        text = f"inherit {'.'.join(st.target)} from {donor}"
+        return text + (" with " + ", ".join(_kwargs(st.options)) if st.options else "")
     if isinstance(st, ast.LossStmt):
         parts = [format_expr(a) for a in st.args] + _kwargs(st.options)
         return f"loss {st.kind}(" + ", ".join(parts) + ")"

@@ -155,3 +155,87 @@ def materialize(module: nn.Module, key_of: Callable[[str], str], reader: TensorR
         _set_tensor(module, name, value, is_param)
         provenance[f"{prefix}.{name}"] = {"source": source, **reader.origin(key),
                                           "transform": "copy"}
+
+
+# ---- transforms of inherited tensors ------------------------------------------------
+
+ADAPT_MODES = ("channels_mean", "channels_sum", "interpolate", "fit")
+
+
+def adapt_channels(w: torch.Tensor, channels: int, mode: str) -> torch.Tensor:
+    """A first layer's weight for a new input-channel count (dimension 1), as timm's
+    `adapt_input_conv` does: to one channel the sum (or mean) over channels; to more,
+    the channels repeated and scaled so activations keep their size."""
+    old = w.shape[1]
+    if channels == old:
+        return w
+    if channels == 1:
+        return w.sum(1, keepdim=True) if mode == "channels_sum" else w.mean(1, keepdim=True)
+    if channels < old:
+        out = w[:, :channels]
+        return out * (old / channels) if mode == "channels_sum" else out
+    reps = -(-channels // old)
+    return w.repeat(1, reps, *([1] * (w.dim() - 2)))[:, :channels] * (old / channels)
+
+
+def _grid(n: int) -> int | None:
+    r = int(round(n ** 0.5))
+    return r if r * r == n else None
+
+
+def interpolate_to(t: torch.Tensor, shape: tuple[int, ...], prefix_tokens: int | None = None
+                   ) -> torch.Tensor:
+    """Resize a position embedding ([1, prefix + H*W, C]) or a spatial map (last two dims)."""
+    import torch.nn.functional as F
+
+    if t.dim() == 3 and tuple(t.shape[::2]) == (shape[0], shape[2]):
+        candidates = [prefix_tokens] if prefix_tokens is not None else range(0, 9)
+        for p in candidates:
+            old, new = _grid(t.shape[1] - p), _grid(shape[1] - p)
+            if old and new:
+                from timm.layers import resample_abs_pos_embed
+
+                return resample_abs_pos_embed(t, [new, new], [old, old], num_prefix_tokens=p,
+                                              verbose=False)
+        raise ValueError(f"cannot see a square grid of positions in {list(t.shape)} → "
+                         f"{list(shape)}")
+    if t.dim() >= 3 and t.shape[:-2] == torch.Size(shape[:-2]):
+        flat = t.reshape(-1, 1, *t.shape[-2:]).float()
+        out = F.interpolate(flat, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+        return out.reshape(shape).to(t.dtype)
+    raise ValueError(f"interpolation resizes position embeddings [1, N, C] or the last two "
+                     f"dimensions; {list(t.shape)} → {list(shape)} is neither")
+
+
+def fit_to(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Truncate or zero-pad every dimension to `shape` (same rank)."""
+    if t.dim() != len(shape):
+        raise ValueError(f"cannot fit rank {t.dim()} into rank {len(shape)}")
+    out = t[tuple(slice(0, min(a, b)) for a, b in zip(t.shape, shape))]
+    pad = []
+    for a, b in reversed(list(zip(out.shape, shape))):
+        pad += [0, b - a]
+    return torch.nn.functional.pad(out, pad) if any(pad) else out
+
+
+def transform(t: torch.Tensor, target_shape: tuple[int, ...], rows, adapt: str | None,
+              prefix_tokens: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Apply an inheritance edge's transforms to one donor tensor; what was done."""
+    done = []
+    if rows is not None and t.dim() >= 1:
+        index = list(range(rows)) if isinstance(rows, int) else list(rows)
+        t = t[index]
+        done.append(f"rows {rows}" if isinstance(rows, int) else f"rows {index}")
+    shape = tuple(target_shape)
+    if tuple(t.shape) != shape and adapt is not None:
+        if adapt.startswith("channels") and t.dim() >= 2 and t.dim() == len(shape) \
+                and t.shape[0] == shape[0] and t.shape[2:] == torch.Size(shape[2:]):
+            t = adapt_channels(t, shape[1], adapt)
+            done.append(f"adapt-channels ({adapt[len('channels_'):]})")
+        elif adapt == "interpolate":
+            t = interpolate_to(t, shape, prefix_tokens)
+            done.append("interpolate")
+        elif adapt == "fit":
+            t = fit_to(t, shape)
+            done.append("fit")
+    return t, done or ["copy"]

@@ -335,7 +335,7 @@ def _edge_label(kind: str, attrs: Mapping[str, Any]) -> str:
     if kind == "data":
         return fmt_shape(attrs["shape"]) if attrs.get("shape") is not None else ""
     if kind == "inherit":
-        bits = ["inherits"]
+        bits = []
         if attrs.get("tensors") is not None:
             t = attrs["tensors"]
             bits.append(f"{fmt_count(t) if isinstance(t, int) else clean(t)} tensors")
@@ -344,7 +344,7 @@ def _edge_label(kind: str, attrs: Mapping[str, Any]) -> str:
             bits.append(f"{fmt_count(p) if isinstance(p, int) else clean(p)} params")
         if attrs.get("mode"):
             bits.append(clean(attrs["mode"]))
-        return " · ".join(bits) if len(bits) > 1 else "inherits"
+        return "inherits " + " · ".join(bits) if bits else "inherits"
     if kind == "share":
         return "shares parameters"
     if kind in ("member", "flow"):
