@@ -16,6 +16,7 @@ through torch.fx into one ordinary `nn.Module`.
 {'params': 154, 'trainable': 18, 'frozen': 136}
 """
 
+from synthdsl.artifact import load_compiled, save_compiled
 from synthdsl.ast import Span, Spec
 from synthdsl.check import check_graph
 from synthdsl.compile import compile_graph
@@ -31,7 +32,7 @@ from synthdsl.printer import format_spec
 __all__ = [
     "LAYERS", "OPS", "LayerSpec", "OpSpec", "Span", "Spec", "SynthError", "SynthErrors",
     "SynthGraph", "SynthModule", "build_graph", "check_graph", "check_spec", "compile_graph",
-    "compile_spec", "format_spec", "load_spec", "parse_file", "parse_spec", "register_layer",
-    "register_op",
+    "compile_spec", "format_spec", "load_compiled", "load_spec", "parse_file", "parse_spec",
+    "register_layer", "register_op", "save_compiled",
 ]
 __version__ = "0.1.0"

@@ -77,8 +77,9 @@ def pattern_matches(name: str, pattern: str) -> bool:
 
 
 class _Checker:
-    def __init__(self, g: SynthGraph) -> None:
+    def __init__(self, g: SynthGraph, weights: bool = True) -> None:
         self.g = g
+        self.weights = weights  # False: a compiled artifact carries the tensors
         self.errors = Collector()
         self.warnings: list[SynthError] = []
         for d in g.diagnostics:
@@ -141,7 +142,7 @@ class _Checker:
                 continue
             self.models[s] = model
             node["params"] = sum(p.numel() for p in model.parameters())
-            if node.get("weights") and (e := check_weights(node, model)):
+            if node.get("weights") and self.weights and (e := check_weights(node, model)):
                 self.errors.add(e)
 
     def spec_source(self, s: str, node) -> None:
@@ -149,7 +150,7 @@ class _Checker:
         if child is None:
             self.broken.add(s)
             return
-        check_graph(child, raise_errors=False)
+        check_graph(child, raise_errors=False, weights=self.weights)
         for e in child.graph["errors"]:
             self.errors.add(e)
         if child.graph["errors"]:
@@ -950,17 +951,21 @@ def _torch_reason(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0][:400] if text else ''}"
 
 
-def check_graph(graph: SynthGraph, raise_errors: bool = True) -> SynthGraph:
+def check_graph(graph: SynthGraph, raise_errors: bool = True,
+                weights: bool = True) -> SynthGraph:
     """Annotate `graph` with shapes, parameter counts and the training set; raise on errors.
 
     With ``raise_errors=False`` the problems are left on ``graph.graph["errors"]``
-    instead, so a broken spec can still be summarised and drawn.
+    instead, so a broken spec can still be summarised and drawn. With
+    ``weights=False`` checkpoints are not consulted (a compiled artifact brings its
+    own tensors), and inheritance edges are not mapped.
     """
-    c = _Checker(graph)
+    c = _Checker(graph, weights)
     c.cycles()
     c.sources()
     c.run()
-    c.inheritance()
+    if weights:
+        c.inheritance()
     c.policies()
     c.training()
     c.recipe()

@@ -57,6 +57,10 @@ def cmd_check(args) -> int:
         errors, warnings = flatten(e), []
     else:
         errors, warnings = graph.graph["errors"], graph.graph["warnings"]
+    if not errors and args.json:
+        from synthdsl.artifact import verify_lock
+
+        errors = verify_lock(graph, args.file)
     if args.json:
         print(json.dumps({"file": args.file, "ok": not errors,
                           "diagnostics": [d.to_dict() for d in [*errors, *warnings]]}, indent=2))
@@ -64,19 +68,46 @@ def cmd_check(args) -> int:
     for w in warnings:
         print(render(w, text), file=sys.stderr)
         print(file=sys.stderr)
+    if not errors:
+        from synthdsl.artifact import verify_lock
+
+        errors = verify_lock(graph, args.file)
     if errors:
         print(render_all(SynthErrors(errors), text), file=sys.stderr)
         return EXIT_SPEC_ERROR
-    print(f"{args.file}: ok")
+    locked = Path(args.file + ".lock").exists()
+    print(f"{args.file}: ok" + (" (checkpoints match the lock)" if locked else ""))
     return EXIT_OK
 
 
 def cmd_summary(args) -> int:
-    from synthdsl.summary import render_summary
+    from synthdsl.summary import render_provenance, render_summary
 
     graph = _checked(args.file)
     _print_warnings(graph, _read(args.file))
     print(render_summary(graph))
+    if args.inheritance:
+        from synthdsl.compile import compile_graph
+
+        print()
+        print(render_provenance(compile_graph(graph, seed=0)))
+    return EXIT_OK
+
+
+def cmd_lock(args) -> int:
+    from synthdsl.artifact import lock_data, verify_lock, write_lock
+
+    graph = _checked(args.file)
+    if args.verify:
+        errors = verify_lock(graph, args.file)
+        if errors:
+            print(render_all(SynthErrors(errors), _read(args.file)), file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        print(f"{args.file}: checkpoints match {args.file}.lock")
+        return EXIT_OK
+    lock = write_lock(graph, args.file)
+    n = len(lock_data(graph)["checkpoints"])
+    print(f"wrote {lock} ({n} checkpoint{'s' if n != 1 else ''})")
     return EXIT_OK
 
 
@@ -107,6 +138,11 @@ def cmd_compile(args) -> int:
     print(f"  {t['params']:,} parameters: {t['trainable']:,} trainable, {t['frozen']:,} frozen")
     if model.frozen_norm_layers:
         print(f"  {len(model.frozen_norm_layers)} frozen normalisation layers stay in eval mode")
+    if args.output:
+        from synthdsl.artifact import save_compiled
+
+        save_compiled(model, args.output)
+        print(f"  wrote {args.output} (weights, spec, provenance and lock)")
     return EXIT_OK
 
 
@@ -224,13 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="a table of nodes, shapes and parameters")
     s.add_argument("file")
+    s.add_argument("--inheritance", action="store_true",
+                   help="also where every tensor comes from (builds the module)")
     s.set_defaults(func=cmd_summary)
+
+    lk = sub.add_parser("lock", help="pin the checkpoints a spec reads (SPEC.lock)")
+    lk.add_argument("file")
+    lk.add_argument("--verify", action="store_true", help="check them against the lock")
+    lk.set_defaults(func=cmd_lock)
 
     k = sub.add_parser("compile", help="build the module and run one forward pass")
     k.add_argument("file")
     k.add_argument("--code", action="store_true", help="print the generated fx code")
     k.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     k.add_argument("--batch-size", type=int, default=2)
+    k.add_argument("-o", "--output", help="write the compiled module (.safetensors)")
     k.set_defaults(func=cmd_compile)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")

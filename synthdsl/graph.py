@@ -29,7 +29,9 @@ Edges: ``kind="data"`` with ``positions`` (argument indices), and
 
 from __future__ import annotations
 
+import contextlib
 import keyword
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,6 +50,21 @@ SOURCE_CONSTRUCTORS = ("timm", "spec")
 PART_METHODS = ("forward_features", "forward_head")
 #: Keyword arguments of `timm(...)` that synthdsl consumes itself.
 SOURCE_OPTIONS = ("weights", "pretrained")
+
+
+#: Spec texts to use instead of reading files (a compiled artifact carries its imports).
+_SPEC_TEXTS: ContextVar[dict[str, str]] = ContextVar("spec_texts", default={})
+
+
+@contextlib.contextmanager
+def spec_texts(texts: dict[str, str]):
+    """Within the block, `spec("...")` sources whose resolved path is a key of `texts`
+    are read from it, not from disk."""
+    token = _SPEC_TEXTS.set(texts)
+    try:
+        yield
+    finally:
+        _SPEC_TEXTS.reset(token)
 
 
 class SynthGraph(nx.DiGraph):
@@ -405,7 +422,7 @@ class _Builder:
         self.g.add_edge(target, node_id, kind="share")
 
     def add_spec_source(self, st: ast.SourceDecl, attrs: dict) -> None:
-        from synthdsl.parse import parse_file
+        from synthdsl.parse import parse_file, parse_spec
 
         path = Path(st.target)
         if not path.is_absolute():
@@ -416,16 +433,19 @@ class _Builder:
         if st.kwargs:
             self.error("S204", "spec(...) takes only the path of a .synth file",
                        st.kwargs[0].span)
+        override = _SPEC_TEXTS.get().get(str(path))
         if str(path) in self.stack:
             chain = " → ".join(f"'{Path(p).name}'" for p in (*self.stack, str(path)))
             self.error("S110", f"specs import each other in a cycle: {chain}", st.target_span,
                        hint="a spec cannot be built out of itself")
-        elif not path.exists():
+        elif override is None and not path.exists():
             self.error("S203", f"spec file '{st.target}' does not exist", st.target_span,
                        hint="a relative path starts at this spec's own folder")
         else:
             try:
-                child = build_graph(parse_file(path), self.stack)
+                child_spec = parse_file(path) if override is None else \
+                    parse_spec(override, str(path))
+                child = build_graph(child_spec, self.stack)
             except SynthError as e:
                 self.g.diagnostics.append(e)
             else:

@@ -85,3 +85,42 @@ def render_summary(graph: SynthGraph) -> str:
     out.append(f"total: {_count(t['params'])} parameters, {_count(t['trainable'])} trainable, "
                f"{_count(t['frozen'])} frozen")
     return "\n".join(out)
+
+
+def render_provenance(model) -> str:
+    """Where every tensor of a compiled module comes from, grouped by module."""
+    rows = []
+    for name, t in model.state_dict().items():
+        p = model.provenance.get(name, {"origin": "?"})
+        origin = p.get("origin", "?")
+        if origin == "checkpoint":
+            where = f"{p.get('source', '')} <- {_short(p.get('file'))}:{p.get('key')}"
+        elif origin == "inherited":
+            where = f"{p.get('from')} <- {_short(p.get('file'))}:{p.get('key')}"
+        elif origin in ("new", "init"):
+            where = p.get("initialiser", "")
+        else:
+            where = p.get("model", "")
+        rows.append((name, "[" + ", ".join(map(str, t.shape)) + "]", origin, where,
+                     p.get("transform", "")))
+    header = ("tensor", "shape", "origin", "from", "transform")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[2]] = counts.get(r[2], 0) + 1
+    files = sorted({(p.get("file"), p.get("sha256")) for p in model.provenance.values()
+                    if p.get("file")})
+    out.append("")
+    out.append("tensors by origin: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for f, h in files:
+        out.append(f"  {f}  sha256 {h}")
+    return "\n".join(out)
+
+
+def _short(path) -> str:
+    from pathlib import Path
+
+    return Path(path).name if path else "?"

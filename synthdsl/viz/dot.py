@@ -103,7 +103,7 @@ def node_label(n: ViewNode) -> str:
     for k, v in sorted(n.extra.items()):
         if k in ("collapsed", "used in forward"):
             rows.append(f'<FONT COLOR="#555555">{esc(k)}: {esc(v)}</FONT>')
-    if n.location:
+    if n.location and n.kind != "group":  # a group's line is its source's
         rows.append(f'<FONT POINT-SIZE="8" COLOR="#777777">{esc(n.location)}</FONT>')
     for m in n.messages[:2]:
         if m.severity in ("error", "warning"):

@@ -28,7 +28,7 @@ _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
 
 
 def _asset(name: str) -> str:
-    return resources.files("synthdsl.viz").joinpath("assets", name).read_text("utf-8")
+    return resources.files("synthdsl.viz").joinpath(name).read_text("utf-8")
 
 
 def embed_json(data) -> str:

@@ -29,7 +29,7 @@ def _label(n: ViewNode) -> str:
         lines.append(esc(f"→ {n.shape}"))
     if n.counts is not None and n.counts.params:
         lines.append(esc(n.counts.describe()))
-    if n.location:
+    if n.location and n.kind != "group":
         lines.append(f"<i>{esc(n.location)}</i>")
     for m in n.messages:
         if m.severity == "error":

@@ -89,7 +89,8 @@ def render_text(view: View) -> str:
 
     table = [(p + n.title + (f" {LOCK}" if n.state in ("frozen", "partial") else "")
               + (f" {WARN}" if n.status == "error" else ""),
-              _what(n), _flow(n), _params(n), n.location or "") for p, n in rows]
+              _what(n), _flow(n), _params(n), n.location if n.kind != "group" else "")
+             for p, n in rows]
     table = [tuple(fit(c, cap) for c, cap in zip(r, CAPS)) + r[len(CAPS):] for r in table]
     widths = [max((width(r[i]) for r in table), default=0) for i in range(5)]
     t = view.totals

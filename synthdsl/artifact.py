@@ -1,0 +1,203 @@
+"""Compiled artifacts and locks.
+
+`save_compiled(model, path)` writes a compiled module's weights as safetensors
+with, in the file's metadata, the spec text (and the text of every spec it
+imports), the provenance of every tensor, and a lock: the sha256 of every
+checkpoint it was built from. `load_compiled(path)` rebuilds the identical
+module from that file alone. `write_lock` / `verify_lock` pin a spec's
+checkpoints so a changed file is caught by `synth check`.
+
+Every write goes to a temporary file in the same folder, renamed into place:
+a failure leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from synthdsl.errors import SynthError
+from synthdsl.graph import SynthGraph
+from synthdsl.weights import file_sha256
+
+FORMAT = "synthdsl-compiled/1"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed onto it when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _specs(graph: SynthGraph, base: Path, out: dict[str, str]) -> dict[str, str]:
+    """The text of every spec `graph` imports, keyed by path relative to the main spec."""
+    for s in graph.of_kind("source"):
+        node = graph.nodes[s]
+        child = node.get("graph")
+        if node["constructor"] == "spec" and child is not None:
+            rel = os.path.relpath(node["path_resolved"], base)
+            out[rel] = child.graph["text"]
+            _specs(child, base, out)
+    return out
+
+
+def checkpoints(graph: SynthGraph) -> dict[str, str]:
+    """Every checkpoint a spec reads (its imports' too): resolved path -> spec spelling."""
+    out: dict[str, str] = {}
+    for n in graph.nodes:
+        node = graph.nodes[n]
+        if node.get("weights"):
+            out[node["weights"]] = node.get("weights_text", node["weights"])
+        if node.get("constructor") == "spec" and node.get("graph") is not None:
+            out.update(checkpoints(node["graph"]))
+    return out
+
+
+def lock_data(graph: SynthGraph) -> dict:
+    files = checkpoints(graph)
+    return {"spec": graph.name,
+            "checkpoints": {text: file_sha256(path) for path, text in sorted(files.items())
+                            if Path(path).exists()}}
+
+
+def save_compiled(model, path: str | Path) -> Path:
+    """Write `model` (a SynthModule) as safetensors with its spec, provenance and lock."""
+    from safetensors.torch import save_file
+
+    graph = model.graph
+    base = Path(graph.graph.get("base_dir", "."))
+    meta = {
+        "format": FORMAT,
+        "spec": graph.graph.get("text", ""),
+        "spec_file": Path(graph.graph.get("file") or "spec.synth").name,
+        "imports": json.dumps(_specs(graph, base, {}), sort_keys=True),
+        "provenance": json.dumps(model.provenance, sort_keys=True),
+        "lock": json.dumps(lock_data(graph), sort_keys=True),
+        "adapters": json.dumps(sorted(n for n, m in model.named_modules()
+                                      if hasattr(m, "lora_A"))),
+    }
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    from synthdsl.sources import _safetensors_header
+
+    _safetensors_header(Path(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise SynthError("S209", f"'{path}' is not a compiled synthdsl artifact "
+                         "(its metadata has no spec)",
+                         hint="write one with `synth compile SPEC -o FILE.safetensors`")
+    return meta
+
+
+def load_compiled(path: str | Path):
+    """Rebuild the module saved by :func:`save_compiled`, from that file alone."""
+    from safetensors.torch import load_file
+
+    from synthdsl.check import check_graph
+    from synthdsl.compile import compile_graph
+    from synthdsl.graph import spec_texts
+    from synthdsl.parse import parse_spec
+
+    path = Path(path)
+    meta = read_metadata(path)
+    # the spec and its imports come from the file; paths resolve as if beside it
+    base = path.resolve().parent / ".synth-artifact"
+    texts = {str((base / rel).resolve()): text
+             for rel, text in json.loads(meta["imports"]).items()}
+    with spec_texts(texts):
+        graph = check_graph(_build(parse_spec(meta["spec"], str(base / meta["spec_file"]))),
+                            weights=False)
+    model = compile_graph(graph, load_weights=False)
+    saved = set(json.loads(meta.get("adapters", "[]")))
+    from synthdsl.peft import merge_lora
+
+    for name, m in list(model.named_modules()):
+        if hasattr(m, "lora_A") and name not in saved:  # merged before saving
+            with torch.no_grad():
+                m.lora_B.zero_()
+            merge_lora(m)
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SynthError("S209", f"'{path.name}' does not match its own spec: "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors",
+                         notes=[*missing[:5], *unexpected[:5]])
+    model.provenance = json.loads(meta["provenance"])
+    model.lock = json.loads(meta["lock"])
+    return model.eval()
+
+
+def _build(spec):
+    from synthdsl.graph import build_graph
+
+    return build_graph(spec)
+
+
+def write_lock(graph: SynthGraph, spec_path: str | Path) -> Path:
+    lock = Path(str(spec_path) + ".lock")
+    atomic_write_text(lock, json.dumps(lock_data(graph), indent=2, sort_keys=True) + "\n")
+    return lock
+
+
+def verify_lock(graph: SynthGraph, spec_path: str | Path) -> list[SynthError]:
+    """Checkpoints that changed (or vanished) since `SPEC.lock` was written."""
+    lock_file = Path(str(spec_path) + ".lock")
+    if not lock_file.exists():
+        return []
+    try:
+        locked = json.loads(lock_file.read_text("utf-8"))["checkpoints"]
+    except (ValueError, KeyError, TypeError):
+        return [SynthError("S206", f"lock file '{lock_file.name}' is not valid",
+                           hint="write it again with `synth lock SPEC`")]
+    spans = {}
+    for n in graph.nodes:
+        node = graph.nodes[n]
+        if node.get("weights"):
+            spans[node.get("weights_text")] = (node["weights"], node["weights_span"])
+    errors = []
+    for text, digest in sorted(locked.items()):
+        path, span = spans.get(text, (None, None))
+        if path is None:
+            continue  # no longer named by the spec (e.g. in an imported spec): not ours
+        if not Path(path).exists():
+            errors.append(SynthError("S206", f"weights file '{text}' is locked but missing",
+                                     span))
+        elif file_sha256(path) != digest:
+            errors.append(SynthError(
+                "S206", f"weights file '{text}' changed since it was locked", span,
+                notes=[f"locked sha256 {digest[:16]}…, now {file_sha256(path)[:16]}…"],
+                hint="if the change is intended, lock again with `synth lock SPEC`"))
+    for text, (path, span) in sorted(spans.items()):
+        if text not in locked:
+            errors.append(SynthError("S206", f"weights file '{text}' is not in the lock file",
+                                     span, hint="lock again with `synth lock SPEC`"))
+    return errors
