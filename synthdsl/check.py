@@ -165,7 +165,7 @@ class _Checker:
         for n in self.g.topological_order():
             node = self.g.nodes[n]
             kind = node["kind"]
-            if kind == "source":
+            if kind in ("source", "checkpoint"):
                 continue
             if n in self.broken or node.get("invalid") or any(i is None or i not in self.values for i in node["inputs"]):
                 self.broken.add(n)
@@ -284,6 +284,13 @@ class _Checker:
             targets = {n: tuple(t.shape) for n, t, _ in persistent_tensors(tmod)}
             donor = self.donor_tensors(rec)
             if donor is None:
+                continue
+            if opts.get("map") == "order" and str(self.g.nodes[rec["donor"]].get(
+                    "weights", "")).endswith(".safetensors") \
+                    and self.g.nodes[rec["donor"]]["kind"] == "checkpoint":
+                self.err("S207", "a safetensors file does not keep the order of its tensors, so "
+                         "it cannot be mapped by order", spans["map"],
+                         hint="map it by name with rename=[...], or use the .pt/.pth file")
                 continue
             strip = ".".join(rec["donor_path"]) + "." if rec["donor_path"] else ""
             mapping, problems, skipped = _map_tensors(targets, donor, opts, strip)

@@ -223,7 +223,7 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan],
     for n in graph.topological_order():
         node = graph.nodes[n]
         kind = node["kind"]
-        if kind in ("source", "output", "loss"):
+        if kind in ("source", "checkpoint", "output", "loss"):
             continue
         args = () if kind == "item" else tuple(_value(graph, env, i) for i in node["inputs"])
         name = n.replace(".", "_").replace(":", "_")  # `hidden.0` → `hidden_0`

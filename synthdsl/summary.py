@@ -26,8 +26,9 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
     for n in graph.topological_order():
         node = graph.nodes[n]
         kind = node["kind"]
-        if kind == "source":
-            what = node["label"] + (" (weights)" if node.get("weights") else "")
+        if kind in ("source", "checkpoint"):
+            what = node["label"] + (" (weights)" if node.get("weights") and kind == "source"
+                                    else "")
         elif kind == "input":
             what = "input"
         elif kind == "output":
@@ -39,7 +40,7 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
             "node": n, "kind": kind, "what": what,
             "shape": fmt_shape(node["shape"]) if "shape" in node else
             " ".join(fmt_shape(s) for s in node["shapes"]) if "shapes" in node else
-            ("-" if kind == "source" else "?"),
+            ("-" if kind in ("source", "checkpoint") else "?"),
             "params": node["params"] if has else None,
             "trainable": node.get("trainable_params") if has else None,
             "frozen": node.get("frozen_params") if has else None,

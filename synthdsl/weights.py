@@ -109,13 +109,10 @@ def open_checkpoint(path: str | Path) -> TensorReader:
 
 
 def persistent_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor, bool]]:
-    """(name, tensor, is_parameter) for everything `state_dict()` would hold."""
-    state = set(module.state_dict(keep_vars=True))
-    for name, p in module.named_parameters():
-        yield name, p, True
-    for name, b in module.named_buffers():
-        if name in state:
-            yield name, b, False
+    """(name, tensor, is_parameter) for everything `state_dict()` holds, in its order."""
+    params = {id(p) for p in module.parameters()}
+    for name, t in module.state_dict(keep_vars=True).items():
+        yield name, t, id(t) in params
 
 
 def has_hidden_state(model: nn.Module) -> bool:

@@ -129,7 +129,8 @@ def tooltip(n: ViewNode) -> str:
     if n.location:
         lines.append(n.location + (f": {n.source_line.strip()}" if n.source_line else ""))
     for m in n.messages:
-        lines.append(m.headline() if m.code else m.message)
+        lines.append((m.headline() if m.code else m.message)
+                     + (f" ({m.location})" if m.location else ""))
         lines += [f"  note: {x}" for x in m.notes]
         if m.hint:
             lines.append(f"  help: {m.hint}")

@@ -110,7 +110,10 @@ def render_text(view: View) -> str:
         indent = "   " * (prefix.count(" ") // 3 + (1 if prefix else 0)) + "   "
         for m in n.messages:
             if m.code:
-                out.append(f"{indent}{WARN} {m.headline()}")
+                own = n.location.rsplit(":", 1)[0] + ":" if n.location else None
+                at = f"  ({m.location})" if m.location and not (
+                    own and m.location.startswith(own)) else ""
+                out.append(f"{indent}{WARN} {m.headline()}{at}")
                 out += [f"{indent}    = note: {x}" for x in m.notes]
                 if m.hint:
                     out.append(f"{indent}    = help: {m.hint}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 #: Node states, by how the node's parameters train.
@@ -361,6 +362,22 @@ def _contains(outer: Any, inner: Any) -> bool:
         return False
 
 
+def _importer(graph, order: Sequence[str], span: Any) -> tuple[str, int] | None:
+    """A problem inside a spec used as a source belongs to the source that imports it."""
+    file = getattr(span, "file", None)
+    if not file:
+        return None
+    try:
+        target = str(Path(file).resolve())
+    except (OSError, ValueError):
+        return None
+    for n in order:
+        node = graph.nodes[n]
+        if node.get("kind") == "source" and node.get("path_resolved") == target:
+            return n, 0
+    return None
+
+
 def _attribute(graph, order: Sequence[str], diagnostics: Iterable[Any]
                ) -> tuple[dict[str, list[Any]], list[Any]]:
     """Give each diagnostic to the node whose spec text holds it most tightly."""
@@ -375,6 +392,8 @@ def _attribute(graph, order: Sequence[str], diagnostics: Iterable[Any]
                 if s is not None and _contains(s, span):
                     if best is None or (s.end - s.start) < best[1]:
                         best = (n, s.end - s.start)
+        if best is None and span is not None:
+            best = _importer(graph, order, span)
         if best is None:
             loose.append(d)
         else:

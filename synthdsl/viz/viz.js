@@ -448,6 +448,7 @@
     n.messages.forEach(function (m) {
       var box = html("div", null, details, "msg " + m.severity);
       html("div", m.code ? m.severity + "[" + m.code + "]: " + m.message : m.message, box, "headline");
+      if (m.location) html("div", "at " + m.location, box, "sub");
       m.notes.forEach(function (x) { html("div", "note: " + x, box, "sub"); });
       if (m.hint) html("div", "help: " + m.hint, box, "sub");
     });
