@@ -360,6 +360,8 @@ class _Checker:
                          f"{_reason(e)}", rec["donor_span"])
                 return None
         model = self.models.get(rec["donor"])
+        if model is not None:  # a fresh instance: a stage cut may have pruned the part's
+            model = create_timm(node["target"], node["create_kwargs"], "meta")
         if model is None:
             if node.get("constructor") == "spec":
                 self.err("S208", "inherit from a module of a timm source or a checkpoint; "

@@ -461,7 +461,17 @@ class _Builder:
                   "donor_span": st.donor_span, "sub": st.target[1:],
                   "options": {k.name: k.value for k in st.options},
                   "option_spans": {k.name: k.value_span for k in st.options}}
-        target = self.lookup(ast.Ref(name=st.target[0], span=st.target_span))
+        # the longest prefix that names a node (`h.0` in `h = Linear(...) |> ReLU`), else
+        # the value named by the first segment; what follows is a path inside its module
+        prefix = next((k for k in range(len(st.target), 0, -1)
+                       if ".".join(st.target[:k]) in self.g
+                       and self.g.nodes[".".join(st.target[:k])]["kind"] in ("part", "layer")),
+                      None)
+        if prefix is not None:
+            target = ".".join(st.target[:prefix])
+            record["sub"] = st.target[prefix:]
+        else:
+            target = self.lookup(ast.Ref(name=st.target[0], span=st.target_span))
         while target is not None and self.g.nodes[target]["kind"] == "item":
             target = self.g.nodes[target]["inputs"][0]
         if st.file is not None:

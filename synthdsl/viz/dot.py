@@ -22,7 +22,8 @@ from synthdsl.viz.view import LEGEND, LOCK, WARN, View, ViewCluster, ViewEdge, V
 
 #: Fill colour per node kind (state is shown by border style and marks, not only colour).
 FILL = {"input": "#e3f2fd", "output": "#e8f5e9", "source": "#ede7f6", "part": "#f6f1fc",
-        "layer": "#fff8e1", "op": "#f5f5f5", "group": "#fbfbfb", "item": "#f5f5f5"}
+        "layer": "#fff8e1", "op": "#f5f5f5", "group": "#fbfbfb", "item": "#f5f5f5",
+        "checkpoint": "#f3e5f5", "loss": "#fce4ec"}
 ERROR_COLOR = "#c62828"
 INHERIT_COLOR = "#7b1fa2"
 INSTALL_HINT = ("SVG and PNG are drawn by Graphviz's `dot`, which is not installed (or not on "
@@ -101,7 +102,7 @@ def node_label(n: ViewNode) -> str:
         text = n.counts.describe() + (f" ({state})" if state == "partial" else "")
         rows.append(esc(text))
     for k, v in sorted(n.extra.items()):
-        if k in ("collapsed", "used in forward"):
+        if k in ("collapsed", "used in forward", "weights inherited"):
             rows.append(f'<FONT COLOR="#555555">{esc(k)}: {esc(v)}</FONT>')
     if n.location and n.kind != "group":  # a group's line is its source's
         rows.append(f'<FONT POINT-SIZE="8" COLOR="#777777">{esc(n.location)}</FONT>')

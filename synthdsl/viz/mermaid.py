@@ -72,7 +72,8 @@ def render_mermaid(view: View) -> str:
               "skipped": "stroke-dasharray: 1 4,color:#777777",
               "unused": "fill:#eeeeee,color:#777777"}
     fills = {"input": "#e3f2fd", "output": "#e8f5e9", "source": "#ede7f6", "part": "#f6f1fc",
-             "layer": "#fff8e1", "op": "#f5f5f5", "group": "#fbfbfb"}
+             "layer": "#fff8e1", "op": "#f5f5f5", "group": "#fbfbfb", "checkpoint": "#f3e5f5",
+             "loss": "#fce4ec"}
     for kind, fill in fills.items():
         out.append(f"  classDef k_{kind} fill:{fill}")
     for key, style in styles.items():

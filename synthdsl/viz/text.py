@@ -108,6 +108,8 @@ def render_text(view: View) -> str:
         cells = [pad(c, w) for c, w in zip(row, widths)]
         out.append("  ".join(cells).rstrip())
         indent = "   " * (prefix.count(" ") // 3 + (1 if prefix else 0)) + "   "
+        if "weights inherited" in n.extra:
+            out.append(f"{indent}\u21d0 {n.extra['weights inherited']}")
         for m in n.messages:
             if m.code:
                 own = n.location.rsplit(":", 1)[0] + ":" if n.location else None

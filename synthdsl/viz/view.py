@@ -513,6 +513,7 @@ def build_view(graph, expand: Iterable[str] = (), depth: int = 1,
                       {clean(k): fmt_value(x) for k, x in sorted(a.items())
                        if k not in ("kind", "shape") and _plain(x)})
              for u, v, a in graph.edges(data=True)]
+    _inheritance(graph, by_id, edges)
     edges += extra_edges
     view = View(name=clean(graph.graph.get("name", "")),
                 file=clean(graph.graph["file"]) if graph.graph.get("file") else None,
@@ -525,6 +526,34 @@ def build_view(graph, expand: Iterable[str] = (), depth: int = 1,
     view.edges.sort(key=lambda e: (position.get(e.src, -1), position.get(e.dst, -1),
                                    e.kind, e.label))
     return view
+
+
+def _inheritance(graph, by_id: Mapping[str, ViewNode], edges: list[ViewEdge]) -> None:
+    """Where a node's inherited weights come from, on the node and on the edge."""
+    records = {r.get("index"): r for r in graph.graph.get("inherits", ())
+               if isinstance(r, Mapping)}
+    for e in edges:
+        if e.kind != "inherit":
+            continue
+        attrs = graph.edges[e.src, e.dst] if graph.has_edge(e.src, e.dst) else {}
+        donors, places = [], []
+        for i in attrs.get("statements", ()) or ():
+            r = records.get(i)
+            if r is None:
+                continue
+            donors.append(clean(r.get("donor_label") or "'" + ".".join(
+                (str(r.get("donor", e.src)), *map(str, r.get("donor_path", ())))) + "'"))
+            if _location(r.get("span")):
+                places.append(_location(r.get("span")))
+        if places:
+            e.attrs["at"] = ", ".join(places)
+        target = by_id.get(e.dst)
+        if target is not None:
+            text = e.label + (f" from {', '.join(donors)}" if donors else f" from {e.src}")
+            if places:
+                text += f" ({', '.join(places)})"
+            prev = target.extra.get("weights inherited")
+            target.extra["weights inherited"] = f"{prev}; {text}" if prev else text
 
 
 def _plain(x: Any) -> bool:
