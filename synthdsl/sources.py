@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any, Mapping
@@ -188,8 +189,20 @@ def _reason(e: Exception) -> str:
 def build_source(node: Mapping[str, Any], device: str = "cpu",
                  load_weights: bool = True) -> nn.Module:
     """The source model of a `source` node, with its weights when it names them."""
-    model = create_timm(node["target"], node["create_kwargs"], device,
-                        pretrained=node.get("pretrained", False) and load_weights)
+    pretrained = node.get("pretrained", False) and load_weights
+    try:
+        model = create_timm(node["target"], node["create_kwargs"], device, pretrained=pretrained)
+    except Exception as e:  # noqa: BLE001
+        if not pretrained:
+            raise
+        offline = any(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        raise SynthError("S203", f"cannot get hub weights for '{node['target']}'"
+                         + (" (HF_HUB_OFFLINE=1 and they are not in the cache)" if offline
+                            else ""), node.get("span"),
+                         notes=[f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                                if str(e) else type(e).__name__],
+                         hint="download them once with a network (they are cached), or name a "
+                              "local file with weights=\"...\"") from None
     if node.get("weights") and device != "meta" and load_weights:
         path = Path(node["weights"])
         try:

@@ -197,3 +197,19 @@ def test_summary_inheritance(capsys):
     out = capsys.readouterr().out
     assert "inherited" in out and "model.encoder.stage1.blocks.0.conv1.weight" in out
     assert "sha256" in out
+
+
+def test_hub_weights_offline_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "hub.synth"
+    spec.write_text('synth Hub\ninput x: [B, 3, 32, 32]\n'
+                    'source r = timm("resnet18", pretrained=true)\ny = r(x)\noutput y\n')
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    p = subprocess.run([sys.executable, "-m", "synthdsl.cli", "compile", str(spec)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "error[S203]: cannot get hub weights for 'resnet18' (HF_HUB_OFFLINE=1" in p.stderr
+    assert f"{spec}:3:1" in p.stderr
