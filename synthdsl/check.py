@@ -92,6 +92,8 @@ class _Checker:
         self.children: dict[str, SynthGraph] = {}   # spec sources, checked
         self.plans: dict[str, PartPlan] = {}        # part node -> its plan (on meta)
         self.layers: dict[str, nn.Module] = {}      # layer node -> its module (on meta)
+        self.meta_layers: dict[tuple, nn.Module] = {}   # distinct layer -> its meta module
+        self.meta_outputs: dict[tuple, tuple] = {}      # distinct run -> (shape, dtype)
         self.used_by: dict[str, str] = {}           # parameter name -> first part using it
         self.values: dict[str, Any] = {}
         self.broken: set[str] = set()
@@ -565,7 +567,15 @@ class _Checker:
             raise SynthError(code, str(e), span, hint=e.hint,
                              notes=self.described_inputs(node) if code == "S301" else ()) from None
         node["build"] = build
+        # one meta module per distinct layer, and one meta run per distinct input: a spec
+        # of thousands of nodes has few distinct ones, and meta kernels dominate the check
+        key = (spec.name, tuple(sorted(build.items(), key=lambda kv: kv[0])))
         try:
+            module = self.meta_layers.get(key)
+            if module is None:
+                with torch.device("meta"):
+                    module = self.meta_layers[key] = spec.build(**build)
+        except TypeError:  # an unhashable option value: no sharing
             with torch.device("meta"):
                 module = spec.build(**build)
         except Exception as e:  # noqa: BLE001
@@ -573,12 +583,27 @@ class _Checker:
                              node["span"], notes=[_torch_reason(e)]) from None
         self.layers[n] = module
         self.record_params(n, {node["module"]: module})
+        return self.run_cached(key, module, args, lambda e: SynthError(
+            "S301", f"{spec.name} cannot take its input", node["span"],
+            notes=[*self.described_inputs(node), _torch_reason(e)]))
+
+    def run_cached(self, key, fn, args, error):
+        """`fn(*args)` on meta tensors, remembered by `key` and the inputs' shapes."""
+        sig = (key, tuple((tuple(a.shape), a.dtype) for a in args))
+        try:
+            hit = self.meta_outputs.get(sig)
+        except TypeError:
+            hit, sig = None, None
+        if hit is not None:
+            return torch.empty(hit[0], dtype=hit[1], device="meta")
         try:
             with torch.no_grad():
-                return module(*args)
+                out = fn(*args)
         except Exception as e:  # noqa: BLE001
-            raise SynthError("S301", f"{spec.name} cannot take its input", node["span"],
-                             notes=[*self.described_inputs(node), _torch_reason(e)]) from None
+            raise error(e) from None
+        if sig is not None and isinstance(out, torch.Tensor):
+            self.meta_outputs[sig] = (tuple(out.shape), out.dtype)
+        return out
 
     def run_op(self, n, node, args) -> torch.Tensor:
         spec = OPS[node["op"]]
@@ -588,12 +613,12 @@ class _Checker:
         if msg := spec.check([self.shape_of(a) for a in args], node["options"],
                              [self.describe(i) for i in node["inputs"]]):
             raise SynthError("S301", msg, node["span"], notes=self.described_inputs(node))
-        try:
-            with torch.no_grad():
-                return spec.fn(*args, **{**spec.defaults(), **node["options"]})
-        except Exception as e:  # noqa: BLE001
-            raise SynthError("S301", f"{spec.name} cannot take its inputs", node["span"],
-                             notes=[*self.described_inputs(node), _torch_reason(e)]) from None
+        options = {**spec.defaults(), **node["options"]}
+        return self.run_cached(
+            ("op", spec.name, tuple(sorted(options.items()))),
+            lambda *a: spec.fn(*a, **options), args,
+            lambda e: SynthError("S301", f"{spec.name} cannot take its inputs", node["span"],
+                                 notes=[*self.described_inputs(node), _torch_reason(e)]))
 
     def record_params(self, n: str, modules: dict[str, nn.Module]) -> None:
         """The parameters and buffers a node installs, by qualified name."""
