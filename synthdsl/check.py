@@ -665,10 +665,8 @@ class _Checker:
                     self.err("S402", f"train option '{key}' expects {TRAIN_OPTIONS[key]}, "
                              f"found {value!r}", span)
             for pattern, span in rule["patterns"]:
-                try:
-                    matched = self.match(pattern, names)
-                except SynthError as e:
-                    self.errors.add(SynthError(e.code, e.message, span, e.hint))
+                matched = self.match_at(pattern, names, span)
+                if matched is None:
                     continue
                 if not matched:
                     if self.may_name_broken(pattern):
@@ -747,10 +745,8 @@ class _Checker:
                 continue
             effect: dict[str, bool] = {}
             for pattern, span in rule["patterns"]:
-                try:
-                    matched = self.match(pattern, names)
-                except SynthError as e:
-                    self.errors.add(SynthError(e.code, e.message, span, e.hint))
+                matched = self.match_at(pattern, names, span)
+                if matched is None:
                     continue
                 if method == "bias":
                     if not any(k.endswith(".bias") for k in matched):
@@ -822,6 +818,14 @@ class _Checker:
                     tensors += [k for k, _ in m.named_buffers(recurse=False)]
                     out.update(f"{prefix}.{k}" for k in tensors)
         return out
+
+    def match_at(self, pattern: str, names: Iterable[str], span) -> list[str] | None:
+        """`match`, with a pattern's own problem reported at its span (then None)."""
+        try:
+            return self.match(pattern, names)
+        except SynthError as e:
+            self.errors.add(SynthError(e.code, e.message, span, e.hint))
+            return None
 
     def match(self, pattern: str, names: Iterable[str]) -> list[str]:
         """Names a freeze/train pattern selects: a glob, a value's name, or `source@stageN`."""

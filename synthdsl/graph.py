@@ -375,6 +375,10 @@ class _Builder:
             else:
                 self.error("S101", f"unknown layer or operation '{head}'", callee_span,
                            hint=did_you_mean(head, [*LAYERS, *OPS, *self.sources]))
+        self.connect(inputs, node_id)
+
+    def connect(self, inputs: tuple, node_id: str) -> None:
+        """Data edges from each resolved input, with the argument positions they feed."""
         for pos, src in enumerate(inputs):
             if src is None:
                 continue
@@ -526,13 +530,7 @@ class _Builder:
                         span=st.span, kind_span=st.kind_span, inputs=tuple(inputs),
                         options={k.name: k.value for k in st.options},
                         option_spans={k.name: k.value_span for k in st.options})
-        for pos, src in enumerate(inputs):
-            if src is None:
-                continue
-            if self.g.has_edge(src, node_id):
-                self.g.edges[src, node_id]["positions"].append(pos)
-            else:
-                self.g.add_edge(src, node_id, kind="data", positions=[pos])
+        self.connect(inputs, node_id)
         losses.append({"node": node_id, "kind": st.kind, "inputs": [a.name for a in st.args],
                        "options": {k.name: k.value for k in st.options}})
 

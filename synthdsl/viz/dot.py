@@ -103,7 +103,9 @@ def node_label(n: ViewNode) -> str:
         rows.append(esc(text))
     for k, v in sorted(n.extra.items()):
         if k in ("collapsed", "used in forward", "weights inherited"):
-            rows.append(f'<FONT COLOR="#555555">{esc(k)}: {esc(v)}</FONT>')
+            color = INHERIT_COLOR if k == "weights inherited" else "#555555"
+            rows += [f'<FONT COLOR="{color}">{esc(line)}</FONT>'
+                     for line in _wrap(f"{k}: {v}", 60, 4)]
     if n.location and n.kind != "group":  # a group's line is its source's
         rows.append(f'<FONT POINT-SIZE="8" COLOR="#777777">{esc(n.location)}</FONT>')
     for m in n.messages[:2]:

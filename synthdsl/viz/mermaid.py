@@ -63,7 +63,7 @@ def render_mermaid(view: View) -> str:
         if e.kind == "member":
             out.append(f"  {a} -.- {b}")
         elif e.kind in ("inherit", "share"):
-            out.append(f'  {a} -. "{esc(e.label or e.kind)}" .-> {b}')
+            out.append(f'  {a} -.->|"{esc(e.label or e.kind)}"| {b}')
         else:
             out.append(f"  {a} -->{label} {b}")
     styles = {"frozen": "stroke-dasharray: 6 4,stroke:#1565c0,stroke-width:1.5px",

@@ -162,8 +162,8 @@ class ViewNode:
     @property
     def title(self) -> str:
         """What a picture calls it: the node id where one name makes several nodes (`h.0`)."""
-        return self.id if self.id != self.name and self.kind not in ("output", "group") \
-            else self.name
+        return self.id if self.id != self.name \
+            and self.kind not in ("output", "group", "checkpoint") else self.name
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "title": self.title, "kind": self.kind,
@@ -296,6 +296,8 @@ def _what(node: Mapping[str, Any]) -> tuple[str, str]:
             opts = ", ".join(f"{clean(k)}={fmt_value(v)}" for k, v in sorted(kwargs.items()))
             detail = f"{detail} · {opts}" if detail else opts
         return label, detail
+    if kind == "checkpoint":
+        return "checkpoint", ""
     if kind == "part":
         src = clean(node.get("source", "?"))
         return f"part of {src}", label
