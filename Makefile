@@ -5,7 +5,22 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean docs sysdeps
+
+# Graphviz (`dot`, for `synth viz -o x.svg|png`), Chromium (the HTML page's end-to-end test)
+# and a font with the lock glyph: installed with apt when missing and we are root on a
+# Debian/Ubuntu machine; otherwise a note says how. Nothing else needs them.
+APT = DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+sysdeps:
+	@if command -v dot >/dev/null 2>&1 && { command -v chromium || \
+	    command -v chromium-browser; } >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -q && { $(APT) graphviz chromium || $(APT) graphviz chromium-browser; } \
+	  && { $(APT) fonts-symbola || true; }; \
+	else \
+	  echo "note: SVG/PNG need Graphviz and the browser test needs Chromium:" \
+	       "sudo apt-get install graphviz chromium (or brew install graphviz chromium)"; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +29,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sysdeps
 	$(VENV)/bin/synth demo
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/frontend.py
 	$(PY) bench/overhead.py
+	$(PY) bench/viz.py
+
+# Every example's picture, as the README and docs show it.
+docs: $(STAMP) sysdeps
+	@mkdir -p docs/models
+	@for f in models/*.synth; do \
+	  $(VENV)/bin/synth viz "$$f" -o "docs/models/$$(basename "$$f" .synth).svg" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

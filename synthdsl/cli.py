@@ -3,6 +3,10 @@
     synth check FILE [--json]      exit 0 when the spec is sound, 1 with every problem found
     synth summary FILE             a table of nodes: kind, output shape, parameters, frozen
     synth compile FILE [--code]    build the module, run it once, print shapes and totals
+                    [-o OUT]       ... and write it, with its spec and provenance
+    synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
+    synth nodes ARCH|FILE SOURCE   the points a timm model can be cut at, with shapes
+    synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
     synth demo                     check, summarise and run every example in models/
 
 A mistake in a spec is printed like a compiler prints it (file:line:col, the

@@ -17,8 +17,16 @@ Per kind: input ``dims``; source ``constructor``, ``target``, ``target_span``,
 ``source``, ``path``, ``method``, ``module``; layer ``layer``, ``module``;
 op ``op``; output ``of``. The check adds ``shape`` and ``params``.
 
-Edges: ``kind="data"`` with ``positions`` (argument indices), and
-``kind="member"`` from a source to each of its parts.
+More kinds: ``item`` (one value of a call unpacked into several names, ``item``
+is its index), ``checkpoint`` (a file an ``inherit`` statement reads, ``weights``),
+``loss`` (a sink only training reads).
+
+Edges: ``kind="data"`` with ``positions`` (argument indices); ``kind="member"``
+from a source to each of its parts; ``kind="share"`` from a value to a node that
+applies its module again; ``kind="inherit"`` from a donor (a source or a
+checkpoint) to the node whose tensors it initialises, with ``statements`` (indexes
+into ``graph.graph["inherits"]``) and, after the check, ``tensors``, ``params``
+and ``mode`` (``strict`` or ``partial``).
 
 >>> from synthdsl.parse import parse_spec
 >>> g = build_graph(parse_spec(

@@ -285,3 +285,39 @@ def test_no_console_errors_and_no_network_requests(page):
                 if e["method"] == "Network.requestWillBeSent"]
     assert requests and all(u == url or u.startswith("data:") for u in requests), requests
     assert chrome.js("performance.getEntriesByType('resource').length") == 0
+
+
+MERMAID_JS = os.environ.get("SYNTH_MERMAID_JS")
+
+
+@pytest.mark.skipif(not MERMAID_JS, reason="set SYNTH_MERMAID_JS to a local mermaid.min.js "
+                    "(e.g. from `npm pack mermaid`) to check the Mermaid output with Mermaid")
+def test_mermaid_output_parses_and_renders_with_mermaid(tmp_path):
+    from synthdsl.pipeline import check_spec
+
+    g = check_graph(build_graph(parse_spec(SPEC)), raise_errors=False)
+    g.add_node(INJECT_NAME, kind="op", name=INJECT_NAME, label=INJECT_LABEL, inputs=("logits",))
+    g.add_edge("logits", INJECT_NAME, kind="data", shape=("B", INJECT_LABEL))
+    g.add_edge("net", "hidden.0", kind="inherit", tensors=2, params=1040, mode="strict")
+    texts = [render_graph(g, "mmd"), render_graph(g, "mmd", expand=["net"], depth=2)]
+    texts += [render_graph(check_spec(p, raise_errors=False), "mmd")
+              for p in sorted((Path(__file__).parent.parent / "models").glob("*.synth"))[:4]]
+    page = tmp_path / "mermaid.html"
+    page.write_text(f'<html><body><script src="{Path(MERMAID_JS).resolve().as_uri()}">'
+                    "</script></body></html>")
+    chrome = Chrome(tmp_path)
+    try:
+        chrome.send("Runtime.enable")
+        chrome.send("Page.enable")
+        chrome.send("Page.navigate", url=page.as_uri())
+        chrome.wait_for("!!window.mermaid")
+        chrome.js("mermaid.initialize({startOnLoad: false, securityLevel: 'strict'})")
+        for i, text in enumerate(texts):
+            result = chrome.js(f"""(async () => {{ try {{
+                const out = await mermaid.render('g{i}', {json.dumps(text)});
+                return (out.svg.match(/<img/g) || []).length === 0 ? 'ok' : 'img';
+            }} catch (e) {{ return 'error: ' + e.message; }} }})()""")
+            assert result == "ok", (result, text[:500])
+        assert chrome.js("window.__pwned === undefined") is True
+    finally:
+        chrome.close()
