@@ -105,7 +105,13 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
         s = graph.nodes[n]["source"]
         for path, module in plan.modules.items():
             if s in lazy:
-                materialize(module, _key_in(path, s), lazy[s], provenance, path, s)
+                try:
+                    materialize(module, _key_in(path, s), lazy[s], provenance, path, s)
+                except (ValueError, OSError) as e:  # the file changed since the check
+                    node = graph.nodes[s]
+                    raise SynthError("S205", f"weights file '{node['weights_text']}' changed "
+                                     f"since the spec was checked: {e}",
+                                     node["weights_span"]) from None
             elif not isinstance(models[s], SynthModule):
                 origin = _origin(graph.nodes[s], load_weights)
                 for name, _, _ in persistent_tensors(module):

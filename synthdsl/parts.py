@@ -20,7 +20,9 @@ functions) and keep only what the cut needs; stages use timm's
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -284,10 +286,17 @@ def cut_points(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str, 
     from torchvision.models.feature_extraction import NodePathTracer
 
     tracer = NodePathTracer(**_fx_tracer_kwargs())
-    graph = tracer.trace(model.eval(), concrete_args=_concrete_args(model) or None)
+    concrete = _concrete_args(model)
+    graph = tracer.trace(model.eval(), concrete_args=concrete or None)
     gm = fx.GraphModule(tracer.root, graph)
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    ShapeProp(gm).propagate(example, *[None] * (len(placeholders) - 1))
+    # bound arguments stay placeholders that assert their value: pass those values
+    count = sum(1 for n in graph.nodes if n.op == "placeholder") - 1
+    rest = list(concrete.values())[:count]  # in the order of forward()'s signature
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints what it raises
+            ShapeProp(gm).propagate(example, *rest)
+    except Exception:  # noqa: BLE001 - some graphs cannot run node by node on meta
+        pass  # the names are still right; the shapes it did not reach are shown as "?"
     rows = []
     for node in graph.nodes:
         if node.op in ("placeholder", "output") or node not in tracer.node_to_qualname:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -20,9 +21,9 @@ from torch import nn
 from synthdsl.errors import SynthError, did_you_mean
 
 #: A safetensors header larger than this is refused before it is parsed.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: A checkpoint with more tensors than this is refused.
-MAX_TENSORS = 200_000
+MAX_TENSORS = 100_000
 #: Top-level keys under which training scripts commonly nest the state dict.
 _NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema")
 
@@ -66,24 +67,81 @@ def weights_format(path: Path) -> str:
     raise ValueError(f"'{path.name}' is not a .safetensors, .pt or .pth file")
 
 
+#: Bytes per element of each safetensors dtype, and the torch dtype it reads as.
+SAFETENSORS_DTYPES = {
+    "F64": (8, torch.float64), "F32": (4, torch.float32), "F16": (2, torch.float16),
+    "BF16": (2, torch.bfloat16), "I64": (8, torch.int64), "I32": (4, torch.int32),
+    "I16": (2, torch.int16), "I8": (1, torch.int8), "U8": (1, torch.uint8),
+    "BOOL": (1, torch.bool), "F8_E4M3": (1, torch.float8_e4m3fn),
+    "F8_E5M2": (1, torch.float8_e5m2),
+}
+
+
 def _safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, refusing absurd sizes before parsing."""
+    """The JSON header of a safetensors file, every entry validated against the file:
+    absurd sizes and entry counts are refused before the JSON is parsed, and every
+    tensor's byte range must lie inside the file and match its shape and dtype."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ValueError("file is shorter than a safetensors header")
+            raise ValueError("the file is too short to be safetensors" if raw or size
+                             else "the file is empty")
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER_BYTES or n > size - 8:
-            raise ValueError(f"header claims {n:,} bytes (file has {size:,}); "
+            raise ValueError(f"its header claims {n:,} bytes (the file has {size:,}); "
                              "the file is truncated or not safetensors")
-        header = json.loads(f.read(n))
+        text = f.read(n)
+    entries = text.count(b'"data_offsets"')
+    if entries > MAX_TENSORS:
+        raise ValueError(f"its header lists {entries:,} tensors (the limit is {MAX_TENSORS:,})")
+    try:
+        header = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("its header is not valid JSON: the file is damaged or not "
+                         "safetensors") from None
     if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
+        raise ValueError("its header is not a JSON object")
     header.pop("__metadata__", None)
-    if len(header) > MAX_TENSORS:
-        raise ValueError(f"header lists {len(header):,} tensors (limit {MAX_TENSORS:,})")
+    data = size - 8 - n
+    for key, entry in header.items():
+        try:
+            width, _ = SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = [int(d) for d in entry["shape"]]
+            start, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"its header entry '{key}' has no valid dtype, shape and "
+                             "data_offsets") from None
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise ValueError(f"its header gives '{key}' a negative dimension")
+            count *= d
+        if not 0 <= start <= end <= data:
+            raise ValueError(f"'{key}' lies outside the file (bytes {start:,} to {end:,} of "
+                             f"{data:,}): the file is truncated")
+        if end - start != count * width:
+            raise ValueError(f"'{key}' takes {end - start:,} bytes but its shape {shape} "
+                             f"needs {count * width:,}")
     return header
+
+
+def read_safetensors(path: Path, keys, header: dict | None = None
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+    """The named tensors of a safetensors file, each read straight into its own memory
+    (no mapping of the file outlives the call). `header`: already validated."""
+    header = header if header is not None else _safetensors_header(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        for key in keys:
+            entry = header[key]
+            width, dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            start, end = entry["data_offsets"]
+            buf = torch.empty(end - start, dtype=torch.uint8)
+            f.seek(8 + n + start)
+            if f.readinto(memoryview(buf.numpy())) != end - start:
+                raise ValueError(f"'{key}' is cut short: the file is truncated")
+            yield key, buf.view(dtype).reshape(entry["shape"])
 
 
 def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -96,6 +154,8 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _load_torch(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
+    if (what := _sniff(path)) is not None:
+        raise ValueError(what)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except RuntimeError as e:
@@ -121,10 +181,7 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if weights_format(path) == "safetensors":
-        from safetensors.torch import load_file
-
-        _safetensors_header(path)
-        return load_file(str(path), device="cpu")
+        return dict(read_safetensors(path, list(_safetensors_header(path))))
     return _load_torch(path, mmap=True)
 
 
@@ -179,11 +236,37 @@ def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | Non
 
 
 def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else type(e).__name__
-    if "Unsupported global" in str(e) or "weights_only" in str(e):
-        return "it holds pickled Python objects, which are never loaded (only tensors are)"
-    return first[:300]
+    """Why a checkpoint could not be read, in words a person can act on."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused or "Unsupported global" in text:
+        name = f" ('{refused.group(1)}')" if refused else ""
+        return ("it holds pickled Python objects, which are refused: only tensors are ever "
+                f"loaded, and it names a Python global{name}")
+    if isinstance(e, EOFError) or "Ran out of input" in text:
+        return "the file is empty or cut short"
+    if "inline_container" in text or "zip archive" in text or "central directory" in text:
+        return "it is a zip archive but not a PyTorch checkpoint (or it is damaged)"
+    if "Unsupported operand" in text or "invalid load key" in text:
+        return "it is not a PyTorch checkpoint (wrong format, or damaged)"
+    return first[:300] or type(e).__name__
+
+
+def _sniff(path: Path) -> str | None:
+    """What a file really is, when its name says otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty"
+    if len(head) == 9 and head[8:9] == b"{":
+        n = struct.unpack("<Q", head[:8])[0]
+        if 0 < n < MAX_HEADER_BYTES:
+            return "it is a safetensors file; name it .safetensors"
+    return None
 
 
 def build_source(node: Mapping[str, Any], device: str = "cpu",

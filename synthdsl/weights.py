@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from synthdsl.sources import _load_torch, _safetensors_header, weights_format
+from synthdsl.sources import _load_torch, _safetensors_header, read_safetensors, weights_format
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,18 +56,21 @@ class TensorReader:
 
 
 class SafetensorsReader(TensorReader):
-    def __init__(self, path: str | Path) -> None:
-        from safetensors import safe_open
+    """Each tensor read from its byte range straight into memory of its own: no mapping
+    of the file stays behind, so a compiled module never changes with the file."""
 
+    def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        _safetensors_header(Path(path))  # size-checked before safetensors parses it
-        self._file = safe_open(self.path, framework="pt", device="cpu")
+        self._header = _safetensors_header(Path(path))
 
     def keys(self) -> list[str]:
-        return list(self._file.keys())
+        return list(self._header)
 
     def get(self, key: str) -> torch.Tensor:
-        return self._file.get_tensor(key)
+        if key not in self._header:
+            raise KeyError(key)
+        ((_, tensor),) = read_safetensors(Path(self.path), [key], self._header)
+        return tensor
 
 
 class TorchReader(TensorReader):
@@ -100,6 +103,10 @@ class ModuleReader(TensorReader):
 
     def origin(self, key: str) -> dict[str, Any]:
         return {**self._origin, "key": key}
+
+
+class ChangedError(ValueError):
+    """A checkpoint that no longer matches what the check saw in it."""
 
 
 def open_checkpoint(path: str | Path) -> TensorReader:
@@ -144,9 +151,13 @@ def materialize(module: nn.Module, key_of: Callable[[str], str], reader: TensorR
     under `prefix.local_name`."""
     for name, t, is_param in list(persistent_tensors(module)):
         key = key_of(name)
-        value = reader.get(key)
-        if tuple(value.shape) != tuple(t.shape):  # pragma: no cover - the check compares
-            raise ValueError(f"'{key}' has shape {list(value.shape)}, expected {list(t.shape)}")
+        try:
+            value = reader.get(key)
+        except KeyError:
+            raise ChangedError(f"'{key}' is no longer in the file") from None
+        if tuple(value.shape) != tuple(t.shape):
+            raise ChangedError(f"'{key}' now has shape {list(value.shape)}, the model expects "
+                               f"{list(t.shape)}")
         # a memory-mapped tensor is copied out of the file; safetensors already gives a copy
         value = value.to(dtype=t.dtype, copy=isinstance(reader, TorchReader))
         _set_tensor(module, name, value, is_param)
