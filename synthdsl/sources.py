@@ -240,15 +240,15 @@ def _reason(e: Exception) -> str:
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
     refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused or "Unsupported global" in text:
-        name = f" ('{refused.group(1)}')" if refused else ""
+    if refused or "Unsupported global" in text or "Weights only load failed" in text:
+        name = (f"; it names the Python global '{refused.group(1)}'" if refused else "")
         return ("it holds pickled Python objects, which are refused: only tensors are ever "
-                f"loaded, and it names a Python global{name}")
+                f"loaded{name}")
     if isinstance(e, EOFError) or "Ran out of input" in text:
         return "the file is empty or cut short"
     if "inline_container" in text or "zip archive" in text or "central directory" in text:
         return "it is a zip archive but not a PyTorch checkpoint (or it is damaged)"
-    if "Unsupported operand" in text or "invalid load key" in text:
+    if "invalid load key" in text:
         return "it is not a PyTorch checkpoint (wrong format, or damaged)"
     return first[:300] or type(e).__name__
 
