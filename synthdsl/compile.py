@@ -9,6 +9,7 @@ output. Nothing is traced. Pretrained parts keep their own names, so
 
 from __future__ import annotations
 
+import gc
 import operator
 
 import torch
@@ -63,6 +64,7 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
     Sources with a checkpoint are built on the meta device and only the tensors the
     installed modules keep are read from the file; the others are built for real.
     Returns the root, the parts' plans, and the provenance of every tensor."""
+    gc.collect()  # what the check left behind (traced graphs, meta models) goes first
     root = nn.Module()
     models: dict[str, nn.Module] = {}
     lazy: dict[str, TensorReader] = {}
