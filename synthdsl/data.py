@@ -216,6 +216,15 @@ class FolderImages(ImageData):
         self.files = list(files)
         self.size, self.channels = size, channels
 
+    def images(self, positions: torch.Tensor) -> torch.Tensor:
+        """Decoded in a few threads (PIL releases the interpreter lock while it decodes)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(positions) < 8:
+            return super().images(positions)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            return torch.stack(list(pool.map(self.image, [int(i) for i in positions])))
+
     def image(self, i: int) -> torch.Tensor:
         from PIL import Image
 

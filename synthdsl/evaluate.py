@@ -86,7 +86,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             model = load_compiled(artifact)
             desc = f"run {path} ({run.get('spec_name', '?')}, final weights)"
         else:
-            from synthdsl.train import checkpoints_in
+            from synthdsl.checkpoint import checkpoints_in
 
             found = checkpoints_in(path)
             if not found:
@@ -95,7 +95,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             return load_model(found[-1], weights, device, seed)
     elif path.suffix == ".pt":
         from synthdsl.pipeline import compile_spec
-        from synthdsl.train import load_checkpoint
+        from synthdsl.checkpoint import load_checkpoint
 
         ck = load_checkpoint(path)
         run = _read_run(path.parent.parent)

@@ -103,13 +103,35 @@ class FrozenSplit:
             f", ... ({len(self.prefix_modules)} in all)" if len(self.prefix_modules) > 6 else "")
         return (f"frozen prefix of {len(self.prefix_nodes)} nodes runs without autograd"
                 f"{f' (modules {mods})' if mods else ''}; "
-                f"{len(self.boundary)} value{'s' if len(self.boundary) != 1 else ''} "
-                "cross to the trainable part")
+                f"{len(self.boundary)} value{'s cross' if len(self.boundary) != 1 else ' crosses'}"
+                " to the trainable part")
 
 
-def frozen_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+def changes_in_training(module: nn.Module) -> list[str]:
+    """Why `module` (in its current mode) may give another output for the same input:
+    randomness or running statistics in training mode."""
+    problems = []
+    for name, m in module.named_modules():
+        if not m.training:
+            continue
+        where = f"'{name}' " if name else ""
+        kind = type(m).__name__
+        if isinstance(m, _RANDOM_TYPES) and getattr(m, "p", 0) > 0:
+            problems.append(f"{where}({kind}, p={m.p}) drops values at random in training mode")
+        elif ("DropPath" in kind or "DropBlock" in kind) and float(
+                getattr(m, "drop_prob", 0) or 0) > 0:
+            problems.append(f"{where}({kind}) drops paths at random in training mode")
+        elif isinstance(m, _STATEFUL_TYPES) and m.track_running_stats:
+            problems.append(f"{where}({kind}) normalises with batch statistics and updates "
+                            "its running statistics in training mode (policy norm = \"train\"?)")
+    return problems
+
+
+def frozen_nodes(gm: fx.GraphModule, cacheable: bool = False) -> set[fx.Node]:
     """The nodes of `gm` that have nothing to train and depend only on the inputs and
-    other such nodes."""
+    other such nodes. With `cacheable`, a module without parameters that changes in
+    training mode (a Dropout after a frozen trunk) is left to the trainable side, so that
+    what comes before it can be cached."""
     frozen: set[fx.Node] = set()
     for node in gm.graph.nodes:
         ins = node.all_input_nodes
@@ -126,7 +148,11 @@ def frozen_nodes(gm: fx.GraphModule) -> set[fx.Node]:
             if ok:
                 frozen.add(node)
         elif node.op == "call_module":
-            if _module_frozen(gm.get_submodule(node.target)) and all(i in frozen for i in ins):
+            module = gm.get_submodule(node.target)
+            if cacheable and not any(True for _ in module.parameters()) and \
+                    changes_in_training(module):
+                continue
+            if _module_frozen(module) and all(i in frozen for i in ins):
                 frozen.add(node)
         elif node.op in ("call_function", "call_method"):
             if all(i in frozen for i in ins):
@@ -134,10 +160,13 @@ def frozen_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     return frozen
 
 
-def split_frozen(model, gm: fx.GraphModule | None = None) -> FrozenSplit:
-    """Cut `gm` (by default the model's training graph) at the end of its frozen prefix."""
+def split_frozen(model, gm: fx.GraphModule | None = None, cacheable: bool = False
+                 ) -> FrozenSplit:
+    """Cut `gm` (by default the model's training graph) at the end of its frozen prefix
+    (see :func:`frozen_nodes` for `cacheable`). Call it with the model in the mode it will
+    run in (``model.train()`` for training)."""
     gm = training_graph_module(model) if gm is None else gm
-    frozen = frozen_nodes(gm)
+    frozen = frozen_nodes(gm, cacheable)
     nodes = list(gm.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     # compute nodes of the prefix: not placeholders, and not bare attribute reads (those
@@ -226,21 +255,9 @@ def cache_problems(split: FrozenSplit, augment: bool = False) -> list[str]:
     if augment:
         problems.append("the inputs are augmented, so each epoch sees different images")
     for path, module in _prefix_modules(split):
-        for name, m in module.named_modules():
-            if not m.training:
-                continue
-            where = f"{path}.{name}" if name else path
-            kind = type(m).__name__
-            if isinstance(m, _RANDOM_TYPES) and getattr(m, "p", 0) > 0:
-                problems.append(f"'{where}' ({kind}, p={m.p}) drops values at random in "
-                                "training mode")
-            elif ("DropPath" in kind or "DropBlock" in kind) and float(
-                    getattr(m, "drop_prob", 0) or 0) > 0:
-                problems.append(f"'{where}' ({kind}) drops paths at random in training mode")
-            elif isinstance(m, _STATEFUL_TYPES) and m.track_running_stats:
-                problems.append(f"'{where}' ({kind}) normalises with batch statistics and "
-                                "updates its running statistics in training mode "
-                                "(policy norm = \"train\"?)")
+        for problem in changes_in_training(module):
+            problems.append(f"'{path}' {problem}" if not problem.startswith("'") else
+                            f"'{path}.{problem[1:]}")
     return problems
 
 

@@ -6,21 +6,12 @@ weight decays from ``train ... with``), and frozen normalisation stays in eval m
 The frozen prefix of the graph runs without autograd (:mod:`synthdsl.frozen`); with
 ``cache_frozen`` its outputs are computed once per sample and reused.
 
-The objective is the spec's ``loss`` statements, summed:
-
-* ``ce(logits)`` — cross-entropy on the labelled samples (label smoothing from the
-  recipe or the statement).
-* ``distill(student, teacher, temperature=T, alpha=a)`` — Hinton et al.'s
-  knowledge distillation: ``a · T² · KL(softmax(teacher/T) ‖ softmax(student/T))`` over
-  every sample plus ``(1 - a) · CE(student, label)`` over the labelled ones. The
-  teacher's values get no gradient.
-* ``feature(student, teacher, weight=w)`` — ``w ·`` the mean squared difference of two
-  values of one shape; the second is the target and gets no gradient.
-
-Without a ``loss`` statement the single output is trained with cross-entropy, or,
-given a teacher (``--teacher RUN|ARTIFACT|SPEC``), distilled from that teacher's
-output. Unlabelled samples (label -1, see :meth:`ImageData.few_shot`) count only in
-the distillation and feature terms.
+The objective is the spec's ``loss`` statements, summed (:mod:`synthdsl.losses`):
+cross-entropy, Hinton et al.'s distillation, feature matching. Without a ``loss``
+statement the single output is trained with cross-entropy, or, given a teacher
+(``--teacher RUN|ARTIFACT|SPEC``), distilled from that teacher's output. Unlabelled
+samples (label -1, see :meth:`ImageData.few_shot`) count only in the distillation
+and feature terms.
 
 A run folder holds ``run.json`` (what was asked: spec, data, recipe, options),
 ``log.jsonl`` (one line per epoch), ``checkpoints/`` (one per epoch, and every
@@ -43,10 +34,9 @@ import contextlib
 import json
 import math
 import os
-import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -54,21 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthdsl.checkpoint import (CHECKPOINT_FORMAT, RUN_FORMAT, atomic_save, checkpoint_name,
+                                 checkpoints_in, load_checkpoint, rng_state, seed_epoch,
+                                 set_rng_state, trainable_state, write_json)
 from synthdsl.data import DataSpec, ImageData, Preprocess, preprocess_for
-from synthdsl.errors import SynthError
+from synthdsl.losses import (TEACHER_VALUE, Teacher, TrainError, loss_terms, objective,
+                             primary_output, teacher_modules, term_names)
 from synthdsl.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
-                             split_frozen, training_graph_module)
-
-RUN_FORMAT = "synthdsl-run/1"
-CHECKPOINT_FORMAT = "synthdsl-checkpoint/1"
-
-
-class TrainError(SynthError):
-    """A training request that cannot be carried out as asked."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__("T001", message, None, hint=hint)
-
+                             split_frozen)
 
 # -- what to train with ---------------------------------------------------------------------
 
@@ -128,119 +111,8 @@ class Options:
     eval_every: int = 1                 # epochs between evaluations of the val data
     save_every: int = 0                 # steps between mid-epoch checkpoints (0: none)
     keep: int = 2                       # checkpoints kept
-    workers: int = 0                    # data-loading processes
     progress: bool | None = None        # a progress bar (None: when stderr is a terminal)
     quiet: bool = False
-
-
-@dataclass
-class Teacher:
-    """A model whose outputs a student is distilled from (given outside the spec)."""
-
-    model: nn.Module
-    preprocess: Preprocess
-    temperature: float = 4.0
-    alpha: float = 0.7
-    output: str | None = None
-    description: str = ""
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = self.model(self.preprocess(images))
-        if isinstance(out, dict):
-            out = out[self.output or next(iter(out))]
-        return out.float()
-
-
-@dataclass
-class LossTerm:
-    kind: str                            # ce, distill, feature
-    inputs: list[str]
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.kind}({', '.join(self.inputs)}{', ' + opts if opts else ''})"
-
-
-TEACHER_VALUE = "teacher"
-
-
-def loss_terms(model, teacher: Teacher | None = None) -> list[LossTerm]:
-    """The spec's loss statements; without any, cross-entropy on the single output (or
-    distillation from `teacher`)."""
-    stated = [LossTerm(d["kind"], list(d["inputs"]), dict(d.get("options", {})))
-              for d in model.graph.graph.get("losses", [])]
-    if stated:
-        if teacher is not None:
-            raise TrainError("the spec states its own losses, so a teacher cannot be added "
-                             "from the command line",
-                             hint="name the teacher as a source in the spec and add "
-                             "`loss distill(logits, teacher_logits)`")
-        return stated
-    outputs = list(model.output_names)
-    if len(outputs) != 1:
-        raise TrainError(f"spec '{model.graph.name}' has {len(outputs)} outputs "
-                         f"({', '.join(outputs)}) and no loss statement",
-                         hint=f"say what to train, e.g. `loss ce({outputs[0]})`")
-    if teacher is not None:
-        return [LossTerm("distill", [outputs[0], TEACHER_VALUE],
-                         {"temperature": teacher.temperature, "alpha": teacher.alpha})]
-    return [LossTerm("ce", [outputs[0]])]
-
-
-def primary_output(terms: Sequence[LossTerm], model) -> str:
-    """The value whose arg-max is the prediction: the first ce/distill student."""
-    for t in terms:
-        if t.kind in ("ce", "distill"):
-            return t.inputs[0]
-    return model.output_names[0]
-
-
-def term_names(terms: Sequence[LossTerm]) -> list[str]:
-    """How each term is called in the log: its kind, numbered when a kind repeats."""
-    return [t.kind if sum(u.kind == t.kind for u in terms) == 1 else f"{t.kind}{i}"
-            for i, t in enumerate(terms)]
-
-
-def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: torch.Tensor,
-              w: torch.Tensor, n_all: float, n_labelled: float, label_smoothing: float = 0.0
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The total loss and each term. Per-sample losses are weighted by `w` (0 for padding)
-    and summed, then divided by the batch's sample counts (`n_all`, `n_labelled`) — the
-    global counts under DDP, so that the shares add up to the batch mean."""
-    labelled = (y >= 0).to(w.dtype) * w
-    safe_y = y.clamp(min=0)
-    total = torch.zeros((), device=w.device)
-    parts: dict[str, torch.Tensor] = {}
-
-    def ce(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
-        per = F.cross_entropy(logits.float(), safe_y, reduction="none",
-                              label_smoothing=smoothing)
-        return (per * labelled).sum() / max(n_labelled, 1.0)
-
-    for t, name in zip(terms, term_names(terms)):
-        if t.kind == "ce":
-            smoothing = float(t.options.get("label_smoothing", label_smoothing))
-            value = float(t.options.get("weight", 1.0)) * ce(values[t.inputs[0]], smoothing)
-        elif t.kind == "distill":
-            s, te = values[t.inputs[0]].float(), values[t.inputs[1]].detach().float()
-            temp = float(t.options.get("temperature", 4.0))
-            alpha = float(t.options.get("alpha", 0.7))
-            log_p_s = F.log_softmax(s / temp, dim=-1)
-            log_p_t = F.log_softmax(te / temp, dim=-1)
-            kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temp * temp
-            soft = (kl * w).sum() / max(n_all, 1.0)
-            value = alpha * soft + (1 - alpha) * ce(s, label_smoothing) if alpha < 1 else soft
-        elif t.kind == "feature":
-            a, b = values[t.inputs[0]].float(), values[t.inputs[1]].detach().float()
-            per = (a - b).pow(2).flatten(1).mean(1)
-            value = float(t.options.get("weight", 1.0)) * (per * w).sum() / max(n_all, 1.0)
-        else:
-            raise TrainError(f"unknown loss '{t.kind}'")
-        parts[name] = value
-        total = total + value
-    return total, parts
 
 
 # -- the optimizer and its schedule ---------------------------------------------------------------
@@ -323,77 +195,6 @@ def _all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-# -- the run folder -----------------------------------------------------------------------------
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    from synthdsl.artifact import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from synthdsl.artifact import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def checkpoints_in(run: Path) -> list[Path]:
-    """The run's checkpoints, oldest first."""
-    return sorted((run / "checkpoints").glob("*.pt"), key=lambda p: p.name)
-
-
-def _checkpoint_name(global_step: int) -> str:
-    # named by optimizer steps, so that names sort in the order they were written
-    return f"step-{global_step:08d}.pt"
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint, read as tensors and plain values only (never arbitrary objects)."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which
-        raise TrainError(f"cannot read checkpoint '{path}': {e}") from e
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"'{path}' is not a synthdsl training checkpoint")
-    return ck
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(_py_state())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _py_state() -> tuple:
-    version, internal, gauss = random.getstate()
-    return version, list(internal), gauss
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Every epoch starts from random streams fixed by (seed, epoch, rank)."""
-    s = (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2 ** 63)
-    torch.manual_seed(s)
-    random.seed(s)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What training can change: trainable parameters and every buffer."""
-    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    state.update({n: b.detach().clone() for n, b in model.named_buffers()})
-    return state
 
 
 # -- helpers of the loop -----------------------------------------------------------------------
@@ -514,7 +315,9 @@ class Trainer:
             if not any(t.kind in ("distill", "feature") for t in self.terms):
                 raise TrainError(f"{data.name} has no labelled samples to train on")
 
-        self.split = split_frozen(model)
+        self.teacher_modules = teacher_modules(model)
+        self.train_mode()  # the split reads the modes modules train in
+        self.split = split_frozen(model, cacheable=options.cache_frozen)
         self.cache: FrozenCache | None = None
         self.teacher_cache: FrozenCache | None = None
         self.opt = make_optimizer(model, recipe)
@@ -533,6 +336,12 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------
 
+    def train_mode(self) -> None:
+        """The model in training mode, except its teachers, which run as in inference."""
+        self.model.train()
+        for name in self.teacher_modules:
+            self.model.get_submodule(name).eval()
+
     def _wrap_ddp(self) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -543,12 +352,18 @@ class Trainer:
     def _unused_parameters(self) -> list[str]:
         """Trainable parameters the losses do not reach (DDP must be told of them)."""
         pos = torch.arange(min(2, len(self.data)))
-        self.model.train()
+        buffers = {k: b.clone() for k, b in self.model.named_buffers()}
+        rng = rng_state()
+        self.train_mode()
         values, y, w = self._forward(pos, pos, cached=False)
         loss, _ = objective(self.terms, values, y, w, float(len(pos)),
                             float(max(int((y >= 0).sum()), 1)), self.recipe.label_smoothing)
         names = dict(self.model.named_trainable_parameters())
         grads = torch.autograd.grad(loss, list(names.values()), allow_unused=True)
+        with torch.no_grad():  # the probe leaves no trace: statistics and random streams
+            for k, b in self.model.named_buffers():
+                b.copy_(buffers[k])
+        set_rng_state(rng)
         return [n for (n, _), g in zip(names.items(), grads) if g is None]
 
     def describe(self) -> list[str]:
@@ -562,8 +377,8 @@ class Trainer:
             lines.append(f"val     {self.val_data.describe()}")
         lines += [
             f"inputs  {self.preprocess.describe()}",
-            f"loss    " + " + ".join(t.describe() for t in self.terms),
-            f"recipe  " + ", ".join(f"{k}={v}" for k, v in asdict(self.recipe).items()),
+            "loss    " + " + ".join(t.describe() for t in self.terms),
+            "recipe  " + ", ".join(f"{k}={v}" for k, v in asdict(self.recipe).items()),
             f"frozen  {self.split.describe()}",
         ]
         if self.teacher is not None:
@@ -637,12 +452,31 @@ class Trainer:
         return any(n.op == "placeholder" and n.users and not n.name.startswith("frozen_")
                    for n in self.split.suffix.graph.nodes)
 
+    def _check_classes(self) -> None:
+        """The trained output gives one score per class of the data (checked on two
+        images in eval mode: no statistics move, no random numbers are drawn)."""
+        if not any(t.kind in ("ce", "distill") for t in self.terms):
+            return
+        pos = torch.arange(min(2, len(self.data)))
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                values, _, _ = self._forward(pos, pos, cached=False)
+        finally:
+            self.train_mode()
+        scores = values[self.primary]
+        if scores.dim() != 2 or scores.shape[1] != self.data.num_classes:
+            raise TrainError(f"'{self.primary}' gives {list(scores.shape[1:])} per image, but "
+                             f"{self.data.name} has {self.data.num_classes} classes",
+                             hint="give the head as many outputs as there are classes, or "
+                             "choose classes with --classes")
+
     # -- caching -------------------------------------------------------------------------------
 
     def _setup_cache(self) -> None:
         if not self.options.cache_frozen:
             return
-        self.model.train()
+        self.train_mode()
         problems = cache_problems(self.split, augment=bool(self.options.augment))
         if not problems:
             pos = torch.arange(min(4, len(self.data)))
@@ -673,7 +507,7 @@ class Trainer:
             "model": trainable_state(self.model),
             "optimizer": self.opt.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": json.dumps(self.history),
             "recipe": json.dumps(asdict(self.recipe)),
             "epoch_sums": json.dumps(self._global_acc() if self.step_in_epoch else {}),
@@ -704,8 +538,8 @@ class Trainer:
         state = self.state()  # every process: the epoch's sums are gathered
         if not self.dist.main:
             return None
-        path = self.run / "checkpoints" / _checkpoint_name(self.global_step)
-        _atomic_save(state, path)
+        path = self.run / "checkpoints" / checkpoint_name(self.global_step)
+        atomic_save(state, path)
         for old in checkpoints_in(self.run)[:-max(self.options.keep, 1)]:
             old.unlink(missing_ok=True)
         return path
@@ -729,6 +563,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def fit(self) -> list[dict[str, Any]]:
+        self._check_classes()
         self._setup_cache()
         while self.epoch < self.recipe.epochs:
             record = self._train_epoch(self.epoch)
@@ -769,14 +604,14 @@ class Trainer:
         batches = self.epoch_batches(epoch)
         start = self.step_in_epoch
         if start and self._resume_rng is not None:
-            _set_rng_state(self._resume_rng)
+            set_rng_state(self._resume_rng)
             self._resume_rng = None
         else:
-            _seed_epoch(self.recipe.seed, epoch, self.dist.rank)
+            seed_epoch(self.recipe.seed, epoch, self.dist.rank)
         if start == 0 or not self.dist.main:
             self._acc = {}   # a resumed epoch's sums so far came with the checkpoint (rank 0)
         acc = self._acc
-        self.model.train()
+        self.train_mode()
         cached = self.cache is not None or self.teacher_cache is not None
         t0 = time.perf_counter()
         seen = 0.0
@@ -946,7 +781,7 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
     if run_path is not None and trainer.dist.main:
         run_path.mkdir(parents=True, exist_ok=True)
         if not (resume and (run_path / "run.json").exists()):
-            _write_json(run_path / "run.json", record)
+            write_json(run_path / "run.json", record)
             (run_path / "log.jsonl").unlink(missing_ok=True)
     for line in trainer.describe():
         trainer._log(line)
@@ -970,7 +805,7 @@ def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | Non
 
     save_compiled(trainer.model, run / "model.safetensors")
     if metrics is not None:
-        _write_json(run / "metrics.json", {"split": test_data.name, "output": trainer.primary,
+        write_json(run / "metrics.json", {"split": test_data.name, "output": trainer.primary,
                                            **metrics.to_dict()})
         metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
         trainer._log(f"test    {test_data.name}: accuracy {metrics.accuracy:.4f}, macro F1 "
@@ -1017,7 +852,7 @@ def main_train(args) -> int:
     model = compile_graph(graph, seed=recipe.seed)
     options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
                       augment=args.augment, eval_every=args.eval_every,
-                      save_every=args.save_every, keep=args.keep, workers=0,
+                      save_every=args.save_every, keep=args.keep,
                       progress=False if args.no_progress else None, quiet=args.quiet)
     classes = parse_classes(args.classes)
     data_spec = DataSpec(args.data, tuple(classes) if classes else None, args.shots,
@@ -1037,7 +872,7 @@ def main_train(args) -> int:
                    val_data=test, test_data=test, preprocess=preprocess, teacher=teacher,
                    resume=args.resume, spec_path=args.file, data_spec=data_spec,
                    teacher_record=teacher_record)
-    if args.merge_adapters and result.run is not None:
+    if result.run is not None and args.merge_adapters:
         from synthdsl.artifact import save_compiled
 
         merged = model.merge_adapters()
@@ -1046,6 +881,10 @@ def main_train(args) -> int:
             if not args.quiet:
                 print(f"merged  {len(merged)} adapters into their layers: "
                       f"{result.run}/model-merged.safetensors")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 
