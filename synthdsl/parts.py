@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 #: Options a call of a whole source may take, to choose what it returns.
 CUT_OPTIONS = ("at", "stage", "stages")
@@ -213,6 +213,7 @@ def _extractor_plan(model: nn.Module, source: str, names: list[str], labels: lis
     extractor = create_feature_extractor(
         model, return_nodes=list(dict.fromkeys(names)), tracer_kwargs=_fx_tracer_kwargs(),
         suppress_diff_warning=True, concrete_args=_concrete_args(model) or None)
+    _protect_returned_values(extractor)
 
     def run(*args):
         out = extractor(*args)
@@ -225,6 +226,32 @@ def _extractor_plan(model: nn.Module, source: str, names: list[str], labels: lis
 
     return PartPlan({source: extractor}, run, emit, outputs=len(names),
                     describe=f"cut at {', '.join(map(str, labels))}")
+
+
+def _copy_tensors(value):
+    """A copy of every tensor in `value` (a tensor, or a tuple/list/dict of them)."""
+    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+
+
+def _protect_returned_values(gm: fx.GraphModule) -> None:
+    """A value returned from the middle of a graph that later nodes still read is copied
+    before they run: an in-place op downstream (``ReLU(inplace=True)`` after a residual
+    add) would otherwise change what the cut returns for the earlier node."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    returned = output.args[0]
+    values = returned.values() if isinstance(returned, dict) else (
+        returned if isinstance(returned, (list, tuple)) else [returned])
+    changed = False
+    for node in dict.fromkeys(v for v in values if isinstance(v, fx.Node)):
+        if set(node.users) == {output}:
+            continue
+        with gm.graph.inserting_after(node):
+            copy = gm.graph.call_function(_copy_tensors, (node,))
+        output.replace_input_with(node, copy)
+        changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
 
 
 def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool) -> PartPlan:
