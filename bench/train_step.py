@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        where = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+        print(f"\nwrote {where}")
     return 0
 
 

@@ -133,7 +133,7 @@ class ImageData(Dataset):
         the order given: ``select_classes([5, 6, 7, 8, 9])`` makes digit 5 class 0."""
         ids = []
         for c in keep:
-            if isinstance(c, str) and not c.isdigit() or isinstance(c, str) and c in self.classes:
+            if isinstance(c, str) and (c in self.classes or not c.isdigit()):
                 if c not in self.classes:
                     raise DataError(f"{self.name} has no class '{c}'",
                                     hint="its classes: " + ", ".join(self.classes))
@@ -610,8 +610,15 @@ def preprocess_for(model, mean: Sequence[float] | None = None,
                    ) -> Preprocess:
     """The preprocessing a compiled spec takes: its input's size and channels, and the
     mean, std and interpolation of its first timm source's own data config, unless given
-    (`normalize=False` keeps values in [0, 1])."""
+    here or in the spec's recipe (``mean``, ``std``, ``normalize``; `normalize=False`
+    keeps values in [0, 1])."""
     _, dims = image_input(model)
+    stated = model.graph.graph.get("recipe", {})  # a spec may say it (mean, std, normalize)
+    if mean is None and std is None and normalize is None:
+        mean, std = stated.get("mean"), stated.get("std")
+        normalize = stated.get("normalize")
+        mean = (mean,) if isinstance(mean, (int, float)) else mean
+        std = (std,) if isinstance(std, (int, float)) else std
     channels = dims[1] if isinstance(dims[1], int) else None
     size = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:]) else None
     interpolation, origin = "bilinear", "defaults"

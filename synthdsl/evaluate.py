@@ -143,7 +143,9 @@ def load_model(target: str | Path, weights: str | Path | None = None,
 
 def graph_with_members(model) -> tuple[fx.GraphModule, dict[str, tuple[str, str]]]:
     """The inference graph with every Ensemble member as an extra output; for each extra
-    output (``"averaged/a"``), the ensemble it belongs to and the member's name."""
+    output, the ensembles it is a member of (comma-separated) and the member's name.
+    A member of several ensembles is one output, named after the member (``a``), or
+    ``averaged/a`` where that name is taken."""
     from synthdsl.layers import Ensemble
 
     gm = model.graph_module
@@ -152,19 +154,24 @@ def graph_with_members(model) -> tuple[fx.GraphModule, dict[str, tuple[str, str]
     out_value = graph.graph_copy(gm.graph, env)
     outputs = dict(out_value) if isinstance(out_value, dict) else {
         model.output_names[0]: out_value}
-    extra: dict[str, tuple[str, str]] = {}
+    members: dict[fx.Node, list[str]] = {}
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), Ensemble):
             continue
         ens = node.meta.get("synth", {}).get("name", node.name)
-        for i, member in enumerate(node.args):
-            if not isinstance(member, fx.Node):
-                continue
-            mname = member.meta.get("synth", {}).get("name", member.name) or f"member{i}"
-            key = f"{ens}/{mname}"
-            if key not in outputs:
-                outputs[key] = env[member]
-                extra[key] = (ens, mname)
+        for member in node.args:
+            if isinstance(member, fx.Node):
+                members.setdefault(member, []).append(ens)
+    extra: dict[str, tuple[str, str]] = {}
+    taken = set(outputs)
+    for member, ensembles in members.items():
+        if any(v is env[member] for v in outputs.values()):
+            continue  # already an output of its own
+        name = member.meta.get("synth", {}).get("name", member.name) or member.name
+        key = name if name not in taken else f"{ensembles[0]}/{name}"
+        taken.add(key)
+        outputs[key] = env[member]
+        extra[key] = (", ".join(ensembles), name)
     graph.output(outputs)
     graph.lint()
     return fx.GraphModule(gm, graph, class_name=f"{type(gm).__name__}WithMembers"), extra

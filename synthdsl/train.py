@@ -55,6 +55,9 @@ from synthdsl.frozen import (FrozenCache, FrozenSplit, cache_problems, check_det
 
 # -- what to train with ---------------------------------------------------------------------
 
+#: Recipe options that say how images are read, not how to optimise (see preprocess_for).
+PREPROCESS_KEYS = ("mean", "std", "normalize")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -79,7 +82,7 @@ class Recipe:
         values: dict[str, Any] = {}
         for source in (spec_recipe or {}, overrides or {}):
             for k, v in source.items():
-                if v is None:
+                if v is None or k in PREPROCESS_KEYS:
                     continue
                 if k not in known:
                     raise TrainError(f"recipe has no option '{k}'",
@@ -109,6 +112,7 @@ class Options:
     cache_frozen: bool = False
     augment: int = 0                    # random shifts of up to this many pixels
     eval_every: int = 1                 # epochs between evaluations of the val data
+    checkpoint_every: int = 1           # epochs between checkpoints (0: the last only)
     save_every: int = 0                 # steps between mid-epoch checkpoints (0: none)
     keep: int = 2                       # checkpoints kept
     progress: bool | None = None        # a progress bar (None: when stderr is a terminal)
@@ -577,7 +581,9 @@ class Trainer:
                 with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(record.to_dict()) + "\n")
             self._log(self._epoch_line(record))
-            self.save()
+            every = self.options.checkpoint_every
+            if self.epoch == self.recipe.epochs or (every and self.epoch % every == 0):
+                self.save()
         return self.history
 
     def _epoch_line(self, r: EpochRecord) -> str:
@@ -671,8 +677,8 @@ class Trainer:
         done = sum(len(b) for b in batches[start:])
         return EpochRecord(
             epoch=epoch + 1, step=self.global_step,
-            lr=self.base_lrs[0] * lr_factor(self.recipe, self.global_step - 1,
-                                            self.steps_per_epoch),
+            lr=self.recipe.lr * lr_factor(self.recipe, self.global_step - 1,
+                                          self.steps_per_epoch),  # before lr_mult
             loss=totals["loss"] / n,
             terms={k[5:]: v / n for k, v in totals.items() if k.startswith("term:")},
             train_accuracy=(totals["correct"] / totals["labelled"]) if totals["labelled"]
@@ -720,7 +726,7 @@ class Trainer:
         return classification_metrics(data.targets[labelled], pred[labelled], data.classes)
 
 
-# -- the whole command ------------------------------------------------------------------------------
+# -- the whole command ----------------------------------------------------------------------------
 
 
 def _run_record(model, spec_path: str | None, data: DataSpec | None, recipe: Recipe,
@@ -852,7 +858,8 @@ def main_train(args) -> int:
     model = compile_graph(graph, seed=recipe.seed)
     options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
                       augment=args.augment, eval_every=args.eval_every,
-                      save_every=args.save_every, keep=args.keep,
+                      checkpoint_every=args.checkpoint_every, save_every=args.save_every,
+                      keep=args.keep,
                       progress=False if args.no_progress else None, quiet=args.quiet)
     classes = parse_classes(args.classes)
     data_spec = DataSpec(args.data, tuple(classes) if classes else None, args.shots,
@@ -936,6 +943,8 @@ def add_arguments(p) -> None:
     o.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision (auto: bf16 on CUDA, off on CPU)")
     o.add_argument("--eval-every", type=int, default=1, metavar="EPOCHS")
+    o.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                   help="checkpoint every EPOCHS epochs (default 1; 0: only the last)")
     o.add_argument("--save-every", type=int, default=0, metavar="STEPS",
                    help="also checkpoint every STEPS steps inside an epoch")
     o.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")

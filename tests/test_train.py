@@ -332,18 +332,20 @@ def test_eval_reports_each_ensemble_member():
         a = Flatten(image) |> Linear(out=10)
         b = Flatten(image) |> Linear(out=10)
         both = Ensemble(a, b)
-        output both"""
+        voted = Ensemble(a, b, mode="vote")
+        output both, voted"""
     model = synthdsl.compile_spec(spec, seed=0)
     test = load_dataset("digits", "test")
     report = evaluate(model, test)
     assert [(r.name, r.role) for r in report.rows] == [
-        ("both", "output"), ("both/a", "member of both"), ("both/b", "member of both")]
+        ("both", "output"), ("voted", "output"), ("a", "member of both, voted"),
+        ("b", "member of both, voted")]
     with torch.no_grad():
         x = test.images(torch.arange(len(test)))
         a = model.get_submodule("a.1")(model.get_submodule("a.0")(x))
-    assert report.rows[1].metrics.accuracy == pytest.approx(
+    assert report.rows[2].metrics.accuracy == pytest.approx(
         float((a.argmax(1) == test.targets).float().mean()))
-    assert "member of both" in report.text()
+    assert "member of both, voted" in report.text()
 
 
 def test_cli_teacher_from_a_run_folder(tmp_path, capsys):
