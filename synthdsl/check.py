@@ -51,7 +51,20 @@ RECIPE = {
     "warmup_epochs": ((int,), lambda v: v >= 0, "a whole number ≥ 0"),
     "label_smoothing": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "seed": ((int,), lambda v: True, "a whole number"),
+    # how images are read (synthdsl.data.preprocess_for), not how to optimise
+    "mean": ((int, float, list, tuple), lambda v: _numbers(v, lambda x: True),
+             "a number or a list of numbers, one per input channel"),
+    "std": ((int, float, list, tuple), lambda v: _numbers(v, lambda x: x > 0),
+            "a number > 0 or a list of them, one per input channel"),
+    "normalize": ((bool,), lambda v: True, "true or false"),
 }
+
+
+def _numbers(value, ok) -> bool:
+    """A number, or a non-empty list of numbers, each passing `ok`."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return bool(values) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                and ok(x) for x in values)
 #: The terms a `loss` statement can add: name -> (number of values, options).
 LOSSES = {"ce": (1, {"label_smoothing": "a number in [0, 1)", "weight": "a number ≥ 0"}),
           "distill": (2, {"temperature": "a number > 0", "alpha": "a number in [0, 1]"}),
@@ -387,9 +400,23 @@ class _Checker:
                          hint=did_you_mean(key, RECIPE) or "its options: " + ", ".join(RECIPE))
                 continue
             types, ok, what = RECIPE[key]
-            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(
+                    value, types) or not ok(value):
                 self.err("S402", f"recipe option '{key}' expects {what}, found {value!r}",
                          spans[key])
+        stated = {k: v for k, v in self.g.graph.get("recipe", {}).items() if k in ("mean", "std")}
+        if len(stated) == 1:
+            (key, _), = stated.items()
+            other = "std" if key == "mean" else "mean"
+            self.err("S402", f"recipe gives '{key}' without '{other}': the images are "
+                     f"normalised with both or with neither", spans[key],
+                     hint=f"add {other}=..., or drop {key}")
+        elif len(stated) == 2:
+            n = {k: len(v) if isinstance(v, (list, tuple)) else 1 for k, v in stated.items()}
+            if n["mean"] != n["std"] and 1 not in n.values():
+                self.err("S402", f"recipe gives {n['mean']} means and {n['std']} stds; "
+                         "expected one of each per input channel (or a single number)",
+                         spans["std"])
 
     def run_item(self, n, node, args):
         return args[0][node["item"]]

@@ -121,6 +121,10 @@ def test_unused_values_are_warnings():
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr=2 output y", "S402"),
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr_mult=-1 output y", "S402"),
     ("synth S input x: [B, 4] a = b b = a output a", "S104"),
+    ("synth S input x: [B, 4] recipe mean=0.5 output x", "S402"),
+    ("synth S input x: [B, 4] recipe mean=[0.5, 0.5], std=[1, 1, 1] output x", "S402"),
+    ("synth S input x: [B, 4] recipe mean=0.5, std=0 output x", "S402"),
+    ("synth S input x: [B, 4] recipe normalize=1 output x", "S402"),
 ])
 def test_error_codes(text, code):
     with pytest.raises(SynthError) as e:

@@ -132,6 +132,25 @@ def test_preprocess_follows_the_spec_and_its_timm_config():
     assert Preprocess.from_dict(pre.to_dict()) == pre
 
 
+def test_preprocess_stated_in_the_recipe():
+    model = synthdsl.compile_spec("""synth T
+        input image: [B, 3, 24, 24]
+        source net = timm("test_resnet", num_classes=0)
+        f = net(image)
+        recipe mean=0.5, std=[0.25]
+        output f""", seed=0)
+    pre = preprocess_for(model)
+    assert pre.mean == (0.5,) * 3 and pre.std == (0.25,) * 3 and pre.origin == "given"
+    assert preprocess_for(model, mean=(0.1,), std=(0.2,)).mean == (0.1,) * 3  # flags win
+    raw = synthdsl.compile_spec("""synth T
+        input image: [B, 3, 24, 24]
+        source net = timm("test_resnet", num_classes=0)
+        f = net(image)
+        recipe normalize=false
+        output f""", seed=0)
+    assert preprocess_for(raw).mean is None
+
+
 def test_dataspec_round_trip():
     spec = DataSpec("digits", (5, 6, 7, 8, 9), shots=3, shots_seed=2, unlabelled=True)
     assert DataSpec.from_dict(spec.to_dict()) == spec
