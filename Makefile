@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test bench clean docs sysdeps
+.PHONY: demo test bench bench-timm clean docs sysdeps
 
 # Graphviz (`dot`, for `synth viz -o x.svg|png`), Chromium (the HTML page's end-to-end test)
 # and a font with the lock glyph: installed with apt when missing and we are root on a
@@ -39,6 +39,12 @@ bench: $(STAMP)
 	$(PY) bench/frontend.py
 	$(PY) bench/overhead.py
 	$(PY) bench/viz.py
+	$(PY) bench/assembly_memory.py
+	$(PY) bench/train_step.py
+
+# Every architecture in timm.list_models(), whole and at every stage (about an hour).
+bench-timm: $(STAMP)
+	$(PY) bench/timm_coverage.py
 
 # Every example's picture, as the README and docs show it.
 docs: $(STAMP) sysdeps
