@@ -6,17 +6,19 @@ Offline, on the CPU, in a few minutes:
    are trained on MNIST-5k digits 0–4 and saved as safetensors checkpoints. They
    stand for the pretrained models a person already has.
 2. **Synthesis.** A generated spec fuses their trunks (their pooled features,
-   concatenated) under a new head for a new task, digits 5–9, and is trained on a
-   few labels per class (5 by default, a seeded draw per seed): once with the trunks
-   frozen (their outputs cached: seconds), once fine-tuned (trunks at a third of the
-   head's learning rate).
-3. **Baselines, on the same labels.** The same architecture from scratch (with
-   augmentation, which helps it), each source alone under the same head, a small
-   CNN from scratch, and that CNN distilled from the synthesised model (soft targets
-   on the unlabelled rest of the training split, Hinton et al.).
+   concatenated and normalised) under a new head for a new task, digits 5–9, and is
+   trained on a few labels per class (20 by default, a seeded draw per seed): fine-tuned
+   (trunks at a third of the head's learning rate), and with the trunks frozen (their
+   outputs cached: a fraction of a second).
+3. **Baselines, on the same labels and the same number of steps.** The same architecture
+   from scratch, each source alone under a new head, a small CNN from scratch, and
+   that CNN distilled from the synthesised model (soft targets on the unlabelled rest
+   of the training split, Hinton et al.).
 4. **Evaluation** on the fixed test split of digits 5–9 (500 images): accuracy and
-   macro F1, mean ± standard deviation over the seeds, training time, trainable
-   parameters; a bar chart, confusion matrices and ``results.json``.
+   macro F1, mean ± standard deviation over the seeds, the paired difference to
+   scratch, training time, trainable parameters; a bar chart, confusion matrices and
+   ``results.json``. The sweep repeats synthesised against scratch with other numbers
+   of labels per class (3 and 10 by default).
 
 Everything it writes goes under the output folder (``runs/demo`` by default):
 ``sources/`` (the checkpoints and their specs), ``specs/`` (the generated specs),
@@ -44,13 +46,16 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     data: str = "mnist5k"
     seeds: int = 5
-    shots: int = 5
+    shots: int = 20
+    sweep: tuple[int, ...] = (3, 10)  # more labels-per-class counts: synthesised vs scratch
     sources: tuple[str, str] = ("test_resnet", "test_efficientnet")
     size: int = 32
-    source_epochs: int = 10
-    head_epochs: int = 100     # with 25 labelled images and batch 32: one step an epoch
-    finetune_epochs: int = 100
-    scratch_epochs: int = 100
+    source_epochs: int = 30
+    # few-shot arms train for a number of optimizer steps (batches of 32), whatever the
+    # number of labels: as many epochs as that takes
+    head_steps: int = 100
+    finetune_steps: int = 100
+    scratch_steps: int = 100
     student_epochs: int = 10   # over the whole transfer set (about 2,000 images)
     augment: int = 2
     quick: bool = False
@@ -59,8 +64,9 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, out: Path, data: str = "digits") -> "DemoConfig":
         """A smoke-test sized run (seconds, not minutes): numbers mean nothing."""
-        return cls(out=out, data=data, seeds=1, shots=5, source_epochs=1, head_epochs=3,
-                   finetune_epochs=1, scratch_epochs=1, student_epochs=1, quick=True)
+        return cls(out=out, data=data, seeds=1, shots=3, sweep=(5,), source_epochs=1,
+                   head_steps=3, finetune_steps=1, scratch_steps=1, student_epochs=1,
+                   quick=True)
 
 
 # -- the specs ------------------------------------------------------------------------------------
@@ -129,7 +135,7 @@ class Arm:
     key: str
     label: str
     spec: str                       # file name under specs/
-    epochs: int
+    steps: int                      # optimizer steps (few-shot arms), or epochs (transfer set)
     lr: float
     batch_size: int = 32
     augment: int = 0
@@ -143,19 +149,19 @@ def arms(cfg: DemoConfig) -> list[Arm]:
     a, b = cfg.sources
     return [
         Arm("synth_ft", "synthesised: fused trunks + new head, fine-tuned",
-            "synth_finetune.synth", cfg.finetune_epochs, 3e-3, augment=cfg.augment,
+            "synth_finetune.synth", cfg.finetune_steps, 3e-3, augment=cfg.augment,
             color="#2a9d8f"),
         Arm("synth", "synthesised, trunks frozen (cached)", "synth_frozen.synth",
-            cfg.head_epochs, 3e-3, cache=True, color="#52b788"),
+            cfg.head_steps, 3e-3, cache=True, color="#52b788"),
         Arm("scratch", "same architecture from scratch", "scratch.synth",
-            cfg.scratch_epochs, 2e-3, augment=cfg.augment, color="#e76f51"),
-        Arm("only_a", f"{a} alone, frozen, new head", "only_a.synth", cfg.head_epochs,
+            cfg.scratch_steps, 2e-3, augment=cfg.augment, color="#e76f51"),
+        Arm("only_a", f"{a} alone, frozen, new head", "only_a.synth", cfg.head_steps,
             3e-3, cache=True, color="#a8dadc"),
-        Arm("only_b", f"{b} alone, frozen, new head", "only_b.synth", cfg.head_epochs,
+        Arm("only_b", f"{b} alone, frozen, new head", "only_b.synth", cfg.head_steps,
             3e-3, cache=True, color="#a8dadc"),
         Arm("student_kd", "small CNN distilled from the synthesised model", "student.synth",
             cfg.student_epochs, 3e-3, teacher="synth_ft", unlabelled=True, color="#457b9d"),
-        Arm("student", "small CNN from scratch", "student.synth", cfg.scratch_epochs, 3e-3,
+        Arm("student", "small CNN from scratch", "student.synth", cfg.scratch_steps, 3e-3,
             augment=cfg.augment, color="#e9c46a"),
     ]
 
@@ -222,11 +228,14 @@ def write_specs(cfg: DemoConfig) -> Path:
     ck = {s: f"../sources/{s}.safetensors" for s in cfg.sources}
     files = {
         "synth_frozen.synth": fused_spec({"a": (a, ck[a]), "b": (b, ck[b])}, cfg.size,
-                                         "FusedFrozen", True, comment="Two existing models' "
-                                         "trunks, frozen, under a new head for digits 5-9."),
+                                         "FusedFrozen", True, comment="The same, with the "
+                                         "trunks frozen: only the head trains, and the trunks' "
+                                         "outputs can be cached."),
         "synth_finetune.synth": fused_spec({"a": (a, ck[a]), "b": (b, ck[b])}, cfg.size,
                                            "FusedFineTuned", False, 0.33,
-                                           comment="The same, with the trunks fine-tuned."),
+                                           comment="Two existing models' trunks, fused under "
+                                           "a new head for digits 5-9; the trunks train at a "
+                                           "third of the head's rate."),
         "scratch.synth": fused_spec({"a": (a, None), "b": (b, None)}, cfg.size, "Scratch",
                                     False, comment="The same architecture, randomly "
                                     "initialised: the baseline."),
@@ -239,8 +248,8 @@ def write_specs(cfg: DemoConfig) -> Path:
     return folder
 
 
-def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: dict
-            ) -> dict[str, Any]:
+def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: dict,
+            shots: int | None = None) -> dict[str, Any]:
     import synthdsl
     from synthdsl.data import DataSpec, preprocess_for
     from synthdsl.losses import Teacher
@@ -249,18 +258,24 @@ def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: d
     spec = specs / arm.spec
     model = synthdsl.compile_spec(spec, seed=seed)
     pre = preprocess_for(model)
-    data_spec = DataSpec(cfg.data, NEW_CLASSES, cfg.shots, seed, arm.unlabelled)
+    shots = cfg.shots if shots is None else shots
+    data_spec = DataSpec(cfg.data, NEW_CLASSES, shots, seed, arm.unlabelled)
     data = data_spec.load("train", pre.size, pre.channels or 3)
     teacher = None
     if arm.teacher is not None:
         tmodel, tpre = teachers[arm.teacher]
         teacher = Teacher(tmodel, tpre, temperature=4.0, alpha=0.7,
                           description=f"the '{arm.teacher}' model of seed {seed}")
-    recipe = Recipe(epochs=arm.epochs, lr=arm.lr, batch_size=arm.batch_size,
-                    weight_decay=0.05, seed=seed)
+    if arm.unlabelled:
+        epochs = arm.steps
+    else:
+        epochs = max(1, -(-arm.steps // -(-len(data) // arm.batch_size)))
+    recipe = Recipe(epochs=epochs, lr=arm.lr, batch_size=arm.batch_size, weight_decay=0.05,
+                    seed=seed)
     options = Options(quiet=True, progress=False, cache_frozen=arm.cache or teacher is not None,
-                      augment=arm.augment, eval_every=arm.epochs, keep=1)
-    run_dir = cfg.out / "runs" / arm.key / f"seed-{seed}"
+                      augment=arm.augment, eval_every=epochs, checkpoint_every=0, keep=1)
+    run_dir = cfg.out / "runs" / (arm.key if shots == cfg.shots else
+                                  f"sweep/shots-{shots}/{arm.key}") / f"seed-{seed}"
     if run_dir.exists():
         import shutil
 
@@ -302,27 +317,96 @@ def summarise(cfg: DemoConfig, arm_list: list[Arm], per_seed: dict[str, list[dic
 
 def table(rows: list[dict[str, Any]], cfg: DemoConfig, markdown: bool = False) -> str:
     head = ["model", "trained / all params", "accuracy", "macro F1", "train time"]
-    body = []
-    for r in rows:
-        body.append([r["name"], f"{r['trainable']:,} / {r['params']:,}",
-                     f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
-                     f"{r['macro_f1'][0]:.3f} ± {r['macro_f1'][1]:.3f}",
-                     f"{r['train_seconds'][0]:.1f} s"])
+    body = [[r["name"], f"{r['trainable']:,} / {r['params']:,}",
+             f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
+             f"{r['macro_f1'][0]:.3f} ± {r['macro_f1'][1]:.3f}",
+             f"{r['train_seconds'][0]:.1f} s"] for r in rows]
+    return _render(head, body, markdown)
+
+
+def _paired(per_seed: dict[str, list[dict]], key: str, base: str = "scratch") -> list[float]:
+    return [a["accuracy"] - b["accuracy"] for a, b in zip(per_seed[key], per_seed[base])]
+
+
+def _margin_line(name: str, diffs: list[float]) -> str:
+    mean, std = _mean_std(diffs)
+    return (f"{name} - scratch: {mean:+.3f} ± {std:.3f} accuracy (better on "
+            f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds)")
+
+
+def run_sweep(cfg: DemoConfig, specs: Path, test, main: dict[str, list[dict]]
+              ) -> list[dict[str, Any]]:
+    """Synthesised (fine-tuned) against scratch at every labels-per-class count."""
+    keep = [a for a in arms(cfg) if a.key in ("synth_ft", "scratch")]
+    points = []
+    for shots in sorted({cfg.shots, *cfg.sweep}):
+        if shots == cfg.shots:
+            per_seed = {k: main[k] for k in ("synth_ft", "scratch")}
+        else:
+            per_seed = {}
+            for seed in range(cfg.seeds):
+                for arm in keep:
+                    r = run_arm(cfg, arm, seed, specs, test, {}, shots=shots)
+                    per_seed.setdefault(arm.key, []).append(r)
+            _say(f"   {shots:3d} labels per class: " + _margin_line("synthesised",
+                                                                   _paired(per_seed, "synth_ft")))
+        points.append({"shots": shots,
+                       **{k: _mean_std([r["accuracy"] for r in rs]) for k, rs in per_seed.items()},
+                       "margin": _mean_std(_paired(per_seed, "synth_ft")),
+                       "wins": sum(d > 0 for d in _paired(per_seed, "synth_ft")),
+                       "per_seed": {k: [r["accuracy"] for r in rs] for k, rs in per_seed.items()}})
+    return points
+
+
+def sweep_table(points: list[dict[str, Any]], markdown: bool = False) -> str:
+    head = ["labels per class", "synthesised, fine-tuned", "scratch", "difference",
+            "seeds better"]
+    body = [[str(p["shots"]), f"{p['synth_ft'][0]:.3f} ± {p['synth_ft'][1]:.3f}",
+             f"{p['scratch'][0]:.3f} ± {p['scratch'][1]:.3f}",
+             f"{p['margin'][0]:+.3f} ± {p['margin'][1]:.3f}",
+             f"{p['wins']} of {len(p['per_seed']['scratch'])}"] for p in points]
+    return _render(head, body, markdown)
+
+
+def _render(head: list[str], body: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |",
                  "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                for i, (c, w) in enumerate(zip(row, widths)))
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    import torch
+def plot_sweep(points: list[dict[str, Any]], path: Path, title: str) -> Path:
+    from synthdsl.metrics import _pyplot, _save
 
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p["shots"] for p in points]
+    for key, label, color in (("synth_ft", "synthesised, fine-tuned", "#2a9d8f"),
+                              ("scratch", "same architecture from scratch", "#e76f51")):
+        ax.errorbar(xs, [p[key][0] for p in points], yerr=[p[key][1] for p in points],
+                    marker="o", capsize=4, label=label, color=color)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
+    ax.set_xlabel("labels per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     import numpy as np
+    import torch
 
     from synthdsl.data import DataSpec
     from synthdsl.metrics import ClassificationMetrics, plot_bars
@@ -330,17 +414,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     a, b = cfg.sources
+    n_seeds = f"{cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}"
     _say(f"synthdsl demo: {cfg.data}, old task digits 0-4, new task digits 5-9 with "
-         f"{cfg.shots} labels per class, {cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}")
+         f"{cfg.shots} labels per class, {n_seeds}")
     _say(f"1. existing models: {a} and {b}, trained on digits 0-4")
     sources = train_sources(cfg)
     specs = write_specs(cfg)
-    _say(f"2. specs written to {specs}/ (synth_frozen.synth fuses the two trunks)")
+    _say(f"2. specs written to {specs}/ (synth_finetune.synth fuses the two trunks)")
     arm_list = arms(cfg)
     test = DataSpec(cfg.data, NEW_CLASSES).load("test")  # each arm preprocesses it its way
     per_seed: dict[str, list[dict]] = {}
     _say(f"3. training on {cfg.shots} labels per class of digits 5-9, evaluating on the "
-         f"test split")
+         f"{len(test)} test images")
     for seed in range(cfg.seeds):
         teachers: dict[str, Any] = {}
         for arm in arm_list:
@@ -350,44 +435,52 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             _say(f"   seed {seed}  {arm.label:48s} accuracy {r['accuracy']:.3f}  "
                  f"macro F1 {r['macro_f1']:.3f}  ({time.perf_counter() - t:.1f}s)")
     rows = summarise(cfg, arm_list, per_seed)
-    text = table(rows, cfg)
-    n_test = sum(sum(row) for row in per_seed["synth"][0]["confusion"])
     title = (f"{cfg.data}: digits 5-9, {cfg.shots} labels per class "
-             f"({cfg.shots * len(NEW_CLASSES)} images), test {n_test} images; "
-             f"mean ± std over {cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}")
+             f"({cfg.shots * len(NEW_CLASSES)} images), {len(test)} test images; "
+             f"mean ± std over {n_seeds}")
+    margins = {k: _paired(per_seed, k) for k in ("synth_ft", "synth")}
+    points = []
+    if cfg.sweep:
+        _say(f"4. synthesised against scratch with more labels: {', '.join(map(str, cfg.sweep))}"
+             " per class")
+        points = run_sweep(cfg, specs, test, per_seed)
     _say("")
     _say(title)
-    _say(text)
+    _say(table(rows, cfg))
+    _say("")
     by_key = {r["key"]: r for r in rows}
-    margins = {k: [a["accuracy"] - b["accuracy"] for a, b in zip(per_seed[k],
-                                                                  per_seed["scratch"])]
-               for k in ("synth_ft", "synth")}
-    for k, ms in margins.items():
-        mean, std = _mean_std(ms)
-        _say(f"{by_key[k]['name']} - scratch: {mean:+.3f} ± {std:.3f} accuracy "
-             f"(better on {sum(m > 0 for m in ms)} of {len(ms)} seeds)")
+    for k, diffs in margins.items():
+        _say(_margin_line(by_key[k]["name"], diffs))
+    if points:
+        _say("")
+        _say(sweep_table(points))
 
     plots = [plot_bars([{"name": SHORT.get(r["key"], r["key"]),
                          "mean": r["accuracy"][0], "std": r["accuracy"][1],
                          "color": r["color"]} for r in rows],
                        cfg.out / "accuracy.png", "test accuracy",
-                       f"digits 5-9, {cfg.shots} labels/class, {cfg.seeds} seeds")]
+                       f"digits 5-9, {cfg.shots} labels/class, {n_seeds}")]
     for key in ("synth_ft", "scratch"):
         m = ClassificationMetrics(tuple(str(c) for c in NEW_CLASSES),
                                   np.array(per_seed[key][0]["confusion"]))
-        plots.append(m.plot(cfg.out / f"confusion-{key}.png",
-                            f"{next(r['name'] for r in rows if r['key'] == key)} (seed 0)"))
+        plots.append(m.plot(cfg.out / f"confusion-{key}.png", f"{by_key[key]['name']} (seed 0)"))
+    if points:
+        plots.append(plot_sweep(points, cfg.out / "labels.png",
+                                f"digits 5-9 from digits 0-4, {n_seeds}"))
     results = {
         "title": title, "config": {k: (str(v) if isinstance(v, Path) else v)
                                    for k, v in asdict(cfg).items()},
         "sources": sources, "rows": rows, "per_seed": per_seed,
-        "margins_over_scratch": margins,
+        "margins_over_scratch": margins, "sweep": points,
         "seconds": time.perf_counter() - t0,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "platform": platform.platform()},
     }
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (cfg.out / "table.md").write_text(f"{title}\n\n{table(rows, cfg, markdown=True)}\n")
+    md = f"{title}\n\n{table(rows, cfg, markdown=True)}\n"
+    if points:
+        md += f"\n{sweep_table(points, markdown=True)}\n"
+    (cfg.out / "table.md").write_text(md)
     _say(f"\nwrote {cfg.out}/results.json, table.md, " + ", ".join(p.name for p in plots)
          + f"; run folders in {cfg.out}/runs/ ({results['seconds']:.0f}s in all)")
     return results
@@ -400,8 +493,11 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", default="runs/demo", help="where everything is written "
                    "(default runs/demo)")
     p.add_argument("--seeds", type=int, default=5, help="seeds (default 5)")
-    p.add_argument("--shots", type=int, default=5, help="labels per class of the new task "
-                   "(default 5)")
+    p.add_argument("--shots", type=int, default=20, help="labels per class of the new task "
+                   "(default 20)")
+    p.add_argument("--sweep", default="3,10", metavar="K,K,...",
+                   help="also compare synthesised and scratch with these labels per class "
+                   "(default 3,10; '' for none)")
     p.add_argument("--data", default="mnist5k", choices=("mnist5k", "digits"))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: these models are too small to gain from "
@@ -421,7 +517,8 @@ def main_demo(args) -> int:
     if args.quick:
         cfg = DemoConfig.quick_config(out, args.data)
     else:
+        sweep = tuple(int(k) for k in args.sweep.split(",") if k.strip())
         cfg = DemoConfig(out=out, data=args.data, seeds=args.seeds, shots=args.shots,
-                         fresh=args.fresh)
+                         sweep=sweep, fresh=args.fresh)
     run_demo(cfg)
     return 0

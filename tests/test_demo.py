@@ -35,7 +35,9 @@ def test_quick_demo_runs_the_whole_loop(tmp_path, capsys):
     written = json.loads((cfg.out / "results.json").read_text())
     assert written["rows"] == json.loads(json.dumps(results["rows"]))
     assert (cfg.out / "table.md").read_text().count("\n|") >= len(keys)
-    for png in ("accuracy.png", "confusion-synth_ft.png", "confusion-scratch.png"):
+    assert [p["shots"] for p in results["sweep"]] == [3, 5]
+    assert results["sweep"][0]["synth_ft"][0] == results["rows"][0]["accuracy"][0]
+    for png in ("accuracy.png", "confusion-synth_ft.png", "confusion-scratch.png", "labels.png"):
         assert (cfg.out / png).read_bytes()[:4] == b"\x89PNG"
     # the existing models are real checkpoints the generated specs read
     for arch in cfg.sources:
@@ -49,5 +51,8 @@ def test_quick_demo_runs_the_whole_loop(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["results"][0]["accuracy"] == pytest.approx(results["rows"][1]["accuracy"][0])
     # a second run reuses the existing models
-    run_demo(cfg)
+    from synthdsl.demo import train_sources
+
+    again = train_sources(cfg)
     assert "reused" in capsys.readouterr().out
+    assert again == results["sources"]
