@@ -404,19 +404,35 @@ class _Checker:
                     value, types) or not ok(value):
                 self.err("S402", f"recipe option '{key}' expects {what}, found {value!r}",
                          spans[key])
-        stated = {k: v for k, v in self.g.graph.get("recipe", {}).items() if k in ("mean", "std")}
+        recipe = self.g.graph.get("recipe", {})
+        stated = {k: v for k, v in recipe.items() if k in ("mean", "std")}
         if len(stated) == 1:
             (key, _), = stated.items()
             other = "std" if key == "mean" else "mean"
             self.err("S402", f"recipe gives '{key}' without '{other}': the images are "
                      f"normalised with both or with neither", spans[key],
                      hint=f"add {other}=..., or drop {key}")
-        elif len(stated) == 2:
-            n = {k: len(v) if isinstance(v, (list, tuple)) else 1 for k, v in stated.items()}
-            if n["mean"] != n["std"] and 1 not in n.values():
-                self.err("S402", f"recipe gives {n['mean']} means and {n['std']} stds; "
-                         "expected one of each per input channel (or a single number)",
+        if stated and recipe.get("normalize") is False:
+            self.err("S402", "recipe says normalize=false and also gives "
+                     f"{' and '.join(stated)}: expected one or the other",
+                     spans["normalize"], hint="drop normalize=false, or the mean and std")
+        # one number, or one per channel of the image input (a [B, C, H, W] input)
+        images = [self.g.nodes[n]["dims"] for n in self.g.of_kind("input")
+                  if len(self.g.nodes[n]["dims"]) == 4]
+        channels = images[0][1] if len(images) == 1 and isinstance(images[0][1], int) else None
+        lengths = {k: len(v) if isinstance(v, (list, tuple)) else 1 for k, v in stated.items()}
+        for key, n in lengths.items():
+            if n == 1:
+                continue
+            if channels is not None and n != channels:
+                self.err("S402", f"recipe gives {n} values of '{key}'; expected one per "
+                         f"channel of the image input ({channels}), or a single number",
+                         spans[key])
+            elif channels is None and lengths.get("mean" if key == "std" else "std", n) not in (1, n):
+                self.err("S402", f"recipe gives {lengths['mean']} means and {lengths['std']} "
+                         "stds; expected the same number of each, or a single number",
                          spans["std"])
+                break
 
     def run_item(self, n, node, args):
         return args[0][node["item"]]

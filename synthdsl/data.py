@@ -631,10 +631,16 @@ def preprocess_for(model, mean: Sequence[float] | None = None,
         if mean is None or std is None:
             raise DataError("give both --mean and --std, or neither")
         origin = "given"
-    if channels and mean is not None and len(mean) not in (1, channels):
-        if len(mean) > channels:
-            mean, std = tuple(mean)[:channels], tuple(std)[:channels]
-    if mean is not None and len(mean) == 1 and channels:
-        mean, std = tuple(mean) * channels, tuple(std) * channels
+    if mean is not None and channels:
+        def per_channel(values, what):
+            values = tuple(values)
+            if len(values) == 1:  # a single number serves every channel
+                return values * channels
+            if len(values) < channels:
+                raise DataError(f"{len(values)} values of {what} for an input of {channels} "
+                                "channels", hint="give one per channel, or a single number")
+            return values[:channels]  # an RGB config read by a grey input: its first ones
+
+        mean, std = per_channel(mean, "mean"), per_channel(std, "std")
     return Preprocess(size, channels, tuple(mean) if mean else None,
                       tuple(std) if std else None, interpolation, origin)

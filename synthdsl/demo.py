@@ -10,10 +10,11 @@ Offline, on the CPU, in a few minutes:
    trained on a few labels per class (20 by default, a seeded draw per seed): fine-tuned
    (trunks at a third of the head's learning rate), and with the trunks frozen (their
    outputs cached: a fraction of a second).
-3. **Baselines, on the same labels and the same number of steps.** The same architecture
-   from scratch, each source alone under a new head, a small CNN from scratch, and
-   that CNN distilled from the synthesised model (soft targets on the unlabelled rest
-   of the training split, Hinton et al.).
+3. **Baselines, on the same labels.** The same architecture from scratch and each
+   source alone under a new head (the same number of optimizer steps), a small CNN
+   from scratch (the same), and that CNN distilled from the synthesised model (soft
+   targets on the unlabelled rest of the training split too, for 10 epochs over it;
+   Hinton et al.).
 4. **Evaluation** on the fixed test split of digits 5–9 (500 images): accuracy and
    macro F1, mean ± standard deviation over the seeds, the paired difference to
    scratch, training time, trainable parameters; a bar chart, confusion matrices and

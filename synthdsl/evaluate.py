@@ -169,6 +169,8 @@ def graph_with_members(model) -> tuple[fx.GraphModule, dict[str, tuple[str, str]
             continue  # already an output of its own
         name = member.meta.get("synth", {}).get("name", member.name) or member.name
         key = name if name not in taken else f"{ensembles[0]}/{name}"
+        while key in taken:  # a name that is taken both ways: number it
+            key = f"{key}'"
         taken.add(key)
         outputs[key] = env[member]
         extra[key] = (", ".join(ensembles), name)

@@ -234,24 +234,27 @@ def _copy_tensors(value):
 
 
 def _protect_returned_values(gm: fx.GraphModule) -> None:
-    """A value returned from the middle of a graph that later nodes still read is copied
-    before they run: an in-place op downstream (``ReLU(inplace=True)`` after a residual
-    add) would otherwise change what the cut returns for the earlier node."""
-    output = next(n for n in gm.graph.nodes if n.op == "output")
-    returned = output.args[0]
-    values = returned.values() if isinstance(returned, dict) else (
-        returned if isinstance(returned, (list, tuple)) else [returned])
-    changed = False
-    for node in dict.fromkeys(v for v in values if isinstance(v, fx.Node)):
-        if set(node.users) == {output}:
-            continue
-        with gm.graph.inserting_after(node):
-            copy = gm.graph.call_function(_copy_tensors, (node,))
-        output.replace_input_with(node, copy)
-        changed = True
-    if changed:
-        gm.graph.lint()
-        gm.recompile()
+    """Every value a cut returns from the middle of its graph is copied where it is made:
+    an in-place op downstream (``ReLU(inplace=True)`` after a residual add), on the value or
+    on what it is a view of, would otherwise change what the cut returns for the earlier
+    node. The last value computed needs no copy (nothing runs after it). Both graphs of a
+    train/eval extractor are treated."""
+    graphs = [g for g in (getattr(gm, "train_graph", None), getattr(gm, "eval_graph", None))
+              if g is not None] or [gm.graph]
+    for graph in dict.fromkeys(graphs):
+        order = {node: i for i, node in enumerate(graph.nodes)}
+        output = next(n for n in graph.nodes if n.op == "output")
+        returned = output.args[0]
+        values = returned.values() if isinstance(returned, dict) else (
+            returned if isinstance(returned, (list, tuple)) else [returned])
+        nodes = sorted(dict.fromkeys(v for v in values if isinstance(v, fx.Node)),
+                       key=order.__getitem__)
+        for node in nodes[:-1]:
+            with graph.inserting_after(node):
+                copy = graph.call_function(_copy_tensors, (node,))
+            output.replace_input_with(node, copy)
+        graph.lint()
+    gm.recompile()
 
 
 def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool) -> PartPlan:

@@ -118,6 +118,14 @@ class Options:
     progress: bool | None = None        # a progress bar (None: when stderr is a terminal)
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        counts = {"--augment": self.augment, "--eval-every": self.eval_every,
+                  "--checkpoint-every": self.checkpoint_every,
+                  "--save-every": self.save_every, "--keep": self.keep}
+        for flag, value in counts.items():
+            if not isinstance(value, int) or value < 0:
+                raise TrainError(f"{flag} must be a whole number ≥ 0, not {value!r}")
+
 
 # -- the optimizer and its schedule ---------------------------------------------------------------
 

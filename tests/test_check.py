@@ -121,12 +121,33 @@ def test_unused_values_are_warnings():
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr=2 output y", "S402"),
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr_mult=-1 output y", "S402"),
     ("synth S input x: [B, 4] a = b b = a output a", "S104"),
-    ("synth S input x: [B, 4] recipe mean=0.5 output x", "S402"),
-    ("synth S input x: [B, 4] recipe mean=[0.5, 0.5], std=[1, 1, 1] output x", "S402"),
-    ("synth S input x: [B, 4] recipe mean=0.5, std=0 output x", "S402"),
-    ("synth S input x: [B, 4] recipe normalize=1 output x", "S402"),
 ])
 def test_error_codes(text, code):
     with pytest.raises(SynthError) as e:
         check(text)
     assert code in [x.code for x in getattr(e.value, "errors", [e.value])]
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("mean=0.5", "recipe gives 'mean' without 'std'"),
+    ("mean=0.5, std=0", "recipe option 'std' expects a number > 0"),
+    ("normalize=1", "recipe option 'normalize' expects true or false, found 1"),
+    ("mean=0.5, std=0.2, normalize=false", "normalize=false and also gives mean and std"),
+    ("mean=[0.5, 0.5], std=0.2", "2 values of 'mean'; expected one per channel of the image "
+     "input (3)"),
+    ("mean=0.5, std=[0.2, 0.2, 0.2, 0.2]", "4 values of 'std'"),
+])
+def test_recipe_preprocessing_mistakes(recipe, message):
+    with pytest.raises(SynthError) as e:
+        check(f"synth S input x: [B, 3, 8, 8] y = Flatten(x) recipe {recipe} output y")
+    errors = getattr(e.value, "errors", [e.value])
+    assert [x.code for x in errors] == ["S402"]
+    assert message in errors[0].message
+
+
+def test_recipe_preprocessing_accepted():
+    check("synth S input x: [B, 3, 8, 8] y = Flatten(x) "
+          "recipe mean=[0.5, 0.4, 0.3], std=0.2 output y")
+    check("synth S input x: [B, 4] y = Linear(x, out=2) recipe mean=[1, 2], std=[3, 4] output y")
+    check("synth S input x: [B, 3, 8, 8] y = Flatten(x) recipe normalize=false output y")
+

@@ -142,6 +142,10 @@ def test_preprocess_stated_in_the_recipe():
     pre = preprocess_for(model)
     assert pre.mean == (0.5,) * 3 and pre.std == (0.25,) * 3 and pre.origin == "given"
     assert preprocess_for(model, mean=(0.1,), std=(0.2,)).mean == (0.1,) * 3  # flags win
+    mixed = preprocess_for(model, mean=(0.5,), std=(0.1, 0.2, 0.3))
+    assert mixed.mean == (0.5,) * 3 and mixed.std == (0.1, 0.2, 0.3)
+    with pytest.raises(DataError, match="2 values of std for an input of 3 channels"):
+        preprocess_for(model, mean=(0.5,), std=(0.1, 0.2))
     raw = synthdsl.compile_spec("""synth T
         input image: [B, 3, 24, 24]
         source net = timm("test_resnet", num_classes=0)

@@ -325,3 +325,39 @@ def test_cut_at_several_nodes_keeps_each_value():
         got = model(x)["a"]
     assert float(want.min()) < 0  # the value before the in-place ReLU has negatives
     assert torch.equal(got, want)
+    # in training mode too (the extractor keeps a second graph for it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = create_feature_extractor(copy.deepcopy(ref).train(), ["layer1.0.add"])
+        with torch.no_grad():
+            want = reference(x)["layer1.0.add"]
+    with torch.no_grad():
+        got = model.train()(x)["a"]
+    assert float(want.min()) < 0
+    assert torch.equal(got, want)
+
+
+def test_a_returned_view_survives_an_in_place_op_on_its_base():
+    """`f` is a view of `a` that nothing else reads; ReLU(inplace) on `a` comes later."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from synthdsl.parts import _protect_returned_values
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l, self.l2 = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            a = self.l(x) - 5
+            f = a.flatten(1)  # noqa: F841 - a node of the graph, returned by the cut
+            return self.l2(torch.nn.functional.relu(a, inplace=True))
+
+    torch.manual_seed(0)
+    extractor = create_feature_extractor(Net(), ["sub", "flatten", "l2"])
+    _protect_returned_values(extractor)
+    x = torch.randn(3, 4)
+    for mode in (True, False):
+        with torch.no_grad():
+            out = extractor.train(mode)(x)
+        assert float(out["sub"].max()) < 0 and torch.equal(out["flatten"], out["sub"])

@@ -378,10 +378,18 @@ def test_cli_teacher_from_a_run_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_trains_and_keeps_float32_weights(five, amp):
+def test_mixed_precision_trains_and_keeps_float32_weights(five, amp, monkeypatch):
     """--amp runs the forward pass under autocast (here on the CPU; on CUDA the same code):
     the model learns, its weights stay float32, and fp16 goes through a gradient scaler."""
     train_data, test_data = five
+    scaled = []
+    real_scale = torch.amp.GradScaler.scale
+
+    def spy(self, outputs):
+        scaled.append(self.is_enabled())
+        return real_scale(self, outputs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
     spec = SMALL.replace("freeze trunk\n", "")
     model = synthdsl.compile_spec(spec, seed=0)
     before = _state(model)
@@ -393,9 +401,16 @@ def test_mixed_precision_trains_and_keeps_float32_weights(five, amp):
     assert all(map(lambda x: x == x and x < float("inf"), losses))
     assert losses[-1] < losses[0]
     assert result.metrics.accuracy > 0.6
+    assert any(scaled) == (amp == "fp16")
     plain = train(synthdsl.compile_spec(spec, seed=0), train_data,
                   recipe=Recipe(epochs=3, lr=0.01, batch_size=50), options=QUIET)
     assert [h["loss"] for h in plain.history] != losses  # autocast did round the forward pass
     with pytest.raises(TrainError, match="--amp must be"):
         train(model, train_data, recipe=Recipe(epochs=1), options=Options(quiet=True,
                                                                            amp="fp8"))
+
+
+def test_options_refuse_negative_counts():
+    with pytest.raises(TrainError, match="--checkpoint-every must be a whole number"):
+        Options(checkpoint_every=-1)
+
