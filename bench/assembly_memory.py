@@ -45,10 +45,8 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,6 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "assembly_memory.json"
 GOAL = 1.5
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                                               args.keep_file)))
         return 0
 
-    load_at_start = os.getloadavg()
+    load_at_start = load_average()
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                     keep_file.write_text(json.dumps(r["names"]))
                 print(f"  run {i + 1} {path:8s}: {r['peak_above_baseline'] / MiB:7.1f} MiB "
                       f"above baseline, {r['seconds']:.1f} s")
-    load_at_end = os.getloadavg()
+    load_at_end = load_average()
 
     first = runs["synthdsl"][0]
     kept = first["kept_bytes"]
@@ -362,11 +362,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if ok else 'NOT met'} ({summary['synthdsl']['ratio_to_kept']:.2f}x; "
           f"naive {summary['naive']['ratio_to_kept']:.2f}x)")
 
-    import timm
-    import torch
-
-    import synthdsl
-
     result = {
         "benchmark": "assembly_memory",
         "description": "peak RSS above the interpreter's baseline while assembling a part that "
@@ -375,15 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                        "each run in a fresh interpreter",
         "command": ".venv/bin/python bench/assembly_memory.py"
                    + ("" if argv is None else " " + " ".join(argv)),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "synthdsl": getattr(synthdsl, "__version__", "?"),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": list(load_at_start),
-        "load_average_at_end": list(load_at_end),
+        **environment(torch_threads=False),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_at_end,
         "arch": args.arch,
         "format": args.format,
         "spec": spec_text,
@@ -400,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                  for p, rs in runs.items()},
     }
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        write_report(result, args.out)
     return 0
 
 

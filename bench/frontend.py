@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime as _dt
 import gc
 import io
-import json
 import os
 import platform
 import pstats
@@ -42,12 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import lark  # noqa: E402
-import networkx  # noqa: E402
-import pydantic  # noqa: E402
 import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
+from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "frontend.json"
 WIDTH = 32
@@ -401,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = sorted(tuple(int(v) for v in s.split(":")) for s in args.sizes.split(","))
-    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if len({n for n, _ in sizes}) < 2:
+        ap.error("--sizes needs at least two sizes: the growth between them is a result")
+    load_at_start = load_average()
     one_time = warmup()
     tracked = len(gc.get_objects())
     t_start = time.perf_counter()
@@ -442,18 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         "description": "parse_spec + build_graph + check_graph on generated specs "
                        "(no weights, no compile); medians of repeated runs, sizes run "
                        "round-robin",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "networkx": networkx.__version__,
-        "lark": lark.__version__,
-        "pydantic": pydantic.__version__,
-        "synthdsl": synthdsl.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        **environment("torch", "networkx", "lark", "pydantic", "synthdsl"),
         "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": load_average(),
         "gc_threshold": gc.get_threshold(),
         "gc_tracked_objects_before": tracked,
         "one_time_warmup_s": one_time,
@@ -468,9 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": verdict,
     }
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        print()
+        write_report(report, args.out)
     return 0
 
 

@@ -17,9 +17,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import json
 import os
 import platform
 import statistics
@@ -35,6 +33,7 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
+from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "overhead.json"
 SPEC = ROOT / "models" / "whole_resnet18.synth"
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_at_start = load_average()
     t_start = time.perf_counter()
     compiled, reference = build(args.seed)
     (x,) = compiled.example_inputs(batch_size=args.batch, seed=args.seed)
@@ -145,16 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                        "timm.create_model('resnet18', num_classes=10) with the same weights "
                        "and input; eval mode, torch.inference_mode(); interleaved rounds, "
                        "alternating order",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "synthdsl": synthdsl.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **environment(),
         "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_at_end": load_average(),
         "spec": str(SPEC.relative_to(ROOT)),
         "seed": args.seed,
         "input_shape": list(x.shape),
@@ -176,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "times_s": {"compiled": t_c, "timm": t_r},
     }
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        print()
+        write_report(report, args.out)
     return 0
 
 

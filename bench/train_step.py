@@ -26,10 +26,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,12 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import timm  # noqa: E402
+import timm  # noqa: E402, F401 - imported here, before bench_wall_s starts
 import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
 from synthdsl.data import load_dataset  # noqa: E402
 from synthdsl.train import Options, Recipe, train  # noqa: E402
+from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train_step.json"
 
@@ -98,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--epochs must be at least 2 (the steady state is epochs 2..N)")
 
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_start = load_average()
     t_start = time.perf_counter()
     full = load_dataset("mnist5k", "train")
     data = full.subset(torch.arange(min(args.images, len(full))))
@@ -136,23 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "train_step",
         "description": __doc__.splitlines()[0],
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "timm": timm.__version__, "synthdsl": synthdsl.__version__,
-        "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "torch_threads": args.threads,
+        **environment(),
         "load_average_at_start": load_start,
-        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_at_end": load_average(),
         "arch": args.arch, "input_size": args.size, "images": len(data),
         "batch": args.batch, "epochs": args.epochs, "repeats": args.repeats,
         "summary": summary, "runs": runs,
         "bench_wall_s": time.perf_counter() - t_start,
     }
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        where = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
-        print(f"\nwrote {where}")
+        print()
+        write_report(record, args.out)
     return 0
 
 

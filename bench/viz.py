@@ -33,10 +33,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -53,6 +49,7 @@ import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
 from synthdsl.viz import build_view, render_graph  # noqa: E402
+from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "viz.json"
 DEFAULT_SIZES = ((1_000, 5), (2_000, 3))
@@ -148,15 +145,13 @@ def main(argv=None) -> int:
     have_dot = dot is not None
     dot_version = subprocess.run([dot, "-V"], capture_output=True, text=True).stderr.strip() \
         if dot else None
-    load_start = os.getloadavg()
+    load_start = load_average()
     results = {"benchmark": "viz",
                "description": "synth viz formats rendered from checked generated specs; "
                               "medians of repeated runs",
-               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "python": platform.python_version(), "torch": torch.__version__,
-               "synthdsl": synthdsl.__version__, "graphviz": dot_version,
-               "platform": platform.platform(), "cpu_count": os.cpu_count(),
-               "load_average_at_start": list(load_start), "sizes": []}
+               **environment("torch", "synthdsl", torch_threads=False),
+               "graphviz": dot_version,
+               "load_average_at_start": load_start, "sizes": []}
 
     # warm-up: imports, timm registry, the HTML assets
     warm = synthdsl.check_spec(generate_spec(60))
@@ -201,7 +196,7 @@ def main(argv=None) -> int:
                   + "  ".join(f"{k} {v['s']:.3f}s {v['bytes'] / 1024:.0f}k"
                               for k, v in ex.items() if k != "nodes"))
 
-    results["load_average_at_end"] = list(os.getloadavg())
+    results["load_average_at_end"] = load_average()
     largest = results["sizes"][-1]["formats"] if results["sizes"] else {}
     at_1k = next((s["formats"] for s in results["sizes"] if s["nodes"] >= 1000), {})
     results["verdict"] = {
@@ -214,9 +209,7 @@ def main(argv=None) -> int:
     }
     print(f"\nverdict: {results['verdict']}")
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-        print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        write_report(results, args.out)
     return 0
 
 
