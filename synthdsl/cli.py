@@ -197,7 +197,7 @@ def cmd_nodes(args) -> int:
     width = max(len(r[0]) for r in rows)
     what_w = max(len(r[1]) for r in rows)
     print(f"{arch}: {len(rows)} cut points for input [B, {', '.join(map(str, size))}]")
-    print(f"  cut with  x = source(image, at=\"NAME\")  (a module's name cuts after its "
+    print("  cut with  x = source(image, at=\"NAME\")  (a module's name cuts after its "
           "last node)")
     for name, what, shape in rows:
         mark = f"  <- {marks[name]}" if name in marks else ""

@@ -15,6 +15,18 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: the models are tiny, and on a busy 2-core machine
+    OpenMP's extra threads make each small operation wait for the others."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")
 

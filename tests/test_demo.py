@@ -9,18 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import synthdsl
 from synthdsl.demo import DemoConfig, arms, run_demo
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_quick_demo_runs_the_whole_loop(tmp_path, capsys):

@@ -16,13 +16,7 @@ from synthdsl.losses import LossTerm, TrainError, objective
 from synthdsl.train import Options, Recipe, lr_factor, train
 
 QUIET = Options(quiet=True)
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # digits at their own 8×8 size: new layers only, so a test trains in a second
