@@ -65,6 +65,8 @@ def _numbers(value, ok) -> bool:
     values = value if isinstance(value, (list, tuple)) else [value]
     return bool(values) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                 and ok(x) for x in values)
+
+
 #: The terms a `loss` statement can add: name -> (number of values, options).
 LOSSES = {"ce": (1, {"label_smoothing": "a number in [0, 1)", "weight": "a number ≥ 0"}),
           "distill": (2, {"temperature": "a number > 0", "alpha": "a number in [0, 1]"}),
@@ -393,8 +395,9 @@ class _Checker:
         return {prefix + n: tuple(t.shape) for n, t, _ in persistent_tensors(module)}
 
     def recipe(self) -> None:
+        recipe = self.g.graph.get("recipe", {})
         spans = self.g.graph.get("recipe_spans", {})
-        for key, value in self.g.graph.get("recipe", {}).items():
+        for key, value in recipe.items():
             if key not in RECIPE:
                 self.err("S402", f"recipe has no option '{key}'", spans[key],
                          hint=did_you_mean(key, RECIPE) or "its options: " + ", ".join(RECIPE))
@@ -404,7 +407,6 @@ class _Checker:
                     value, types) or not ok(value):
                 self.err("S402", f"recipe option '{key}' expects {what}, found {value!r}",
                          spans[key])
-        recipe = self.g.graph.get("recipe", {})
         stated = {k: v for k, v in recipe.items() if k in ("mean", "std")}
         if len(stated) == 1:
             (key, _), = stated.items()
@@ -421,18 +423,16 @@ class _Checker:
                   if len(self.g.nodes[n]["dims"]) == 4]
         channels = images[0][1] if len(images) == 1 and isinstance(images[0][1], int) else None
         lengths = {k: len(v) if isinstance(v, (list, tuple)) else 1 for k, v in stated.items()}
-        for key, n in lengths.items():
-            if n == 1:
-                continue
-            if channels is not None and n != channels:
-                self.err("S402", f"recipe gives {n} values of '{key}'; expected one per "
-                         f"channel of the image input ({channels}), or a single number",
-                         spans[key])
-            elif channels is None and lengths.get("mean" if key == "std" else "std", n) not in (1, n):
-                self.err("S402", f"recipe gives {lengths['mean']} means and {lengths['std']} "
-                         "stds; expected the same number of each, or a single number",
-                         spans["std"])
-                break
+        if channels is not None:
+            for key, n in lengths.items():
+                if n not in (1, channels):
+                    self.err("S402", f"recipe gives {n} values of '{key}'; expected one per "
+                             f"channel of the image input ({channels}), or a single number",
+                             spans[key])
+        elif len(lengths) == 2 and 1 not in lengths.values() and \
+                lengths["mean"] != lengths["std"]:
+            self.err("S402", f"recipe gives {lengths['mean']} means and {lengths['std']} stds; "
+                     "expected the same number of each, or a single number", spans["std"])
 
     def run_item(self, n, node, args):
         return args[0][node["item"]]
