@@ -177,8 +177,8 @@ def meta_floor(graph) -> float:
     check stage that would be torch's meta kernels if every node were run (the check
     itself runs each distinct layer and input shape once).
     """
-    from synthdsl.layers import LAYERS
-    from synthdsl.ops import OPS
+    from synthdsl.library.layers import LAYERS
+    from synthdsl.library.ops import OPS
 
     probes = graph.graph.get("symbols", {})
     plan = []

@@ -1,6 +1,6 @@
 """Training cost of a frozen trunk: full fine-tuning vs frozen-trunk training vs cached trunk.
 
-One spec, a timm trunk under a new 10-class head, trained by `synthdsl.train` on
+One spec, a timm trunk under a new 10-class head, trained by `synthdsl.train.trainer` on
 MNIST-5k images (offline) in three ways:
 
 * **full**    — nothing frozen: forward and backward through the whole network;
@@ -39,8 +39,8 @@ import timm  # noqa: E402, F401 - imported here, before bench_wall_s starts
 import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
-from synthdsl.data import load_dataset  # noqa: E402
-from synthdsl.train import Options, Recipe, train  # noqa: E402
+from synthdsl.train.data import load_dataset  # noqa: E402
+from synthdsl.train.trainer import Options, Recipe, train  # noqa: E402
 from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train_step.json"

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthdsl import ast
-from synthdsl.check import check_graph
-from synthdsl.compile import compile_graph
+from synthdsl.lang import ast
+from synthdsl.checks import check_graph
+from synthdsl.build.compile import compile_graph
 from synthdsl.graph import SynthGraph, build_graph
-from synthdsl.module import SynthModule
-from synthdsl.parse import parse_file, parse_spec
+from synthdsl.build.module import SynthModule
+from synthdsl.lang.parse import parse_file, parse_spec
 
 
 def load_spec(path_or_text: str | Path) -> ast.Spec:

@@ -6,7 +6,7 @@ import pytest
 
 import synthdsl
 from synthdsl import SynthError
-from synthdsl.check import pattern_matches
+from synthdsl.checks import pattern_matches
 
 
 def check(text: str, raise_errors: bool = True):

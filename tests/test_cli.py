@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synthdsl.cli import run
+from synthdsl.cli.app import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def test_missing_spec_file(capsys):
 
 
 def test_internal_errors_are_reported_briefly(monkeypatch, capsys):
-    import synthdsl.cli as cli
+    import synthdsl.cli.app as cli
 
     def boom(args):
         raise ValueError("kaboom")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import synthdsl
-from synthdsl.data import (DataError, DataSpec, Preprocess, load_dataset, parse_classes,
+from synthdsl.train.data import (DataError, DataSpec, Preprocess, load_dataset, parse_classes,
                            preprocess_for)
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 import synthdsl
-from synthdsl.demo import DemoConfig, arms, run_demo
+from synthdsl.train.demo import DemoConfig, arms, run_demo
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +45,7 @@ def test_quick_demo_runs_the_whole_loop(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["results"][0]["accuracy"] == pytest.approx(results["rows"][1]["accuracy"][0])
     # a second run reuses the existing models
-    from synthdsl.demo import train_sources
+    from synthdsl.train.demo import train_sources
 
     again = train_sources(cfg)
     assert "reused" in capsys.readouterr().out

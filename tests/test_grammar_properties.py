@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from lark import Lark
 from pydantic import BaseModel
 
-from synthdsl import ast
-from synthdsl.errors import SynthError
-from synthdsl.parse import KEYWORDS, grammar_text, parse_spec
-from synthdsl.printer import format_expr, format_spec, format_value
+from synthdsl.lang import ast
+from synthdsl.lang.errors import SynthError
+from synthdsl.lang.parse import KEYWORDS, grammar_text, parse_spec
+from synthdsl.lang.printer import format_expr, format_spec, format_value
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_TEXTS = [p.read_text("utf-8") for p in sorted((ROOT / "models").glob("*.synth"))]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from synthdsl.metrics import (ClassificationMetrics, classification_metrics, confusion_matrix,
+from synthdsl.train.metrics import (ClassificationMetrics, classification_metrics, confusion_matrix,
                               plot_bars, plot_curves)
 
 

@@ -35,5 +35,5 @@ def test_example_compiles_and_runs(path: Path):
         assert torch.isfinite(y).all()
     # what check predicted is what compile built
     totals = model.parameter_totals()
-    from synthdsl.summary import totals as graph_totals
+    from synthdsl.viz.summary import totals as graph_totals
     assert graph_totals(graph) == totals

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import synthdsl
-from synthdsl.data import DataSpec, Preprocess, load_dataset
-from synthdsl.frozen import cache_problems, split_frozen
-from synthdsl.checkpoint import load_checkpoint
-from synthdsl.losses import LossTerm, TrainError, objective
-from synthdsl.train import Options, Recipe, lr_factor, train
+from synthdsl.train.data import DataSpec, Preprocess, load_dataset
+from synthdsl.train.frozen import cache_problems, split_frozen
+from synthdsl.train.checkpoint import load_checkpoint
+from synthdsl.train.losses import LossTerm, TrainError, objective
+from synthdsl.train.trainer import Options, Recipe, lr_factor, train
 
 QUIET = Options(quiet=True)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -285,7 +285,7 @@ def test_cli_train_then_eval_equals_sklearn(tmp_path, capsys):
     from sklearn import metrics as skm
 
     from synthdsl.cli import run
-    from synthdsl.evaluate import load_model, predict_values
+    from synthdsl.train.evaluate import load_model, predict_values
 
     spec = tmp_path / "small.synth"
     spec.write_text(SMALL + "recipe epochs=2, lr=0.01, batch_size=64\n")
@@ -319,7 +319,7 @@ def test_cli_train_then_eval_equals_sklearn(tmp_path, capsys):
 
 
 def test_eval_reports_each_ensemble_member():
-    from synthdsl.evaluate import evaluate
+    from synthdsl.train.evaluate import evaluate
 
     spec = """synth E
         input image: [B, 1, 8, 8]

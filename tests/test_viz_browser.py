@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from synthdsl.check import check_graph
+from synthdsl.checks import check_graph
 from synthdsl.graph import build_graph
-from synthdsl.parse import parse_spec
+from synthdsl.lang.parse import parse_spec
 from synthdsl.viz import build_view, render_graph
 
 CHROMIUM = os.environ.get("SYNTH_CHROMIUM") or next(

@@ -42,7 +42,7 @@ import torch
 import synthdsl
 from synthdsl import SynthError
 from synthdsl.cli import run as cli_run
-from synthdsl.errors import flatten
+from synthdsl.lang.errors import flatten
 from tests.conftest import randomize_, save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -302,7 +302,7 @@ RUNNER = textwrap.dedent(r'''
     torch.set_num_threads(1)  # no OpenMP team in the parent: forking is safe
     import timm
     import synthdsl
-    from synthdsl.errors import flatten
+    from synthdsl.lang.errors import flatten
 
     def status():
         out = {}
@@ -614,7 +614,7 @@ def test_file_changed_after_check_is_still_a_synth_error(tmp_path, reference, ch
     that is an S203/S205 at the weights line, never a bare exception."""
     from safetensors.torch import save_file
 
-    from synthdsl.compile import compile_graph
+    from synthdsl.build.compile import compile_graph
 
     ckpt = save_checkpoint(reference, tmp_path / "ckpt" / "r.safetensors")
     spec = write_spec(tmp_path, "ckpt/r.safetensors")

@@ -12,7 +12,7 @@ source's count, traced or not. A model that cannot be traced is still grouped
 by its module tree, with a note and no edges.
 
 >>> from synthdsl.viz.expand import trace_groups
->>> from synthdsl.sources import create_timm
+>>> from synthdsl.library.sources import create_timm
 >>> groups, edges, note = trace_groups(create_timm("test_resnet", {}, "meta"), depth=1)
 >>> [g.path for g in groups][:4], ("conv1", "bn1") in edges
 (['conv1', 'bn1', 'act1', 'maxpool'], True)
@@ -151,7 +151,7 @@ def trace_groups(model: nn.Module, depth: int = 1, prefix: str = ""
 
 @functools.lru_cache(maxsize=16)
 def _expand_timm(arch: str, kwargs_json: str, depth: int, prefix: str):
-    from synthdsl.sources import create_timm
+    from synthdsl.library.sources import create_timm
 
     model = create_timm(arch, json.loads(kwargs_json), "meta")
     groups, edges, note = trace_groups(model, depth, prefix)

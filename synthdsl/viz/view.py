@@ -12,9 +12,9 @@ addresses are recorded. Every string that came from the spec is cleaned of lone
 surrogates and control characters, so renderers only have to escape for their
 own syntax.
 
->>> from synthdsl.parse import parse_spec
+>>> from synthdsl.lang.parse import parse_spec
 >>> from synthdsl.graph import build_graph
->>> from synthdsl.check import check_graph
+>>> from synthdsl.checks import check_graph
 >>> g = check_graph(build_graph(parse_spec(
 ...     "synth A input x: [B, 8] h = Linear(x, out=4) |> ReLU freeze h output h")))
 >>> v = build_view(g)

@@ -5,7 +5,7 @@ a message that says what was expected and what was found, a :class:`Span`
 pointing into the text, and optionally a hint. Checks that can find several
 independent problems raise :class:`SynthErrors`, which carries them all.
 
->>> from synthdsl.ast import Span
+>>> from synthdsl.lang.ast import Span
 >>> text = "synth A\\noutput logits\\n"
 >>> err = SynthError("S105", "output 'logits' is not defined",
 ...                  Span(file="a.synth", line=2, column=8, end_line=2, end_column=14,
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from synthdsl.ast import Span
+    from synthdsl.lang.ast import Span
 
 #: How many diagnostics a report shows before "... and N more".
 MAX_REPORTED = 20

@@ -15,15 +15,15 @@ import operator
 import torch
 from torch import fx, nn
 
-from synthdsl.errors import InternalError, SynthError
+from synthdsl.lang.errors import InternalError, SynthError
 from synthdsl.graph import SynthGraph
-from synthdsl.layers import LAYERS
-from synthdsl.module import SynthModule
-from synthdsl.ops import OPS
-from synthdsl.parts import PartPlan, plan_part
-from synthdsl.peft import add_lora
-from synthdsl.sources import build_source, create_timm
-from synthdsl.weights import (ModuleReader, TensorReader, file_sha256, has_hidden_state,
+from synthdsl.library.layers import LAYERS
+from synthdsl.build.module import SynthModule
+from synthdsl.library.ops import OPS
+from synthdsl.library.parts import PartPlan, plan_part
+from synthdsl.library.peft import add_lora
+from synthdsl.library.sources import build_source, create_timm
+from synthdsl.library.weights import (ModuleReader, TensorReader, file_sha256, has_hidden_state,
                               materialize, open_checkpoint, persistent_tensors, transform)
 
 

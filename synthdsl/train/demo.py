@@ -184,8 +184,8 @@ def train_sources(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
     from safetensors.torch import save_file
 
     import synthdsl
-    from synthdsl.data import DataSpec
-    from synthdsl.train import Options, Recipe, train
+    from synthdsl.train.data import DataSpec
+    from synthdsl.train.trainer import Options, Recipe, train
 
     folder = cfg.out / "sources"
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,9 +252,9 @@ def write_specs(cfg: DemoConfig) -> Path:
 def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: dict,
             shots: int | None = None) -> dict[str, Any]:
     import synthdsl
-    from synthdsl.data import DataSpec, preprocess_for
-    from synthdsl.losses import Teacher
-    from synthdsl.train import Options, Recipe, train
+    from synthdsl.train.data import DataSpec, preprocess_for
+    from synthdsl.train.losses import Teacher
+    from synthdsl.train.trainer import Options, Recipe, train
 
     spec = specs / arm.spec
     model = synthdsl.compile_spec(spec, seed=seed)
@@ -384,7 +384,7 @@ def _render(head: list[str], body: list[list[str]], markdown: bool) -> str:
 
 
 def plot_sweep(points: list[dict[str, Any]], path: Path, title: str) -> Path:
-    from synthdsl.metrics import _pyplot, _save
+    from synthdsl.train.metrics import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -409,8 +409,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from synthdsl.data import DataSpec
-    from synthdsl.metrics import ClassificationMetrics, plot_bars
+    from synthdsl.train.data import DataSpec
+    from synthdsl.train.metrics import ClassificationMetrics, plot_bars
 
     t0 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)

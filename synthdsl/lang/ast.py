@@ -4,7 +4,7 @@ Positions live beside the tree, not inside its equality: every node has a
 :class:`Span`, and any two spans compare equal, so two parses of differently
 spaced text give equal trees.
 
->>> from synthdsl.parse import parse_spec
+>>> from synthdsl.lang.parse import parse_spec
 >>> a = parse_spec("synth A input x: [B, 4] y = Linear(x, out=2) output y")
 >>> b = parse_spec('''synth A
 ...   input x : [ B , 4 ]

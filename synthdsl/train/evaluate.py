@@ -11,7 +11,7 @@ What can be evaluated (:func:`load_model`):
 
 Every output that gives one score per class is evaluated, and so is every member
 of an ``Ensemble`` layer: a person sees what each member scores alone and what the
-combination adds. Metrics are those of :mod:`synthdsl.metrics` (equal to
+combination adds. Metrics are those of :mod:`synthdsl.train.metrics` (equal to
 ``sklearn.metrics``).
 """
 
@@ -26,9 +26,9 @@ from typing import Any, Sequence
 import torch
 from torch import fx
 
-from synthdsl.data import DataError, ImageData, Preprocess, preprocess_for
-from synthdsl.errors import SynthError
-from synthdsl.metrics import ClassificationMetrics, classification_metrics
+from synthdsl.train.data import DataError, ImageData, Preprocess, preprocess_for
+from synthdsl.lang.errors import SynthError
+from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
 
 
 class EvalError(SynthError):
@@ -59,7 +59,7 @@ def _read_run(folder: Path) -> dict[str, Any] | None:
 def _load_weights(model, path: Path) -> None:
     from safetensors.torch import load_file
 
-    from synthdsl.sources import read_state_dict
+    from synthdsl.library.sources import read_state_dict
 
     state = load_file(str(path)) if path.suffix == ".safetensors" else read_state_dict(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -73,7 +73,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
                device: str | torch.device = "cpu", seed: int = 0) -> Loaded:
     """The model `target` names: a spec, a compiled artifact, a run folder or a training
     checkpoint (see the module docstring)."""
-    from synthdsl.artifact import load_compiled
+    from synthdsl.build.artifact import load_compiled
 
     path = Path(target)
     run = None
@@ -86,7 +86,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             model = load_compiled(artifact)
             desc = f"run {path} ({run.get('spec_name', '?')}, final weights)"
         else:
-            from synthdsl.checkpoint import checkpoints_in
+            from synthdsl.train.checkpoint import checkpoints_in
 
             found = checkpoints_in(path)
             if not found:
@@ -95,7 +95,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             return load_model(found[-1], weights, device, seed)
     elif path.suffix == ".pt":
         from synthdsl.pipeline import compile_spec
-        from synthdsl.checkpoint import load_checkpoint
+        from synthdsl.train.checkpoint import load_checkpoint
 
         ck = load_checkpoint(path)
         run = _read_run(path.parent.parent)
@@ -123,7 +123,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
     if weights is not None:
         wp = Path(weights)
         try:
-            from synthdsl.artifact import read_metadata
+            from synthdsl.build.artifact import read_metadata
 
             read_metadata(wp)
             model.load_state_dict(load_compiled(wp).state_dict())
@@ -146,7 +146,7 @@ def graph_with_members(model) -> tuple[fx.GraphModule, dict[str, tuple[str, str]
     output, the ensembles it is a member of (comma-separated) and the member's name.
     A member of several ensembles is one output, named after the member (``a``), or
     ``averaged/a`` where that name is taken."""
-    from synthdsl.layers import Ensemble
+    from synthdsl.library.layers import Ensemble
 
     gm = model.graph_module
     graph = fx.Graph()
@@ -276,7 +276,7 @@ class EvalReport:
 
     def write(self, folder: str | Path) -> list[Path]:
         """metrics.json, report.txt and a confusion-matrix PNG per output and member."""
-        from synthdsl.artifact import atomic_write_text
+        from synthdsl.build.artifact import atomic_write_text
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ def evaluate(model, data: ImageData, preprocess: Preprocess | None = None,
 
 def data_for(loaded: Loaded, source: str | None, classes: str | None, split: str):
     """The evaluation data: given on the command line, or the run's own (its test split)."""
-    from synthdsl.data import DataSpec, parse_classes
+    from synthdsl.train.data import DataSpec, parse_classes
 
     run_data = (loaded.run or {}).get("data") or {}
     if source is None and not run_data:

@@ -22,9 +22,9 @@ from typing import Iterator
 
 import torch
 
-from synthdsl.errors import SynthError
+from synthdsl.lang.errors import SynthError
 from synthdsl.graph import SynthGraph
-from synthdsl.weights import file_sha256
+from synthdsl.library.weights import file_sha256
 
 FORMAT = "synthdsl-compiled/1"
 
@@ -106,7 +106,7 @@ def save_compiled(model, path: str | Path) -> Path:
 def read_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    from synthdsl.sources import _safetensors_header
+    from synthdsl.library.sources import _safetensors_header
 
     _safetensors_header(Path(path))
     with safe_open(str(path), framework="pt") as f:
@@ -122,10 +122,10 @@ def load_compiled(path: str | Path):
     """Rebuild the module saved by :func:`save_compiled`, from that file alone."""
     from safetensors.torch import load_file
 
-    from synthdsl.check import check_graph
-    from synthdsl.compile import compile_graph
+    from synthdsl.checks import check_graph
+    from synthdsl.build.compile import compile_graph
     from synthdsl.graph import spec_texts
-    from synthdsl.parse import parse_spec
+    from synthdsl.lang.parse import parse_spec
 
     path = Path(path)
     meta = read_metadata(path)
@@ -138,7 +138,7 @@ def load_compiled(path: str | Path):
                             weights=False)
     model = compile_graph(graph, load_weights=False)
     saved = set(json.loads(meta.get("adapters", "[]")))
-    from synthdsl.peft import merge_lora
+    from synthdsl.library.peft import merge_lora
 
     for name, m in list(model.named_modules()):
         if hasattr(m, "lora_A") and name not in saved:  # merged before saving

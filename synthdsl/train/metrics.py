@@ -184,7 +184,7 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> Path:
-    from synthdsl.artifact import atomic_path
+    from synthdsl.build.artifact import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

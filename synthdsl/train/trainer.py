@@ -3,10 +3,10 @@
 What is optimised is what the spec leaves trainable: the optimizer gets
 ``model.param_groups(lr, weight_decay)`` (per-pattern learning-rate multipliers and
 weight decays from ``train ... with``), and frozen normalisation stays in eval mode.
-The frozen prefix of the graph runs without autograd (:mod:`synthdsl.frozen`); with
+The frozen prefix of the graph runs without autograd (:mod:`synthdsl.train.frozen`); with
 ``cache_frozen`` its outputs are computed once per sample and reused.
 
-The objective is the spec's ``loss`` statements, summed (:mod:`synthdsl.losses`):
+The objective is the spec's ``loss`` statements, summed (:mod:`synthdsl.train.losses`):
 cross-entropy, Hinton et al.'s distillation, feature matching. Without a ``loss``
 statement the single output is trained with cross-entropy, or, given a teacher
 (``--teacher RUN|ARTIFACT|SPEC``), distilled from that teacher's output. Unlabelled
@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,63 +44,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthdsl.checkpoint import (CHECKPOINT_FORMAT, RUN_FORMAT, atomic_save, checkpoint_name,
+from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, RUN_FORMAT, atomic_save, checkpoint_name,
                                  checkpoints_in, load_checkpoint, rng_state, seed_epoch,
                                  set_rng_state, trainable_state, write_json)
-from synthdsl.data import DataSpec, ImageData, Preprocess, preprocess_for
-from synthdsl.losses import (TEACHER_VALUE, Teacher, TrainError, loss_terms, objective,
+from synthdsl.train.data import DataSpec, ImageData, Preprocess, preprocess_for
+from synthdsl.train.losses import (TEACHER_VALUE, Teacher, TrainError, loss_terms, objective,
                              primary_output, teacher_modules, term_names)
-from synthdsl.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
+from synthdsl.train.recipe import Recipe
+from synthdsl.train.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
                              split_frozen)
 
 # -- what to train with ---------------------------------------------------------------------
-
-#: Recipe options that say how images are read, not how to optimise (see preprocess_for).
-PREPROCESS_KEYS = ("mean", "std", "normalize")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to optimise: the spec's `recipe` statement, then command-line flags, win over
-    these defaults."""
-
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adamw"           # adamw, adam, sgd
-    schedule: str = "cosine"           # cosine, constant, step (×0.1 at 50% and 75%)
-    weight_decay: float = 0.0
-    momentum: float = 0.9              # sgd only
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    @classmethod
-    def resolve(cls, spec_recipe: dict[str, Any] | None = None,
-                overrides: dict[str, Any] | None = None) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for source in (spec_recipe or {}, overrides or {}):
-            for k, v in source.items():
-                if v is None or k in PREPROCESS_KEYS:
-                    continue
-                if k not in known:
-                    raise TrainError(f"recipe has no option '{k}'",
-                                     hint="its options: " + ", ".join(sorted(known)))
-                values[k] = v
-        r = cls(**values)
-        r.validate()
-        return r
-
-    def validate(self) -> None:
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise TrainError(f"optimizer must be adamw, adam or sgd, not '{self.optimizer}'")
-        if self.schedule not in ("cosine", "constant", "step"):
-            raise TrainError(f"schedule must be cosine, constant or step, not "
-                             f"'{self.schedule}'")
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise TrainError("epochs, batch size and learning rate must be > 0")
-
 
 @dataclass(frozen=True)
 class Options:
@@ -563,7 +517,7 @@ class Trainer:
             return False
         self.load_state(load_checkpoint(found[-1]))
         if self.run is not None and self.dist.main:  # the log says what the checkpoint says
-            from synthdsl.artifact import atomic_write_text
+            from synthdsl.build.artifact import atomic_write_text
 
             atomic_write_text(self.run / "log.jsonl",
                               "".join(json.dumps(h) + "\n" for h in self.history))
@@ -710,8 +664,8 @@ class Trainer:
 
     def validate(self, data: ImageData | None = None):
         """Accuracy and macro F1 of the primary output on `data` (the val data)."""
-        from synthdsl.evaluate import predict_values
-        from synthdsl.metrics import classification_metrics
+        from synthdsl.train.evaluate import predict_values
+        from synthdsl.train.metrics import classification_metrics
 
         data = data if data is not None else self.val_data
         values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
@@ -723,8 +677,8 @@ class Trainer:
         return {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
 
     def final_metrics(self, data: ImageData):
-        from synthdsl.evaluate import predict_values
-        from synthdsl.metrics import classification_metrics
+        from synthdsl.train.evaluate import predict_values
+        from synthdsl.train.metrics import classification_metrics
 
         values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
                                 self.device, names=[self.primary], dist=self.dist,
@@ -815,7 +769,7 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
 
 
 def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
-    from synthdsl.artifact import save_compiled
+    from synthdsl.build.artifact import save_compiled
 
     save_compiled(trainer.model, run / "model.safetensors")
     if metrics is not None:
@@ -841,7 +795,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 
 def load_teacher(target: str, temperature: float, alpha: float, device: str,
                  output: str | None = None) -> tuple[Teacher, dict[str, Any]]:
-    from synthdsl.evaluate import load_model
+    from synthdsl.train.evaluate import load_model
 
     loaded = load_model(target, device=device)
     if output is not None and output not in loaded.model.output_names:
@@ -855,7 +809,7 @@ def load_teacher(target: str, temperature: float, alpha: float, device: str,
 
 def main_train(args) -> int:
     """`synth train`: see `synth train --help`."""
-    from synthdsl.data import parse_classes
+    from synthdsl.train.data import parse_classes
     from synthdsl.pipeline import check_spec, compile_graph
 
     graph = check_spec(Path(args.file))
@@ -888,7 +842,7 @@ def main_train(args) -> int:
                    resume=args.resume, spec_path=args.file, data_spec=data_spec,
                    teacher_record=teacher_record)
     if result.run is not None and args.merge_adapters:
-        from synthdsl.artifact import save_compiled
+        from synthdsl.build.artifact import save_compiled
 
         merged = model.merge_adapters()
         if merged and int(os.environ.get("RANK", "0")) == 0:

@@ -28,7 +28,7 @@ checkpoint) to the node whose tensors it initialises, with ``statements`` (index
 into ``graph.graph["inherits"]``) and, after the check, ``tensors``, ``params``
 and ``mode`` (``strict`` or ``partial``).
 
->>> from synthdsl.parse import parse_spec
+>>> from synthdsl.lang.parse import parse_spec
 >>> g = build_graph(parse_spec(
 ...     "synth A input x: [B, 8] h = Linear(x, out=4) |> ReLU output h"))
 >>> [(n, g.nodes[n]["kind"]) for n in g.topological_order()]
@@ -46,11 +46,11 @@ from typing import Any, Iterator
 import networkx as nx
 from torch import nn
 
-from synthdsl import ast
-from synthdsl.errors import SynthError, did_you_mean
-from synthdsl.layers import LAYERS
-from synthdsl.ops import OPS
-from synthdsl.printer import format_index
+from synthdsl.lang import ast
+from synthdsl.lang.errors import SynthError, did_you_mean
+from synthdsl.library.layers import LAYERS
+from synthdsl.library.ops import OPS
+from synthdsl.lang.printer import format_index
 
 #: Constructors a source may use.
 SOURCE_CONSTRUCTORS = ("timm", "spec")
@@ -434,7 +434,7 @@ class _Builder:
         self.g.add_edge(target, node_id, kind="share")
 
     def add_spec_source(self, st: ast.SourceDecl, attrs: dict) -> None:
-        from synthdsl.parse import parse_file, parse_spec
+        from synthdsl.lang.parse import parse_file, parse_spec
 
         path = Path(st.target)
         if not path.is_absolute():

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthdsl.data import Preprocess
-from synthdsl.errors import SynthError
-from synthdsl.frozen import training_graph_module
+from synthdsl.train.data import Preprocess
+from synthdsl.lang.errors import SynthError
+from synthdsl.train.frozen import training_graph_module
 
 
 class TrainError(SynthError):

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from synthdsl.errors import SynthError, did_you_mean
+from synthdsl.lang.errors import SynthError, did_you_mean
 
 #: A safetensors header larger than this is refused before it is parsed.
 MAX_HEADER_BYTES = 64 * 1024 * 1024

@@ -5,7 +5,7 @@ Reads only the graph, like every consumer after the check.
 
 from __future__ import annotations
 
-from synthdsl.check import fmt_shape
+from synthdsl.checks import fmt_shape
 from synthdsl.graph import SynthGraph
 
 

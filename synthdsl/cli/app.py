@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from synthdsl.errors import SynthError, SynthErrors, flatten, render, render_all
+from synthdsl.lang.errors import SynthError, SynthErrors, flatten, render, render_all
 
 EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -38,9 +38,9 @@ def _read(path: str) -> str:
 
 
 def _checked(path: str):
-    from synthdsl.check import check_graph
+    from synthdsl.checks import check_graph
     from synthdsl.graph import build_graph
-    from synthdsl.parse import parse_file
+    from synthdsl.lang.parse import parse_file
 
     return check_graph(build_graph(parse_file(path)))
 
@@ -52,9 +52,9 @@ def _print_warnings(graph, text: str) -> None:
 
 
 def cmd_check(args) -> int:
-    from synthdsl.check import check_graph
+    from synthdsl.checks import check_graph
     from synthdsl.graph import build_graph
-    from synthdsl.parse import parse_file
+    from synthdsl.lang.parse import parse_file
 
     text = _read(args.file)
     try:
@@ -64,7 +64,7 @@ def cmd_check(args) -> int:
     else:
         errors, warnings = graph.graph["errors"], graph.graph["warnings"]
     if not errors and args.json:
-        from synthdsl.artifact import verify_lock
+        from synthdsl.build.artifact import verify_lock
 
         errors = verify_lock(graph, args.file)
     if args.json:
@@ -75,7 +75,7 @@ def cmd_check(args) -> int:
         print(render(w, text), file=sys.stderr)
         print(file=sys.stderr)
     if not errors:
-        from synthdsl.artifact import verify_lock
+        from synthdsl.build.artifact import verify_lock
 
         errors = verify_lock(graph, args.file)
     if errors:
@@ -87,13 +87,13 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from synthdsl.summary import render_provenance, render_summary
+    from synthdsl.viz.summary import render_provenance, render_summary
 
     graph = _checked(args.file)
     _print_warnings(graph, _read(args.file))
     print(render_summary(graph))
     if args.inheritance:
-        from synthdsl.compile import compile_graph
+        from synthdsl.build.compile import compile_graph
 
         print()
         print(render_provenance(compile_graph(graph, seed=0)))
@@ -101,7 +101,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_lock(args) -> int:
-    from synthdsl.artifact import lock_data, verify_lock, write_lock
+    from synthdsl.build.artifact import lock_data, verify_lock, write_lock
 
     graph = _checked(args.file)
     if args.verify:
@@ -120,8 +120,8 @@ def cmd_lock(args) -> int:
 def cmd_compile(args) -> int:
     import torch
 
-    from synthdsl.compile import compile_graph
-    from synthdsl.check import fmt_shape
+    from synthdsl.build.compile import compile_graph
+    from synthdsl.checks import fmt_shape
 
     graph = _checked(args.file)
     _print_warnings(graph, _read(args.file))
@@ -145,7 +145,7 @@ def cmd_compile(args) -> int:
     if model.frozen_norm_layers:
         print(f"  {len(model.frozen_norm_layers)} frozen normalisation layers stay in eval mode")
     if args.output:
-        from synthdsl.artifact import save_compiled
+        from synthdsl.build.artifact import save_compiled
 
         save_compiled(model, args.output)
         print(f"  wrote {args.output} (weights, spec, provenance and lock)")
@@ -156,9 +156,9 @@ def cmd_nodes(args) -> int:
     """The cut points of a timm architecture, or of a source of a spec, with shapes."""
     import torch
 
-    from synthdsl.errors import did_you_mean
-    from synthdsl.parts import cut_points, feature_info
-    from synthdsl.sources import check_arch, create_timm
+    from synthdsl.lang.errors import did_you_mean
+    from synthdsl.library.parts import cut_points, feature_info
+    from synthdsl.library.sources import check_arch, create_timm
 
     kwargs: dict = {}
     size = list(args.input) if args.input else None
@@ -210,9 +210,9 @@ def cmd_nodes(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    from synthdsl.check import check_graph
+    from synthdsl.checks import check_graph
     from synthdsl.graph import build_graph
-    from synthdsl.parse import parse_file
+    from synthdsl.lang.parse import parse_file
     from synthdsl.viz import (GraphvizFailed, GraphvizNotFound, VizError, format_for,
                               render_graph, write_atomic)
 
@@ -252,19 +252,19 @@ def cmd_viz(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from synthdsl.train import main_train
+    from synthdsl.train.trainer import main_train
 
     return main_train(args)
 
 
 def cmd_eval(args) -> int:
-    from synthdsl.evaluate import main_eval
+    from synthdsl.train.evaluate import main_eval
 
     return main_eval(args)
 
 
 def cmd_demo(args) -> int:
-    from synthdsl.demo import main_demo
+    from synthdsl.train.demo import main_demo
 
     return main_demo(args)
 
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw a source as one node (repeatable; 'all' for every source)")
     v.set_defaults(func=cmd_viz)
 
-    from synthdsl import demo as _demo, evaluate as _evaluate, train as _train
+    from synthdsl.train import demo as _demo, evaluate as _evaluate, trainer as _train
 
     t = sub.add_parser("train", help="train a spec on data: checkpoints, log, --resume, DDP")
     _train.add_arguments(t)

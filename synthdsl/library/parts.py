@@ -92,7 +92,7 @@ def feature_info(model: nn.Module) -> list[dict]:
 
 
 def _submodule(model: nn.Module, source: str, path: Sequence[str]) -> nn.Module:
-    from synthdsl.errors import did_you_mean
+    from synthdsl.lang.errors import did_you_mean
 
     module = model
     for i, step in enumerate(path):
@@ -192,7 +192,7 @@ def _as_names(value, what: str, option: str) -> list:
 
 
 def _plan_cut(model: nn.Module, source: str, at) -> PartPlan:
-    from synthdsl.errors import did_you_mean
+    from synthdsl.lang.errors import did_you_mean
 
     names = _as_names(at, "node name", "at")
     if not all(isinstance(n, str) for n in names):

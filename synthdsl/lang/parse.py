@@ -18,8 +18,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken, VisitError)
 
-from synthdsl import ast
-from synthdsl.errors import SynthError
+from synthdsl.lang import ast
+from synthdsl.lang.errors import SynthError
 
 KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
                       "adapt", "inherit", "from", "loss", "recipe", "output", "true", "false",

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from synthdsl.sources import _load_torch, _safetensors_header, read_safetensors, weights_format
+from synthdsl.library.sources import _load_torch, _safetensors_header, read_safetensors, weights_format
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,7 +2,7 @@
 
 `parse_spec(format_spec(spec)) == spec` for every spec the parser can produce.
 
->>> from synthdsl.parse import parse_spec
+>>> from synthdsl.lang.parse import parse_spec
 >>> print(format_spec(parse_spec("synth A input x:[B,4] y=Linear(x,out=2)|>ReLU output y")), end="")
 synth A
 <BLANKLINE>
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from synthdsl import ast
+from synthdsl.lang import ast
 
 
 def format_value(value) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from synthdsl.errors import did_you_mean
+from synthdsl.lang.errors import did_you_mean
 
 Shape = tuple[int, ...]
 _REQUIRED = object()

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from synthdsl.errors import SynthError
+from synthdsl.lang.errors import SynthError
 
 #: The datasets that ship with the dependencies, by name.
 BUILTIN = ("digits", "mnist5k")
@@ -584,7 +584,7 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
     (in a spec it imports, too); None when the spec has no timm source."""
     import timm.data
 
-    from synthdsl.sources import create_timm
+    from synthdsl.library.sources import create_timm
 
     def first(graph) -> tuple[Any, str] | None:
         for s in graph.of_kind("source"):

@@ -5,7 +5,7 @@ built there (no memory, no weights), symbolic dimensions get a probe size, and
 each failure becomes a diagnostic at the spec line that caused it. Every
 independent problem is collected and raised once.
 
->>> from synthdsl.parse import parse_spec
+>>> from synthdsl.lang.parse import parse_spec
 >>> from synthdsl.graph import build_graph
 >>> g = check_graph(build_graph(parse_spec(
 ...     "synth A input x: [B, 8] h = Linear(x, out=4) |> ReLU output h")))
@@ -24,12 +24,12 @@ import networkx as nx
 import torch
 from torch import nn
 
-from synthdsl.errors import Collector, SynthError, SynthErrors, did_you_mean
+from synthdsl.lang.errors import Collector, SynthError, SynthErrors, did_you_mean
 from synthdsl.graph import SynthGraph
-from synthdsl.layers import LAYERS, LayerArgError
-from synthdsl.ops import OPS
-from synthdsl.parts import PartError, PartPlan, UsedTensors, plan_part
-from synthdsl.sources import check_arch, check_weights, create_timm
+from synthdsl.library.layers import LAYERS, LayerArgError
+from synthdsl.library.ops import OPS
+from synthdsl.library.parts import PartError, PartPlan, UsedTensors, plan_part
+from synthdsl.library.sources import check_arch, check_weights, create_timm
 
 #: Probe sizes for symbolic dimensions: large primes no real layer size is likely to equal.
 _PROBES = (9973, 9967, 9949, 9941, 9931, 9929, 9923, 9907)
@@ -51,7 +51,7 @@ RECIPE = {
     "warmup_epochs": ((int,), lambda v: v >= 0, "a whole number ≥ 0"),
     "label_smoothing": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "seed": ((int,), lambda v: True, "a whole number"),
-    # how images are read (synthdsl.data.preprocess_for), not how to optimise
+    # how images are read (synthdsl.train.data.preprocess_for), not how to optimise
     "mean": ((int, float, list, tuple), lambda v: _numbers(v, lambda x: True),
              "a number or a list of numbers, one per input channel"),
     "std": ((int, float, list, tuple), lambda v: _numbers(v, lambda x: x > 0),
@@ -266,7 +266,7 @@ class _Checker:
 
     def inheritance(self) -> None:
         """Every `inherit` statement mapped tensor by tensor, with shapes, before any read."""
-        from synthdsl.weights import ADAPT_MODES, persistent_tensors, transform
+        from synthdsl.library.weights import ADAPT_MODES, persistent_tensors, transform
 
         modules = self.all_modules()
         for rec in self.g.graph.get("inherits", []):
@@ -360,8 +360,8 @@ class _Checker:
 
     def donor_tensors(self, rec) -> dict[str, tuple[int, ...]] | None:
         """Keys (as the donor's weights name them) and shapes of what the donor offers."""
-        from synthdsl.sources import checkpoint_shapes
-        from synthdsl.weights import persistent_tensors
+        from synthdsl.library.sources import checkpoint_shapes
+        from synthdsl.library.weights import persistent_tensors
 
         node = self.g.nodes[rec["donor"]]
         if node["kind"] == "checkpoint":
@@ -753,7 +753,7 @@ class _Checker:
     def adapters(self, names: dict[str, int]) -> dict[int, dict[str, bool]]:
         """Resolve `adapt` statements: the adapter parameters they add (now part of `names`)
         and, per statement, which tensors it freezes (True) or trains (False)."""
-        from synthdsl.peft import ADAPTABLE, lora_shapes
+        from synthdsl.library.peft import ADAPTABLE, lora_shapes
 
         effects: dict[int, dict[str, bool]] = {}
         resolved = []
@@ -881,7 +881,7 @@ class _Checker:
 
     def match_stage(self, pattern: str, names: Iterable[str]) -> list[str]:
         """`r50@stage2`: the modules of timm feature stage 2 (and what runs between stages)."""
-        from synthdsl.parts import feature_info
+        from synthdsl.library.parts import feature_info
 
         source, _, stage = pattern.partition("@")
         model = self.models.get(source)
@@ -1008,7 +1008,7 @@ def _map_tensors(targets: dict[str, tuple], donor: dict[str, tuple], opts: dict,
 
 
 def _reason(e: Exception) -> str:
-    from synthdsl.sources import _reason as reason
+    from synthdsl.library.sources import _reason as reason
 
     return reason(e)
 

@@ -113,7 +113,7 @@ class SynthModule(nn.Module):
 
     def merge_adapters(self) -> list[str]:
         """Fold every LoRA adapter into its layer's weight; the names of the merged layers."""
-        from synthdsl.peft import merge_lora
+        from synthdsl.library.peft import merge_lora
 
         merged = [name for name, m in self.named_modules() if hasattr(m, "lora_A")]
         for name in merged:

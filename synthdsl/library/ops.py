@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from synthdsl.layers import Option
+from synthdsl.library.layers import Option
 
 Shape = tuple[int, ...]
 

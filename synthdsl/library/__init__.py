@@ -1,0 +1,1 @@
+"""What a spec can name: sources and their parts, layers, operations, adapters, checkpoints."""

@@ -1,0 +1,1 @@
+"""Training, distillation, evaluation and the demo, for compiled specs."""
