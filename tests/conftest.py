@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny "pretrained" checkpoints made once per session, and --update-goldens."""
+"""Shared fixtures: tiny checkpoints made once per session, and goldens that never write
+themselves (``--update-goldens`` rewrites them)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,34 @@ def one_thread():
 @pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")
+
+
+def compare_golden(path: Path, actual: str, update: bool) -> None:
+    """Fail unless `path` holds exactly `actual`. A golden never writes itself: a missing or
+    different file fails, and only ``--update-goldens`` (``update``) rewrites it."""
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text("utf-8") != actual:
+            path.write_text(actual, "utf-8")
+        return
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    if not path.exists():
+        pytest.fail(f"golden file {rel} is missing; run pytest with --update-goldens to "
+                    "write it, then read it before committing it", pytrace=False)
+    expected = path.read_text("utf-8")
+    if actual != expected:
+        import difflib
+
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
+                                            f"{rel} (golden)", f"{rel} (now)"))
+        pytest.fail(f"output differs from {rel} (after a deliberate change, rerun with "
+                    f"--update-goldens):\n{diff}", pytrace=False)
+
+
+@pytest.fixture
+def golden(update_goldens):
+    """``golden(path, actual)``: compare `actual` with the golden file at `path`."""
+    return lambda path, actual: compare_golden(Path(path), actual, update_goldens)
 
 
 def randomize_(model):
