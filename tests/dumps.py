@@ -15,16 +15,12 @@ graph A
   inputs: ["x"]
   output_names: ["y"]
   outputs: ["output:y"]
-  rules: []
 node x
   dims: ["B", 4]
-  inputs: []
   kind: "input"
   label: "input"
   name: "x"
-  options: {}
 node y
-  index: null
   inputs: ["x"]
   kind: "layer"
   label: "Linear"
@@ -38,7 +34,6 @@ node output:y
   label: "output"
   name: "y"
   of: "y"
-  options: {}
 edges
   x -> y: {"kind": "data", "positions": [0]}
   y -> output:y: {"kind": "data", "positions": [0]}
@@ -136,21 +131,37 @@ def _line(key: str, value: Any) -> str:
     return f"{key}: {json.dumps(value, ensure_ascii=False, sort_keys=True)}"
 
 
-def _attribute_lines(attrs: dict[str, Any], indent: str = "  ") -> list[str]:
-    lines = []
-    flat = _flat_attributes(attrs)
+def attributes(attrs: Any) -> dict[str, Any]:
+    """What a node, an edge or the graph says, as data: typed records opened into their
+    fields, spans and objects left out, and a field that is None or empty left out too (a
+    record that spells every field of its kind says no more than a dict that omits them)."""
+    flat = _flat_attributes(dict(attrs))
+    out = {}
     for key in sorted(flat):
         if _is_span_key(key):
             continue
         value = plain(flat[key])
-        if value is not DROP:
-            lines.append(indent + _line(key, value))
-    return lines
+        if value is DROP or value is None or value in ({}, []):
+            continue
+        out[key] = value
+    return out
+
+
+def node_attributes(graph, node: str) -> dict[str, Any]:
+    return attributes(graph.nodes[node])
+
+
+def edge_attributes(graph, u: str, v: str) -> dict[str, Any]:
+    return attributes(graph.edges[u, v])
+
+
+def _attribute_lines(attrs: dict[str, Any], indent: str = "  ") -> list[str]:
+    return [indent + _line(key, value) for key, value in attributes(attrs).items()]
 
 
 def dump_graph(graph) -> str:
     """The graph as built: its own attributes, the nodes in topological order with every
-    attribute but spans and objects, the diagnostics recorded on it (code and message), and
+    attribute but spans, objects and empty values (see :func:`attributes`), the diagnostics recorded on it (code and message), and
     the edges, ordered by their ends' places in that order."""
     order = list(graph.topological_order())
     place = {n: i for i, n in enumerate(order)}
@@ -164,7 +175,7 @@ def dump_graph(graph) -> str:
         lines.extend(_attribute_lines(dict(graph.nodes[n]), "  "))
     lines.append("edges")
     for u, v, attrs in sorted(graph.edges(data=True), key=lambda e: (place[e[0]], place[e[1]])):
-        data = plain(_flat_attributes(dict(attrs)))
+        data = attributes(attrs)
         lines.append(f"  {u} -> {v}: {json.dumps(data, ensure_ascii=False, sort_keys=True)}")
     return "\n".join(lines) + "\n"
 
