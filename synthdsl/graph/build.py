@@ -7,26 +7,14 @@ problems are recorded as diagnostics on the graph (``graph.diagnostics``) so a
 broken spec can still be summarised and drawn, and :func:`check_graph` reports
 them together with its own.
 
-Node attributes (all nodes): ``kind`` (input, source, part, layer, op, output),
-``name`` (what the spec calls it), ``label`` (a short description), ``span``,
-``inputs`` (the ordered ids of its data inputs; ``None`` where a name did not
-resolve), ``invalid`` (set where the node itself is already reported), ``options`` (keyword arguments, literals) and ``option_spans``.
+What each node, edge and the graph itself may hold (the builder's keys, and
+those the check adds later) is written down in :mod:`synthdsl.graph.ir`, one
+record per node kind; ``graph.validate()`` checks a graph against them.
 
-Per kind: input ``dims``; source ``constructor``, ``target``, ``target_span``,
-``weights``, ``weights_span``, ``pretrained``, ``create_kwargs``; part
-``source``, ``path``, ``method``, ``module``; layer ``layer``, ``module``;
-op ``op``; output ``of``. The check adds ``shape`` and ``params``.
-
-More kinds: ``item`` (one value of a call unpacked into several names, ``item``
-is its index), ``checkpoint`` (a file an ``inherit`` statement reads, ``weights``),
-``loss`` (a sink only training reads).
-
-Edges: ``kind="data"`` with ``positions`` (argument indices); ``kind="member"``
-from a source to each of its parts; ``kind="share"`` from a value to a node that
-applies its module again; ``kind="inherit"`` from a donor (a source or a
-checkpoint) to the node whose tensors it initialises, with ``statements`` (indexes
-into ``graph.graph["inherits"]``) and, after the check, ``tensors``, ``params``
-and ``mode`` (``strict`` or ``partial``).
+Node ids: an input, source or one-node value has its name; an assignment that
+makes several nodes numbers them in the order they run (``h.0``, ``h.1``), and
+``h`` names the last; outputs are ``output:NAME``, losses ``loss:N``, checkpoint
+donors ``checkpoint:FILE``.
 
 >>> from synthdsl.lang.parse import parse_spec
 >>> g = build_graph(parse_spec(
@@ -37,13 +25,10 @@ and ``mode`` (``strict`` or ``partial``).
 
 from __future__ import annotations
 
-import contextlib
 import keyword
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator
 
-import networkx as nx
 from torch import nn
 
 from synthdsl.lang import ast
@@ -51,63 +36,9 @@ from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
-
-#: Constructors a source may use.
-SOURCE_CONSTRUCTORS = ("timm", "spec")
-#: Methods of a source model that a spec may call as parts.
-PART_METHODS = ("forward_features", "forward_head")
-#: Keyword arguments of `timm(...)` that synthdsl consumes itself.
-SOURCE_OPTIONS = ("weights", "pretrained")
-
-
-#: Spec texts to use instead of reading files (a compiled artifact carries its imports).
-_SPEC_TEXTS: ContextVar[dict[str, str]] = ContextVar("spec_texts", default={})
-
-
-@contextlib.contextmanager
-def spec_texts(texts: dict[str, str]):
-    """Within the block, `spec("...")` sources whose resolved path is a key of `texts`
-    are read from it, not from disk."""
-    token = _SPEC_TEXTS.set(texts)
-    try:
-        yield
-    finally:
-        _SPEC_TEXTS.reset(token)
-
-
-class SynthGraph(nx.DiGraph):
-    """The resolved spec: a DiGraph plus the spec's name, text, outputs and training rules."""
-
-    @property
-    def name(self) -> str:
-        return self.graph.get("name", "")
-
-    @property
-    def diagnostics(self) -> list[SynthError]:
-        return self.graph.setdefault("diagnostics", [])
-
-    @property
-    def outputs(self) -> list[str]:
-        """Output node ids, in the order the spec declares them."""
-        return self.graph.get("outputs", [])
-
-    @property
-    def inputs(self) -> list[str]:
-        return self.graph.get("inputs", [])
-
-    def of_kind(self, *kinds: str) -> list[str]:
-        return [n for n in self.topological_order() if self.nodes[n]["kind"] in kinds]
-
-    def data_edges(self) -> Iterator[tuple[str, str]]:
-        return ((u, v) for u, v, k in self.edges(data="kind") if k == "data")
-
-    def topological_order(self) -> list[str]:
-        """A deterministic order (declaration order breaks ties); all nodes if cyclic."""
-        order = {n: i for i, n in enumerate(self.nodes)}
-        try:
-            return list(nx.lexicographical_topological_sort(self, key=order.__getitem__))
-        except nx.NetworkXUnfeasible:
-            return list(self.nodes)
+from synthdsl.graph.ir import SynthGraph
+from synthdsl.graph.statements import (PART_METHODS, SOURCE_CONSTRUCTORS,  # noqa: F401
+                                       SOURCE_OPTIONS, StatementBuilder, spec_texts)
 
 
 # ---- names -----------------------------------------------------------------
@@ -117,7 +48,9 @@ def _reserved(name: str) -> bool:
     return keyword.iskeyword(name) or hasattr(nn.Module, name) or name == "self"
 
 
-class _Builder:
+class _Builder(StatementBuilder):
+    """Names, then data flow: inputs, calls, pipes, re-applied values and outputs."""
+
     def __init__(self, spec: ast.Spec, stack: tuple[str, ...] = ()) -> None:
         self.spec = spec
         self.stack = stack  # the spec files being built, outermost first (import cycles)
@@ -133,6 +66,10 @@ class _Builder:
         self.aliases: dict[str, ast.Ref] = {}  # `y = x`
         self.accepted: set[int] = set()        # statements whose name was declared
         self.rejected: set[str] = set()        # names already reported as unusable
+
+    def build_child(self, spec: ast.Spec) -> SynthGraph:
+        """The graph of a `spec(...)` source's file, with this file on the import stack."""
+        return build_graph(spec, self.stack)
 
     def error(self, code: str, message: str, span: ast.Span | None, hint: str | None = None,
               notes=()) -> None:
@@ -221,36 +158,16 @@ class _Builder:
                     self.lookup(self.aliases[st.name], (st.name,))
                 else:
                     self.add_assign(st)
-            elif isinstance(st, (ast.FreezeStmt, ast.TrainStmt)):
-                self.g.graph["rules"].append({
-                    "action": "freeze" if isinstance(st, ast.FreezeStmt) else "train",
-                    "patterns": [(p.text, p.span) for p in st.patterns],
-                    "options": {k.name: k.value for k in getattr(st, "options", ())},
-                    "option_spans": {k.name: k.span for k in getattr(st, "options", ())},
-                    "span": st.span})
-            elif isinstance(st, ast.AdaptStmt):
-                self.g.graph["rules"].append({
-                    "action": "adapt", "method": st.method, "method_span": st.method_span,
-                    "patterns": [(p.text, p.span) for p in st.patterns],
-                    "options": {k.name: k.value for k in st.options},
-                    "option_spans": {k.name: k.value_span for k in st.options},
-                    "span": st.span})
+            elif isinstance(st, (ast.FreezeStmt, ast.TrainStmt, ast.AdaptStmt)):
+                self.add_rule(st)
             elif isinstance(st, ast.InheritStmt):
                 self.add_inherit(st)
             elif isinstance(st, ast.LossStmt):
                 self.add_loss(st)
             elif isinstance(st, ast.RecipeStmt):
-                recipe = self.g.graph.setdefault("recipe", {})
-                spans = self.g.graph.setdefault("recipe_spans", {})
-                for k in st.options:
-                    if k.name in recipe:
-                        self.error("S102", f"recipe option '{k.name}' is given twice", k.span,
-                                   notes=[f"first given at {spans[k.name]}"])
-                    recipe[k.name] = k.value
-                    spans[k.name] = k.value_span
+                self.add_recipe(st)
             elif isinstance(st, ast.PolicyStmt):
-                self.g.graph.setdefault("policies", {})[st.name] = {
-                    "value": st.value, "span": st.span, "value_span": st.value_span}
+                self.add_policy(st)
             elif isinstance(st, ast.OutputStmt):
                 for ref in st.names:
                     self.add_output(ref)
@@ -269,49 +186,6 @@ class _Builder:
         self.g.add_node(st.name, kind="input", name=st.name, label="input", span=st.span,
                         inputs=(), options={}, option_spans={}, dims=dims)
         self.g.graph["inputs"].append(st.name)
-
-    def add_source(self, st: ast.SourceDecl) -> None:
-        attrs: dict[str, Any] = dict(
-            kind="source", name=st.name, span=st.span, inputs=(),
-            options={k.name: k.value for k in st.kwargs},
-            option_spans={k.name: k.value_span for k in st.kwargs},
-            constructor=st.constructor, target=st.target, target_span=st.target_span,
-            weights=None, weights_span=None, pretrained=False,
-            label=f"{st.constructor}:{st.target}")
-        if st.constructor not in SOURCE_CONSTRUCTORS:
-            self.error("S201", f"unknown source constructor '{st.constructor}'",
-                       st.constructor_span,
-                       hint=did_you_mean(st.constructor, SOURCE_CONSTRUCTORS)
-                       or "sources are made with " + ", ".join(f"{c}(...)" for c in
-                                                               SOURCE_CONSTRUCTORS))
-        if st.constructor == "spec":
-            self.add_spec_source(st, attrs)
-            return
-        weights = st.kwarg("weights")
-        if weights is not None:
-            if isinstance(weights.value, str) and weights.value:
-                path = Path(weights.value)
-                if not path.is_absolute():
-                    path = Path(self.g.graph["base_dir"]) / path
-                attrs["weights"] = str(path)
-                attrs["weights_text"] = weights.value
-                attrs["weights_span"] = weights.value_span
-            else:
-                self.error("S204", "weights= expects a path to a .safetensors, .pt or .pth "
-                           f"file, found {weights.value!r}", weights.value_span)
-        pretrained = st.kwarg("pretrained")
-        if pretrained is not None:
-            if not isinstance(pretrained.value, bool):
-                self.error("S204", f"pretrained= expects true or false, found "
-                           f"{pretrained.value!r}", pretrained.value_span)
-            elif pretrained.value and weights is not None:
-                self.error("S204", "a source takes weights= or pretrained=true, not both",
-                           pretrained.span, hint="local weights already say what to load")
-            else:
-                attrs["pretrained"] = pretrained.value
-        attrs["create_kwargs"] = {k.name: k.value for k in st.kwargs
-                                  if k.name not in SOURCE_OPTIONS}
-        self.g.add_node(st.name, **attrs)
 
     def add_assign(self, st: ast.Assign) -> None:
         calls = list(_calls(st.value))
@@ -433,115 +307,6 @@ class _Builder:
             self.g.add_edge(t["source"], node_id, kind="member")
         self.g.add_edge(target, node_id, kind="share")
 
-    def add_spec_source(self, st: ast.SourceDecl, attrs: dict) -> None:
-        from synthdsl.lang.parse import parse_file, parse_spec
-
-        path = Path(st.target)
-        if not path.is_absolute():
-            path = Path(self.g.graph["base_dir"]) / path
-        path = path.resolve()
-        attrs.update(label=f"spec:{st.target}", path_resolved=str(path), graph=None,
-                     create_kwargs={})
-        if st.kwargs:
-            self.error("S204", "spec(...) takes only the path of a .synth file",
-                       st.kwargs[0].span)
-        override = _SPEC_TEXTS.get().get(str(path))
-        if str(path) in self.stack:
-            chain = " → ".join(f"'{Path(p).name}'" for p in (*self.stack, str(path)))
-            self.error("S110", f"specs import each other in a cycle: {chain}", st.target_span,
-                       hint="a spec cannot be built out of itself")
-        elif override is None and not path.exists():
-            self.error("S203", f"spec file '{st.target}' does not exist", st.target_span,
-                       hint="a relative path starts at this spec's own folder")
-        else:
-            try:
-                child_spec = parse_file(path) if override is None else \
-                    parse_spec(override, str(path))
-                child = build_graph(child_spec, self.stack)
-            except SynthError as e:
-                self.g.diagnostics.append(e)
-            else:
-                attrs["graph"] = child
-                attrs["outputs"] = _spec_outputs(child)
-                # the child's own problems are reported by the check, in the child's file
-        self.g.add_node(st.name, **attrs)
-
-    def add_inherit(self, st: ast.InheritStmt) -> None:
-        """An inheritance edge: from a module of a source, or a checkpoint, to a value's module."""
-        inherits = self.g.graph.setdefault("inherits", [])
-        record = {"index": len(inherits), "span": st.span, "target_span": st.target_span,
-                  "donor_span": st.donor_span, "sub": st.target[1:],
-                  "options": {k.name: k.value for k in st.options},
-                  "option_spans": {k.name: k.value_span for k in st.options}}
-        # the longest prefix that names a node (`h.0` in `h = Linear(...) |> ReLU`), else
-        # the value named by the first segment; what follows is a path inside its module
-        prefix = next((k for k in range(len(st.target), 0, -1)
-                       if ".".join(st.target[:k]) in self.g
-                       and self.g.nodes[".".join(st.target[:k])]["kind"] in ("part", "layer")),
-                      None)
-        if prefix is not None:
-            target = ".".join(st.target[:prefix])
-            record["sub"] = st.target[prefix:]
-        else:
-            target = self.lookup(ast.Ref(name=st.target[0], span=st.target_span))
-        while target is not None and self.g.nodes[target]["kind"] == "item":
-            target = self.g.nodes[target]["inputs"][0]
-        if st.file is not None:
-            if st.constructor != "checkpoint":
-                self.error("S201", f"unknown weights donor '{st.constructor}'", st.donor_span,
-                           hint="inherit from a module of a source (r18.fc) or from "
-                                'checkpoint("file")')
-                return
-            path = Path(st.file)
-            if not path.is_absolute():
-                path = Path(self.g.graph["base_dir"]) / path
-            donor = f"checkpoint:{st.file}"
-            if donor not in self.g:
-                self.g.add_node(donor, kind="checkpoint", name=st.file,
-                                label=f"checkpoint:{st.file}", span=st.donor_span, inputs=(),
-                                options={}, option_spans={}, weights=str(path),
-                                weights_text=st.file, weights_span=st.donor_span)
-            record.update(donor=donor, donor_path=())
-        else:
-            head = st.donor[0]
-            if head not in self.sources:
-                self.error("S101", f"unknown source '{head}'", st.donor_span,
-                           hint=did_you_mean(head, self.sources)
-                           or 'inherit from a module of a source, or from checkpoint("file")')
-                return
-            record.update(donor=head, donor_path=st.donor[1:])
-        if target is None:
-            return
-        record["target"] = target
-        inherits.append(record)
-        donor = record["donor"]
-        if self.g.has_edge(donor, target):
-            edge = self.g.edges[donor, target]
-            edge.setdefault("statements", []).append(record["index"])
-            edge["kind"] = "inherit"
-        else:
-            self.g.add_edge(donor, target, kind="inherit", statements=[record["index"]])
-
-    def add_loss(self, st: ast.LossStmt) -> None:
-        """A loss is a sink of the graph, like an output that only training reads."""
-        losses = self.g.graph.setdefault("losses", [])
-        node_id = f"loss:{len(losses)}"
-        inputs = []
-        for a in st.args:
-            if isinstance(a, ast.Ref):
-                inputs.append(self.lookup(a))
-            else:
-                inputs.append(None)
-                self.error("S402", "a loss takes names of values", a.span,
-                           hint="name the value first: `v = ...`, then `loss ...(v)`")
-        self.g.add_node(node_id, kind="loss", name=st.kind, label=f"loss {st.kind}",
-                        span=st.span, kind_span=st.kind_span, inputs=tuple(inputs),
-                        options={k.name: k.value for k in st.options},
-                        option_spans={k.name: k.value_span for k in st.options})
-        self.connect(inputs, node_id)
-        losses.append({"node": node_id, "kind": st.kind, "inputs": [a.name for a in st.args],
-                       "options": {k.name: k.value for k in st.options}})
-
     def add_output(self, ref: ast.Ref) -> None:
         node_id = f"output:{ref.name}"
         if node_id in self.g:
@@ -565,10 +330,6 @@ class _Builder:
             self.g.add_edge(of, node_id, kind="data", positions=[0])
         self.g.graph["outputs"].append(node_id)
         self.g.graph["output_names"].append(ref.name)
-
-
-def _spec_outputs(child: "SynthGraph") -> list[str]:
-    return list(child.graph.get("output_names", []))
 
 
 def _calls(expr: ast.Expr) -> Iterator[ast.Call | ast.Pipe]:
