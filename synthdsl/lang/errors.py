@@ -120,6 +120,15 @@ def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str | None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
 
 
+def fmt_shape(shape: Iterable) -> str:
+    """A shape as messages and tables spell it: ``[B, 3, 224, 224]``.
+
+    >>> fmt_shape(("B", 3, 224, 224))
+    '[B, 3, 224, 224]'
+    """
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def render(err: SynthError, text: str | None = None) -> str:
     """Render one diagnostic like rustc: header, location, the line, a caret, help."""
     out = [f"{err.severity}[{err.code}]: {err.message}"]

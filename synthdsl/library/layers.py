@@ -197,6 +197,17 @@ class Ensemble(nn.Module):
         return f"n={self.n}, mode={self.mode!r}, learnable={self.learnable}"
 
 
+#: Normalisation layers that keep running statistics (a frozen trunk must not update them).
+NORM_WITH_STATS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def is_norm(m: nn.Module) -> bool:
+    """A normalisation layer: torch's, or one of timm's (BatchNormAct2d, LayerNorm2d, ...)."""
+    return isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+                          nn.LocalResponseNorm)) or type(m).__name__.endswith(("Norm", "Norm2d",
+                                                                                "NormAct2d"))
+
+
 LAYERS: dict[str, LayerSpec] = {}
 
 

@@ -1,0 +1,362 @@
+"""Shapes: every node run on meta tensors in topological order.
+
+Inputs become meta tensors (symbolic dimensions get their probe size), parts
+run their plan on the source's meta model, new layers are built on meta with
+sizes inferred from their inputs, operations check their inputs' shapes first,
+losses check their values. Each node's output shape is written on the graph
+(``shape``, or ``shapes`` for several values) and on its outgoing data edges;
+parts and layers record their ``parameters``, ``buffers`` and ``params``;
+layers their ``build`` arguments; parts the parameters they really touch
+(``used``), so two parts silently sharing parameters are caught (S109). A node
+whose input is already broken is skipped: one mistake, one diagnostic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from synthdsl.checks.context import (Broken, CheckContext, all_buffers, all_parameters,
+                                     torch_reason)
+from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
+from synthdsl.lang.options import LOSSES
+from synthdsl.library.layers import LAYERS, LayerArgError
+from synthdsl.library.ops import OPS
+from synthdsl.library.parts import PartError, UsedTensors, plan_part
+
+
+def check_shapes(ctx: CheckContext) -> None:
+    """Run every node on meta; record shapes, parameters and build arguments."""
+    g = ctx.g
+    for n in g.topological_order():
+        node = g.nodes[n]
+        kind = node["kind"]
+        if kind in ("source", "checkpoint"):
+            continue
+        if n in ctx.broken or node.get("invalid") or any(
+                i is None or i not in ctx.values for i in node["inputs"]):
+            ctx.broken.add(n)
+            continue
+        args = [ctx.values[i] for i in node["inputs"]]
+        try:
+            out = RUNNERS[kind](ctx, n, node, args)
+            _unpacked(node, out)
+        except SynthError as e:
+            ctx.errors.add(e)
+            ctx.broken.add(n)
+            continue
+        except Broken:
+            ctx.broken.add(n)
+            continue
+        ctx.values[n] = out
+        if isinstance(out, tuple):
+            node["shapes"] = tuple(ctx.shape_of(t) for t in out)
+        else:
+            node["shape"] = ctx.shape_of(out)
+    for u, v in g.data_edges():
+        if "shape" in g.nodes[u]:
+            g.edges[u, v]["shape"] = g.nodes[u]["shape"]
+
+
+def _unpacked(node, out) -> None:
+    """A call that gives several values is unpacked into exactly as many names."""
+    if node["kind"] in ("item", "output", "loss"):
+        return
+    count = len(out) if isinstance(out, tuple) else 1
+    want = node.get("unpack", 1)
+    if count == want:
+        return
+    if want == 1:
+        names = ", ".join(f"{node['name']}{i}" for i in range(count))
+        raise SynthError("S108", f"'{node['label']}' gives {count} values; unpack them "
+                         "into as many names", node["span"], hint=f"{names} = ...")
+    raise SynthError("S108", f"'{node['label']}' gives {count} value"
+                     f"{'s' if count != 1 else ''}, but {want} names receive them",
+                     node["span"])
+
+
+# -- the simple kinds -----------------------------------------------------------
+
+def _run_input(ctx: CheckContext, n, node, args) -> torch.Tensor:
+    dims = [ctx.probes[d] if isinstance(d, str) else d for d in node["dims"]]
+    return torch.empty(dims, device="meta")
+
+
+def _run_output(ctx: CheckContext, n, node, args) -> torch.Tensor:
+    return args[0]
+
+
+def _run_item(ctx: CheckContext, n, node, args):
+    return args[0][node["item"]]
+
+
+def _run_loss(ctx: CheckContext, n, node, args):
+    kind = node["name"]
+    if kind not in LOSSES:
+        raise SynthError("S402", f"unknown loss '{kind}'", node["kind_span"],
+                         hint=did_you_mean(kind, LOSSES) or "losses: " + ", ".join(LOSSES))
+    count, allowed = LOSSES[kind]
+    if len(args) != count:
+        raise SynthError("S402", f"loss {kind} takes {count} value{'s' if count > 1 else ''},"
+                         f" found {len(args)}", node["span"])
+    for key, value in node["options"].items():
+        if key not in allowed:
+            raise SynthError("S402", f"loss {kind} has no option '{key}'",
+                             node["option_spans"][key],
+                             hint=did_you_mean(key, allowed) or "its options: "
+                             + ", ".join(allowed))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                or (key in ("alpha",) and value > 1) \
+                or (key == "label_smoothing" and value >= 1) \
+                or (key == "temperature" and value == 0):
+            raise SynthError("S402", f"loss {kind} option '{key}' expects "
+                             f"{allowed[key]}, found {value!r}", node["option_spans"][key])
+    if any(not isinstance(a, torch.Tensor) for a in args):
+        raise SynthError("S302", f"loss {kind} takes tensors", node["span"])
+    if kind == "ce" and args[0].dim() != 2:
+        raise SynthError("S301", f"loss ce takes class scores [B, classes]; "
+                         f"{ctx.describe(node['inputs'][0])} is "
+                         f"{fmt_shape(ctx.shape_of(args[0]))}", node["span"])
+    if count == 2 and args[0].shape != args[1].shape:
+        raise SynthError("S301", f"loss {kind} compares two values of one shape: "
+                         f"{ctx.describe(node['inputs'][0])} is "
+                         f"{fmt_shape(ctx.shape_of(args[0]))}, "
+                         f"{ctx.describe(node['inputs'][1])} is "
+                         f"{fmt_shape(ctx.shape_of(args[1]))}", node["span"],
+                         hint="add an adapter layer (e.g. Linear) to match them")
+    return args[0]
+
+
+# -- parts ------------------------------------------------------------------------
+
+def _run_part(ctx: CheckContext, n, node, args):
+    if node["source"] in ctx.children:
+        return _run_spec_part(ctx, n, node, args)
+    if node["source"] not in ctx.models:
+        raise Broken  # the source's own problem is reported already
+    shared = node.get("shares")
+    if shared is not None:
+        if shared not in ctx.plans:
+            raise Broken
+        plan = ctx.plans[shared]
+    else:
+        model = ctx.models[node["source"]]
+        users = [p for p in ctx.g.successors(node["source"])
+                 if ctx.g.nodes[p]["kind"] == "part" and not ctx.g.nodes[p].get("shares")]
+        try:
+            plan = plan_part(model, node, exclusive=len(users) == 1)
+        except PartError as e:
+            span = node["option_spans"].get(e.option, node["callee_span"]) \
+                if e.option else node["callee_span"]
+            code = "S402" if e.option and "no option" in str(e) else "S202"
+            raise SynthError(code, str(e), span, hint=e.hint) from None
+        except Exception as e:  # noqa: BLE001 - tracing the model failed
+            raise SynthError("S303", f"'{node['source']}' cannot be cut here",
+                             node["span"], notes=[torch_reason(e)],
+                             hint="cut at another node, or use a submodule part") from None
+        ctx.plans[n] = plan
+        _record_params(ctx, n, plan.modules)
+    recorder = UsedTensors()
+    try:
+        with torch.no_grad(), recorder:
+            out = plan.call(*args)
+    except Exception as e:  # noqa: BLE001 - the part rejects its input
+        module = next(iter(plan.modules.values()))
+        raise _input_mismatch(ctx, node, module, args, e) from None
+    if isinstance(out, (list, tuple)) and plan.outputs == len(out) \
+            and all(isinstance(t, torch.Tensor) for t in out):
+        out = out[0] if len(out) == 1 else tuple(out)
+    elif not isinstance(out, torch.Tensor):
+        raise SynthError("S302", f"part '{node['label']}' returns {type(out).__name__}, "
+                         "not a tensor", node["span"],
+                         hint="take a part that returns one tensor, or cut it with at=")
+    if shared is None:
+        _claim(ctx, n, node, recorder.ids)
+    return out
+
+
+def _claim(ctx: CheckContext, n: str, node, ids: set[int]) -> None:
+    """Record the parameters a part really uses; a second use of one is an error."""
+    model = ctx.models[node["source"]]
+    used = [f"{node['source']}.{k}" for k, p in model.named_parameters() if id(p) in ids]
+    node["used"] = used
+    for name in used:
+        first = ctx.used_by.setdefault(name, n)
+        if first != n:
+            other = ctx.g.nodes[first]
+            raise SynthError(
+                "S109", f"part '{node['label']}' uses parameters that '{other['name']}' "
+                f"({other['label']}, line {other['span'].line}) already uses, e.g. '{name}'",
+                node["span"],
+                hint=f"to share them, apply the first value again: `... = "
+                f"{other['name']}(...)`; to use a copy, declare a second source")
+
+
+def _run_spec_part(ctx: CheckContext, n, node, args):
+    """A spec source called like a function: its inputs bound, its outputs' shapes given."""
+    child = ctx.children[node["source"]]
+    inputs = child.inputs
+    if len(args) != len(inputs):
+        raise SynthError("S301", f"spec '{child.name}' takes {len(inputs)} input"
+                         f"{'s' if len(inputs) != 1 else ''} "
+                         f"({', '.join(inputs)}), found {len(args)}", node["span"])
+    bound: dict[str, int] = {}
+    for name, a in zip(inputs, args):
+        dims = child.nodes[name]["dims"]
+        shape = tuple(a.shape)
+        ok = len(dims) == len(shape)
+        for d, v in zip(dims, shape) if ok else ():
+            if isinstance(d, str):
+                ok = bound.setdefault(d, v) == v
+            else:
+                ok = d == v
+            if not ok:
+                break
+        if not ok:
+            raise SynthError("S301", f"spec '{child.name}' expects input '{name}' of shape "
+                             f"{fmt_shape(dims)}, found {fmt_shape(ctx.shape_of(a))}",
+                             node["span"], notes=ctx.described_inputs(node))
+    params = all_parameters(child)
+    if node.get("shares") is not None:
+        params = {}
+    node["parameters"] = {f"{node['source']}.{k}": v for k, v in params.items()}
+    node["buffers"] = {f"{node['source']}.{k}": v for k, v in all_buffers(child).items()
+                       if params}
+    node["params"] = sum(params.values())
+    if node.get("shares") is None:
+        for name in node["parameters"]:
+            first = ctx.used_by.setdefault(name, n)
+            if first != n:
+                raise SynthError("S109", f"spec '{node['source']}' is already used by "
+                                 f"'{ctx.g.nodes[first]['name']}'", node["span"],
+                                 hint="to share it, apply the first value again")
+    child_syms = child.graph.get("symbols", {})
+    outs = []
+    for o in child.outputs:
+        shape = child.nodes[o]["shape"]
+        outs.append(torch.empty([bound.get(d, child_syms.get(d)) if isinstance(d, str)
+                                 else d for d in shape], device="meta"))
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
+                    e: Exception) -> SynthError:
+    """Name both sides: what the part's first layer expects, what flows in."""
+    notes = ctx.described_inputs(node)
+    first = next(((k, m) for k, m in module.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if first is not None and len(args) == 1:
+        path, layer = first
+        where = f"{node['module']}.{path}" if path else node["module"]
+        shape, src = args[0].shape, ctx.describe(node["inputs"][0]).strip("'")
+        if isinstance(layer, nn.Conv2d) and len(shape) == 4 \
+                and shape[1] != layer.in_channels:
+            return SynthError(
+                "S301", f"part '{node['label']}' expects {layer.in_channels} input channels "
+                f"but '{src}' has {shape[1]}", node["span"],
+                notes=[*notes, f"its first layer '{where}' is {layer}"],
+                hint=f"declare '{src}' with {layer.in_channels} channels, or build the "
+                f"source with in_chans={shape[1]}")
+        if isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
+            return SynthError(
+                "S301", f"part '{node['label']}' expects {layer.in_features} input "
+                f"features but '{src}' has {shape[-1]}", node["span"],
+                notes=[*notes, f"its first layer '{where}' is {layer}"])
+    return SynthError("S301", f"part '{node['label']}' cannot take its input",
+                      node["span"], notes=[*notes, torch_reason(e)])
+
+
+# -- new layers and operations ------------------------------------------------------
+
+def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
+    spec = LAYERS[node["layer"]]
+    shared = node.get("shares")
+    if shared is not None:
+        if shared not in ctx.layers:
+            raise Broken
+        node["build"] = ctx.g.nodes[shared]["build"]
+        try:
+            with torch.no_grad():
+                return ctx.layers[shared](*args)
+        except Exception as e:  # noqa: BLE001
+            raise SynthError("S301", f"'{ctx.g.nodes[shared]['name']}' applied again "
+                             "cannot take this input", node["span"],
+                             notes=[*ctx.described_inputs(node), torch_reason(e)]) from None
+    shapes = [tuple(a.shape) for a in args]
+    try:
+        build = spec.constructor_args(shapes, node["options"])
+    except LayerArgError as e:
+        span = node["option_spans"].get(e.option, node["span"]) if e.option else node["span"]
+        code = "S402" if e.option or "option" in str(e) else "S301"
+        raise SynthError(code, str(e), span, hint=e.hint,
+                         notes=ctx.described_inputs(node) if code == "S301" else ()) from None
+    node["build"] = build
+    # one meta module per distinct layer, and one meta run per distinct input: a spec
+    # of thousands of nodes has few distinct ones, and meta kernels dominate the check
+    key = (spec.name, tuple(sorted(build.items(), key=lambda kv: kv[0])))
+    try:
+        module = ctx.meta_layers.get(key)
+        if module is None:
+            with torch.device("meta"):
+                module = ctx.meta_layers[key] = spec.build(**build)
+    except TypeError:  # an unhashable option value: no sharing
+        with torch.device("meta"):
+            module = spec.build(**build)
+    except Exception as e:  # noqa: BLE001
+        raise SynthError("S402", f"{spec.name} cannot be built with these options",
+                         node["span"], notes=[torch_reason(e)]) from None
+    ctx.layers[n] = module
+    _record_params(ctx, n, {node["module"]: module})
+    return _run_cached(ctx, key, module, args, lambda e: SynthError(
+        "S301", f"{spec.name} cannot take its input", node["span"],
+        notes=[*ctx.described_inputs(node), torch_reason(e)]))
+
+
+def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
+    spec = OPS[node["op"]]
+    if bad := spec.check_options(node["options"]):
+        msg, option = bad
+        raise SynthError("S402", msg, node["option_spans"].get(option, node["span"]))
+    if msg := spec.check([ctx.shape_of(a) for a in args], node["options"],
+                         [ctx.describe(i) for i in node["inputs"]]):
+        raise SynthError("S301", msg, node["span"], notes=ctx.described_inputs(node))
+    options = {**spec.defaults(), **node["options"]}
+    return _run_cached(
+        ctx, ("op", spec.name, tuple(sorted(options.items()))),
+        lambda *a: spec.fn(*a, **options), args,
+        lambda e: SynthError("S301", f"{spec.name} cannot take its inputs", node["span"],
+                             notes=[*ctx.described_inputs(node), torch_reason(e)]))
+
+
+def _run_cached(ctx: CheckContext, key, fn, args, error):
+    """`fn(*args)` on meta tensors, remembered by `key` and the inputs' shapes."""
+    sig = (key, tuple((tuple(a.shape), a.dtype) for a in args))
+    try:
+        hit = ctx.meta_outputs.get(sig)
+    except TypeError:
+        hit, sig = None, None
+    if hit is not None:
+        return torch.empty(hit[0], dtype=hit[1], device="meta")
+    try:
+        with torch.no_grad():
+            out = fn(*args)
+    except Exception as e:  # noqa: BLE001
+        raise error(e) from None
+    if sig is not None and isinstance(out, torch.Tensor):
+        ctx.meta_outputs[sig] = (tuple(out.shape), out.dtype)
+    return out
+
+
+def _record_params(ctx: CheckContext, n: str, modules: dict[str, nn.Module]) -> None:
+    """The parameters and buffers a node installs, by qualified name."""
+    node = ctx.g.nodes[n]
+    node["parameters"] = {f"{path}.{k}": p.numel() for path, m in modules.items()
+                          for k, p in m.named_parameters()}
+    node["buffers"] = {f"{path}.{k}": b.numel() for path, m in modules.items()
+                       for k, b in m.named_buffers()}
+    node["params"] = sum(node["parameters"].values())
+
+
+#: How each kind of node runs on meta: (context, node id, node, input values) -> value(s).
+RUNNERS = {"input": _run_input, "output": _run_output, "item": _run_item, "loss": _run_loss,
+           "part": _run_part, "layer": _run_layer, "op": _run_op}

@@ -1,0 +1,58 @@
+"""Sources: every `source` built on the meta device, and its checkpoint header read.
+
+A timm source is checked by name (S201), built with the user's options on meta
+(S204: timm refuses them) and, when it names weights, its checkpoint's header is
+compared with the architecture (S203, S205). A spec source is checked with the
+same passes as its parent; its problems are the parent's. The models and the
+checked child graphs are left on the context for the later passes.
+"""
+
+from __future__ import annotations
+
+from synthdsl.checks.context import CheckContext, all_parameters, run_check
+from synthdsl.library.sources import check_arch, check_weights, create_timm
+
+
+def check_sources(ctx: CheckContext) -> None:
+    """Build each source on meta; a source that cannot be built is broken."""
+    for s in ctx.g.of_kind("source"):
+        node = ctx.g.nodes[s]
+        if node["constructor"] == "spec":
+            _spec_source(ctx, s, node)
+            continue
+        if node["constructor"] != "timm":
+            ctx.broken.add(s)
+            continue
+        if e := check_arch(node):
+            ctx.errors.add(e)
+            ctx.broken.add(s)
+            continue
+        try:
+            model = create_timm(node["target"], node["create_kwargs"], "meta")
+        except Exception as e:  # noqa: BLE001 - timm rejects the user's options
+            opts = ", ".join(f"{k}={v!r}" for k, v in node["create_kwargs"].items())
+            ctx.err("S204", f"timm cannot build '{node['target']}'"
+                    + (f" with {opts}" if opts else ""), node["span"],
+                    notes=[f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"])
+            ctx.broken.add(s)
+            continue
+        ctx.models[s] = model
+        node["params"] = sum(p.numel() for p in model.parameters())
+        if node.get("weights") and ctx.weights and (e := check_weights(node, model)):
+            ctx.errors.add(e)
+
+
+def _spec_source(ctx: CheckContext, s: str, node) -> None:
+    """A `.synth` file as a source: checked on its own, its errors reported here."""
+    child = node.get("graph")
+    if child is None:
+        ctx.broken.add(s)
+        return
+    run_check(child, ctx.passes, raise_errors=False, weights=ctx.weights)
+    for e in child.graph["errors"]:
+        ctx.errors.add(e)
+    if child.graph["errors"]:
+        ctx.broken.add(s)
+        return
+    ctx.children[s] = child
+    node["params"] = sum(all_parameters(child).values())
