@@ -40,7 +40,9 @@ import torch  # noqa: E402
 
 import synthdsl  # noqa: E402
 from synthdsl.train.data import load_dataset  # noqa: E402
-from synthdsl.train.trainer import Options, Recipe, train  # noqa: E402
+from synthdsl.train.options import Options  # noqa: E402
+from synthdsl.train.recipe import Recipe  # noqa: E402
+from synthdsl.train.run import train  # noqa: E402
 from _record import environment, load_average, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train_step.json"

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import synthdsl
-from synthdsl.train.data import (DataError, DataSpec, Preprocess, load_dataset, parse_classes,
-                           preprocess_for)
+from synthdsl.train.data import DataSpec, load_dataset, parse_classes
+from synthdsl.train.errors import DataError
+from synthdsl.train.preprocess import Preprocess, preprocess_for
 
 
 def test_digits_split_is_the_fixture_split(digits):

@@ -9,11 +9,16 @@ import pytest
 import torch
 
 import synthdsl
-from synthdsl.train.data import DataSpec, Preprocess, load_dataset
+from synthdsl.train.data import DataSpec, load_dataset
 from synthdsl.train.frozen import cache_problems, split_frozen
 from synthdsl.train.checkpoint import load_checkpoint
-from synthdsl.train.losses import LossTerm, TrainError, objective
-from synthdsl.train.trainer import Options, Recipe, lr_factor, train
+from synthdsl.train.errors import TrainError
+from synthdsl.train.losses import LossTerm, objective
+from synthdsl.train.optim import lr_factor
+from synthdsl.train.options import Options
+from synthdsl.train.preprocess import Preprocess
+from synthdsl.train.recipe import Recipe
+from synthdsl.train.run import train
 
 QUIET = Options(quiet=True)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -285,7 +290,8 @@ def test_cli_train_then_eval_equals_sklearn(tmp_path, capsys):
     from sklearn import metrics as skm
 
     from synthdsl.cli import run
-    from synthdsl.train.evaluate import load_model, predict_values
+    from synthdsl.train.evaluate import load_model
+    from synthdsl.train.predict import predict_values
 
     spec = tmp_path / "small.synth"
     spec.write_text(SMALL + "recipe epochs=2, lr=0.01, batch_size=64\n")

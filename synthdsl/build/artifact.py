@@ -13,41 +13,18 @@ a failure leaves no partial file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from synthdsl.files import atomic_path, write_text as atomic_write_text
 from synthdsl.lang.errors import SynthError
 from synthdsl.graph import SynthGraph
 from synthdsl.library.weights import file_sha256
 
 FORMAT = "synthdsl-compiled/1"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _specs(graph: SynthGraph, base: Path, out: dict[str, str]) -> dict[str, str]:

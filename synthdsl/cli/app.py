@@ -13,260 +13,48 @@
 
 A mistake in a spec is printed like a compiler prints it (file:line:col, the
 line, a caret, a code and a hint) and exits 1; the CLI never shows a traceback.
+
+This module is the parser and the dispatch, and imports nothing heavy: each command lives
+in the module that does it (:mod:`synthdsl.cli.check`, :mod:`synthdsl.cli.spec`,
+:mod:`synthdsl.cli.viz`, :mod:`synthdsl.cli.train`), loaded when the command runs, so
+``synth check`` never loads the training stack and a syntax error never loads torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import sys
-import time
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from synthdsl.lang.errors import SynthError, SynthErrors, flatten, render, render_all
+from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
+from synthdsl.lang.errors import SynthError, render_all
 
-EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_SPEC_ERROR", "EXIT_USAGE", "build_parser", "main",
+           "run"]
 
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return ""
+Command = Callable[[argparse.Namespace], int]
 
 
-def _checked(path: str):
-    from synthdsl.checks import check_graph
-    from synthdsl.graph import build_graph
-    from synthdsl.lang.parse import parse_file
+def _command(module: str, name: str) -> Command:
+    """The command `name` of `module`, imported when it first runs."""
+    def command(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), name)(args)
 
-    return check_graph(build_graph(parse_file(path)))
-
-
-def _print_warnings(graph, text: str) -> None:
-    for w in graph.graph.get("warnings", ()):
-        print(render(w, text), file=sys.stderr)
-        print(file=sys.stderr)
+    command.__name__ = command.__qualname__ = name
+    return command
 
 
-def cmd_check(args) -> int:
-    from synthdsl.checks import check_graph
-    from synthdsl.graph import build_graph
-    from synthdsl.lang.parse import parse_file
-
-    text = _read(args.file)
-    try:
-        graph = check_graph(build_graph(parse_file(args.file)), raise_errors=False)
-    except SynthError as e:  # syntax: stops at the first error
-        errors, warnings = flatten(e), []
-    else:
-        errors, warnings = graph.graph["errors"], graph.graph["warnings"]
-    if not errors and args.json:
-        from synthdsl.build.artifact import verify_lock
-
-        errors = verify_lock(graph, args.file)
-    if args.json:
-        print(json.dumps({"file": args.file, "ok": not errors,
-                          "diagnostics": [d.to_dict() for d in [*errors, *warnings]]}, indent=2))
-        return EXIT_SPEC_ERROR if errors else EXIT_OK
-    for w in warnings:
-        print(render(w, text), file=sys.stderr)
-        print(file=sys.stderr)
-    if not errors:
-        from synthdsl.build.artifact import verify_lock
-
-        errors = verify_lock(graph, args.file)
-    if errors:
-        print(render_all(SynthErrors(errors), text), file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    locked = Path(args.file + ".lock").exists()
-    print(f"{args.file}: ok" + (" (checkpoints match the lock)" if locked else ""))
-    return EXIT_OK
-
-
-def cmd_summary(args) -> int:
-    from synthdsl.viz.summary import render_provenance, render_summary
-
-    graph = _checked(args.file)
-    _print_warnings(graph, _read(args.file))
-    print(render_summary(graph))
-    if args.inheritance:
-        from synthdsl.build.compile import compile_graph
-
-        print()
-        print(render_provenance(compile_graph(graph, seed=0)))
-    return EXIT_OK
-
-
-def cmd_lock(args) -> int:
-    from synthdsl.build.artifact import lock_data, verify_lock, write_lock
-
-    graph = _checked(args.file)
-    if args.verify:
-        errors = verify_lock(graph, args.file)
-        if errors:
-            print(render_all(SynthErrors(errors), _read(args.file)), file=sys.stderr)
-            return EXIT_SPEC_ERROR
-        print(f"{args.file}: checkpoints match {args.file}.lock")
-        return EXIT_OK
-    lock = write_lock(graph, args.file)
-    n = len(lock_data(graph)["checkpoints"])
-    print(f"wrote {lock} ({n} checkpoint{'s' if n != 1 else ''})")
-    return EXIT_OK
-
-
-def cmd_compile(args) -> int:
-    import torch
-
-    from synthdsl.build.compile import compile_graph
-    from synthdsl.checks import fmt_shape
-
-    graph = _checked(args.file)
-    _print_warnings(graph, _read(args.file))
-    t0 = time.perf_counter()
-    model = compile_graph(graph, seed=args.seed)
-    t1 = time.perf_counter()
-    if args.code:
-        print(model.code.strip())
-        print()
-    inputs = model.example_inputs(batch_size=args.batch_size)
-    with torch.no_grad():
-        out = model.eval()(*inputs)
-    outs = out if isinstance(out, dict) else {model.output_names[0]: out}
-    print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
-    for name, x in zip(model.input_names, inputs):
-        print(f"  input  {name}: {fmt_shape(x.shape)}")
-    for name, y in outs.items():
-        print(f"  output {name}: {fmt_shape(y.shape)}")
-    t = model.parameter_totals()
-    print(f"  {t['params']:,} parameters: {t['trainable']:,} trainable, {t['frozen']:,} frozen")
-    if model.frozen_norm_layers:
-        print(f"  {len(model.frozen_norm_layers)} frozen normalisation layers stay in eval mode")
-    if args.output:
-        from synthdsl.build.artifact import save_compiled
-
-        save_compiled(model, args.output)
-        print(f"  wrote {args.output} (weights, spec, provenance and lock)")
-    return EXIT_OK
-
-
-def cmd_nodes(args) -> int:
-    """The cut points of a timm architecture, or of a source of a spec, with shapes."""
-    import torch
-
-    from synthdsl.lang.errors import did_you_mean
-    from synthdsl.library.parts import cut_points, feature_info
-    from synthdsl.library.sources import check_arch, create_timm
-
-    kwargs: dict = {}
-    size = list(args.input) if args.input else None
-    if args.target.endswith(".synth"):
-        graph = _checked(args.target)
-        sources = [n for n in graph.of_kind("source") if graph.nodes[n]["constructor"] == "timm"]
-        if args.source not in sources:
-            raise SynthError("S101", f"spec '{graph.name}' has no timm source "
-                             f"'{args.source}'", hint=did_you_mean(args.source or "", sources)
-                             or "its sources: " + ", ".join(sources))
-        node = graph.nodes[args.source]
-        arch, kwargs = node["target"], dict(node["create_kwargs"])
-        if size is None:
-            users = [p for p in graph.successors(args.source) if p in graph
-                     and graph.nodes[p]["kind"] == "part" and graph.nodes[p]["inputs"]]
-            first = graph.nodes[graph.nodes[users[0]]["inputs"][0]] if users else None
-            if first is not None and "shape" in first:
-                size = [d for d in first["shape"][1:]]
-    else:
-        arch = args.target
-        if (e := check_arch({"target": arch, "target_span": None})) is not None:
-            raise e
-    model = create_timm(arch, kwargs, "meta")
-    if size is None:
-        size = list(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-    rows = cut_points(model, torch.empty([1, *size], device="meta"))
-    if not any(r[2] for r in rows):  # some graphs cannot be run node by node on meta
-        rows = cut_points(create_timm(arch, kwargs, "cpu"), torch.zeros([1, *size]))
-    if any(r[2] for r in rows):  # what is not a tensor (asserts, sizes) cannot be cut at
-        rows = [r for r in rows if r[2]]
-    marks = {}
-    for i, d in enumerate(feature_info(model)):  # a stage ends at its module's last node
-        last = [r[0] for r in rows if r[0] == d["module"] or r[0].startswith(d["module"] + ".")]
-        if last:
-            marks[last[-1]] = f"stage {i} ({d['module']})"
-    width = max(len(r[0]) for r in rows)
-    what_w = max(len(r[1]) for r in rows)
-    print(f"{arch}: {len(rows)} cut points for input [B, {', '.join(map(str, size))}]")
-    print("  cut with  x = source(image, at=\"NAME\")  (a module's name cuts after its "
-          "last node)")
-    for name, what, shape in rows:
-        mark = f"  <- {marks[name]}" if name in marks else ""
-        shp = "[B, " + ", ".join(map(str, shape[1:])) + "]" if shape else "?"
-        print(f"  {name.ljust(width)}  {what.ljust(what_w)}  {shp}{mark}")
-    if marks:
-        print("stages (stage=K / stages=[...]): " + ", ".join(
-            f"{i}={d['module']}" for i, d in enumerate(feature_info(model))))
-    return EXIT_OK
-
-
-def cmd_viz(args) -> int:
-    from synthdsl.checks import check_graph
-    from synthdsl.graph import build_graph
-    from synthdsl.lang.parse import parse_file
-    from synthdsl.viz import (GraphvizFailed, GraphvizNotFound, VizError, format_for,
-                              render_graph, write_atomic)
-
-    to_file = args.output not in (None, "-")
-    try:
-        fmt = args.format or (format_for(args.output) if to_file else "text")
-    except VizError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    text = _read(args.file)
-    graph = check_graph(build_graph(parse_file(args.file)), raise_errors=False)
-    try:
-        data = render_graph(graph, fmt, expand=args.expand or (), depth=args.depth,
-                            collapse=args.collapse or ())
-    except (GraphvizNotFound, GraphvizFailed, VizError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if to_file:
-        write_atomic(Path(args.output), data)
-    elif isinstance(data, bytes):
-        sys.stdout.buffer.write(data)
-    else:
-        sys.stdout.write(data)
-    errors, warnings = graph.graph.get("errors", []), graph.graph.get("warnings", [])
-    for w in warnings:
-        print(render(w, text), file=sys.stderr)
-        print(file=sys.stderr)
-    if errors:
-        print(render_all(SynthErrors(errors), text), file=sys.stderr)
-        where = args.output if to_file else "the drawing"
-        print(f"{where}: drawn with {len(errors)} error{'s' if len(errors) != 1 else ''} "
-              "marked on the failing nodes", file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    if to_file:
-        print(f"wrote {args.output} ({fmt})")
-    return EXIT_OK
-
-
-def cmd_train(args) -> int:
-    from synthdsl.train.trainer import main_train
-
-    return main_train(args)
-
-
-def cmd_eval(args) -> int:
-    from synthdsl.train.evaluate import main_eval
-
-    return main_eval(args)
-
-
-def cmd_demo(args) -> int:
-    from synthdsl.train.demo import main_demo
-
-    return main_demo(args)
+cmd_check = _command("synthdsl.cli.check", "cmd_check")
+cmd_summary = _command("synthdsl.cli.spec", "cmd_summary")
+cmd_lock = _command("synthdsl.cli.spec", "cmd_lock")
+cmd_compile = _command("synthdsl.cli.spec", "cmd_compile")
+cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
+cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
+cmd_train = _command("synthdsl.cli.train", "cmd_train")
+cmd_eval = _command("synthdsl.cli.train", "cmd_eval")
+cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,21 +110,111 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw a source as one node (repeatable; 'all' for every source)")
     v.set_defaults(func=cmd_viz)
 
-    from synthdsl.train import demo as _demo, evaluate as _evaluate, trainer as _train
-
     t = sub.add_parser("train", help="train a spec on data: checkpoints, log, --resume, DDP")
-    _train.add_arguments(t)
+    _train_arguments(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="accuracy, precision, recall, F1 and the confusion matrix")
-    _evaluate.add_arguments(e)
+    _eval_arguments(e)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="the synthesis loop, measured: fuse two models trained on "
                        "digits 0-4 into one for 5-9, against training from scratch")
-    _demo.add_arguments(d)
+    _demo_arguments(d)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the .synth spec to train")
+    p.add_argument("--data", required=True, help="digits, mnist5k, a folder of class folders, "
+                   "or an .npz of images and labels")
+    p.add_argument("-o", "--output", required=True, metavar="RUN",
+                   help="the run folder: run.json, log.jsonl, checkpoints/, model.safetensors")
+    p.add_argument("--classes", help="keep these classes, renumbered from 0: '5-9', '0,2,4', "
+                   "or class names")
+    p.add_argument("--shots", type=int, help="labelled samples per class (a seeded subset)")
+    p.add_argument("--shots-seed", type=int, help="seed of that subset (default: --seed)")
+    p.add_argument("--unlabelled", action="store_true", help="with --shots, keep the other "
+                   "training samples without labels (they count in distillation)")
+    p.add_argument("--eval-split", default="test", choices=("test", "train", "none"),
+                   help="evaluated after each epoch and at the end (default test)")
+    r = p.add_argument_group("recipe (overrides the spec's `recipe` statement)")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--optimizer", choices=("adamw", "adam", "sgd"))
+    r.add_argument("--schedule", choices=("cosine", "constant", "step"))
+    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--momentum", type=float)
+    r.add_argument("--warmup-epochs", type=int)
+    r.add_argument("--label-smoothing", type=float)
+    r.add_argument("--seed", type=int)
+    t = p.add_argument_group("distillation from a model outside the spec")
+    t.add_argument("--teacher", metavar="RUN|ARTIFACT|SPEC",
+                   help="distil the spec's output from this model's output")
+    t.add_argument("--teacher-output", help="the teacher's output to use (default: its first)")
+    t.add_argument("--temperature", type=float, default=4.0)
+    t.add_argument("--alpha", type=float, default=0.7,
+                   help="weight of the soft targets; 1 - alpha goes to the labels")
+    x = p.add_argument_group("inputs")
+    x.add_argument("--mean", help="normalisation mean, e.g. 0.5,0.5,0.5 (default: the first "
+                   "timm source's own config)")
+    x.add_argument("--std", help="normalisation std")
+    x.add_argument("--no-normalize", action="store_true", help="feed values in [0, 1]")
+    x.add_argument("--augment", type=int, default=0, metavar="PIXELS",
+                   help="random shifts of up to this many pixels")
+    o = p.add_argument_group("running")
+    o.add_argument("--resume", action="store_true", help="continue the run in RUN")
+    o.add_argument("--cache-frozen", action="store_true", help="compute the frozen prefix's "
+                   "outputs once and reuse them in later epochs")
+    o.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    o.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision (auto: bf16 on CUDA, off on CPU)")
+    o.add_argument("--eval-every", type=int, default=1, metavar="EPOCHS")
+    o.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                   help="checkpoint every EPOCHS epochs (default 1; 0: only the last)")
+    o.add_argument("--save-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every STEPS steps inside an epoch")
+    o.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
+    o.add_argument("--merge-adapters", action="store_true", help="also write "
+                   "model-merged.safetensors with LoRA adapters folded into the weights")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("-q", "--quiet", action="store_true")
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="TARGET", help="a .synth spec, a compiled .safetensors "
+                   "artifact, a run folder of `synth train`, or one of its checkpoints")
+    p.add_argument("--data", help="digits, mnist5k, a folder or an .npz (default: the run's)")
+    p.add_argument("--classes", help="keep these classes, renumbered from 0 (default: the run's)")
+    p.add_argument("--split", default="test", choices=("test", "train", "all"))
+    p.add_argument("--weights", help="a state dict or compiled artifact to load into a spec")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="write metrics.json, report.txt and confusion PNGs here")
+    p.add_argument("--plot", metavar="PNG", help="the first output's confusion matrix")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", default="runs/demo", help="where everything is written "
+                   "(default runs/demo)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds (default 5)")
+    p.add_argument("--shots", type=int, default=20, help="labels per class of the new task "
+                   "(default 20)")
+    p.add_argument("--sweep", default="3,10", metavar="K,K,...",
+                   help="also compare synthesised and scratch with these labels per class "
+                   "(default 3,10; '' for none)")
+    p.add_argument("--data", default="mnist5k", choices=("mnist5k", "digits"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: these models are too small to gain from "
+                   "more, and a busy machine makes several threads wait on each other)")
+    p.add_argument("--fresh", action="store_true", help="retrain the existing models even "
+                   "if an earlier run left them")
+    p.add_argument("--quick", action="store_true", help="a smoke test: one seed, one epoch "
+                   "each; the numbers mean nothing")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -344,7 +222,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SynthError as e:
-        print(render_all(e, _read(getattr(args, "file", "") or "")), file=sys.stderr)
+        print(render_all(e, read_text(getattr(args, "file", "") or "")), file=sys.stderr)
         return EXIT_SPEC_ERROR
     except BrokenPipeError:  # `synth nodes ... | head`
         sys.stderr.close()

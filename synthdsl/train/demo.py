@@ -31,11 +31,26 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from synthdsl.pipeline import compile_spec
+from synthdsl.train.data import DataSpec
+from synthdsl.train.demo_report import (margin_line, mean_std, paired, plot_sweep, summarise,
+                                        sweep_table, table)
+from synthdsl.train.losses import Teacher
+from synthdsl.train.metrics import ClassificationMetrics, plot_bars
+from synthdsl.train.options import Options
+from synthdsl.train.preprocess import preprocess_for
+from synthdsl.train.recipe import Recipe
+from synthdsl.train.run import train
 
 #: The classes of the old task and of the new one.
 OLD_CLASSES = (0, 1, 2, 3, 4)
@@ -181,12 +196,6 @@ def _say(text: str) -> None:
 
 def train_sources(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
     """Train the existing models on digits 0-4 (or reuse them from an earlier run)."""
-    from safetensors.torch import save_file
-
-    import synthdsl
-    from synthdsl.train.data import DataSpec
-    from synthdsl.train.trainer import Options, Recipe, train
-
     folder = cfg.out / "sources"
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -204,7 +213,7 @@ def train_sources(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
                 continue
         spec = folder / f"{arch}.synth"
         spec.write_text(source_spec(arch, cfg.size))
-        model = synthdsl.compile_spec(spec, seed=0)
+        model = compile_spec(spec, seed=0)
         data = DataSpec(cfg.data, OLD_CLASSES)
         result = train(model, data.load("train"), None,
                        recipe=Recipe.resolve(model.recipe, {"epochs": cfg.source_epochs}),
@@ -251,13 +260,8 @@ def write_specs(cfg: DemoConfig) -> Path:
 
 def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: dict,
             shots: int | None = None) -> dict[str, Any]:
-    import synthdsl
-    from synthdsl.train.data import DataSpec, preprocess_for
-    from synthdsl.train.losses import Teacher
-    from synthdsl.train.trainer import Options, Recipe, train
-
     spec = specs / arm.spec
-    model = synthdsl.compile_spec(spec, seed=seed)
+    model = compile_spec(spec, seed=seed)
     pre = preprocess_for(model)
     shots = cfg.shots if shots is None else shots
     data_spec = DataSpec(cfg.data, NEW_CLASSES, shots, seed, arm.unlabelled)
@@ -278,8 +282,6 @@ def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: d
     run_dir = cfg.out / "runs" / (arm.key if shots == cfg.shots else
                                   f"sweep/shots-{shots}/{arm.key}") / f"seed-{seed}"
     if run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     result = train(model, data, run_dir, recipe=recipe, options=options, test_data=test,
                    preprocess=pre, teacher=teacher, spec_path=str(spec), data_spec=data_spec,
@@ -292,47 +294,6 @@ def run_arm(cfg: DemoConfig, arm: Arm, seed: int, specs: Path, test, teachers: d
             "params": totals["params"], "trainable": totals["trainable"],
             "labelled": sum(data.class_counts()), "images": len(data),
             "confusion": m.confusion.tolist(), "run": str(run_dir)}
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def summarise(cfg: DemoConfig, arm_list: list[Arm], per_seed: dict[str, list[dict]]
-              ) -> list[dict[str, Any]]:
-    rows = []
-    for arm in arm_list:
-        rs = per_seed.get(arm.key, [])
-        if not rs:
-            continue
-        acc = _mean_std([r["accuracy"] for r in rs])
-        f1 = _mean_std([r["macro_f1"] for r in rs])
-        secs = _mean_std([r["train_seconds"] for r in rs])
-        rows.append({"key": arm.key, "name": arm.label, "accuracy": acc, "macro_f1": f1,
-                     "train_seconds": secs, "trainable": rs[0]["trainable"],
-                     "params": rs[0]["params"], "labelled": rs[0]["labelled"],
-                     "images": rs[0]["images"], "color": arm.color,
-                     "seeds": [r["accuracy"] for r in rs]})
-    return rows
-
-
-def table(rows: list[dict[str, Any]], cfg: DemoConfig, markdown: bool = False) -> str:
-    head = ["model", "trained / all params", "accuracy", "macro F1", "train time"]
-    body = [[r["name"], f"{r['trainable']:,} / {r['params']:,}",
-             f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
-             f"{r['macro_f1'][0]:.3f} ± {r['macro_f1'][1]:.3f}",
-             f"{r['train_seconds'][0]:.1f} s"] for r in rows]
-    return _render(head, body, markdown)
-
-
-def _paired(per_seed: dict[str, list[dict]], key: str, base: str = "scratch") -> list[float]:
-    return [a["accuracy"] - b["accuracy"] for a, b in zip(per_seed[key], per_seed[base])]
-
-
-def _margin_line(name: str, diffs: list[float]) -> str:
-    mean, std = _mean_std(diffs)
-    return (f"{name} - scratch: {mean:+.3f} ± {std:.3f} accuracy (better on "
-            f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds)")
 
 
 def run_sweep(cfg: DemoConfig, specs: Path, test, main: dict[str, list[dict]]
@@ -349,69 +310,17 @@ def run_sweep(cfg: DemoConfig, specs: Path, test, main: dict[str, list[dict]]
                 for arm in keep:
                     r = run_arm(cfg, arm, seed, specs, test, {}, shots=shots)
                     per_seed.setdefault(arm.key, []).append(r)
-            _say(f"   {shots:3d} labels per class: " + _margin_line("synthesised",
-                                                                   _paired(per_seed, "synth_ft")))
+            _say(f"   {shots:3d} labels per class: " + margin_line("synthesised",
+                                                                   paired(per_seed, "synth_ft")))
         points.append({"shots": shots,
-                       **{k: _mean_std([r["accuracy"] for r in rs]) for k, rs in per_seed.items()},
-                       "margin": _mean_std(_paired(per_seed, "synth_ft")),
-                       "wins": sum(d > 0 for d in _paired(per_seed, "synth_ft")),
+                       **{k: mean_std([r["accuracy"] for r in rs]) for k, rs in per_seed.items()},
+                       "margin": mean_std(paired(per_seed, "synth_ft")),
+                       "wins": sum(d > 0 for d in paired(per_seed, "synth_ft")),
                        "per_seed": {k: [r["accuracy"] for r in rs] for k, rs in per_seed.items()}})
     return points
 
 
-def sweep_table(points: list[dict[str, Any]], markdown: bool = False) -> str:
-    head = ["labels per class", "synthesised, fine-tuned", "scratch", "difference",
-            "seeds better"]
-    body = [[str(p["shots"]), f"{p['synth_ft'][0]:.3f} ± {p['synth_ft'][1]:.3f}",
-             f"{p['scratch'][0]:.3f} ± {p['scratch'][1]:.3f}",
-             f"{p['margin'][0]:+.3f} ± {p['margin'][1]:.3f}",
-             f"{p['wins']} of {len(p['per_seed']['scratch'])}"] for p in points]
-    return _render(head, body, markdown)
-
-
-def _render(head: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |",
-                 "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-
-    def fmt(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths)))
-
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
-
-
-def plot_sweep(points: list[dict[str, Any]], path: Path, title: str) -> Path:
-    from synthdsl.train.metrics import _pyplot, _save
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["shots"] for p in points]
-    for key, label, color in (("synth_ft", "synthesised, fine-tuned", "#2a9d8f"),
-                              ("scratch", "same architecture from scratch", "#e76f51")):
-        ax.errorbar(xs, [p[key][0] for p in points], yerr=[p[key][1] for p in points],
-                    marker="o", capsize=4, label=label, color=color)
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.minorticks_off()
-    ax.set_xlabel("labels per class")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from synthdsl.train.data import DataSpec
-    from synthdsl.train.metrics import ClassificationMetrics, plot_bars
-
     t0 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     a, b = cfg.sources
@@ -435,11 +344,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             per_seed.setdefault(arm.key, []).append(r)
             _say(f"   seed {seed}  {arm.label:48s} accuracy {r['accuracy']:.3f}  "
                  f"macro F1 {r['macro_f1']:.3f}  ({time.perf_counter() - t:.1f}s)")
-    rows = summarise(cfg, arm_list, per_seed)
+    rows = summarise(arm_list, per_seed)
     title = (f"{cfg.data}: digits 5-9, {cfg.shots} labels per class "
              f"({cfg.shots * len(NEW_CLASSES)} images), {len(test)} test images; "
              f"mean ± std over {n_seeds}")
-    margins = {k: _paired(per_seed, k) for k in ("synth_ft", "synth")}
+    margins = {k: paired(per_seed, k) for k in ("synth_ft", "synth")}
     points = []
     if cfg.sweep:
         _say(f"4. synthesised against scratch with more labels: {', '.join(map(str, cfg.sweep))}"
@@ -447,11 +356,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         points = run_sweep(cfg, specs, test, per_seed)
     _say("")
     _say(title)
-    _say(table(rows, cfg))
+    _say(table(rows))
     _say("")
     by_key = {r["key"]: r for r in rows}
     for k, diffs in margins.items():
-        _say(_margin_line(by_key[k]["name"], diffs))
+        _say(margin_line(by_key[k]["name"], diffs))
     if points:
         _say("")
         _say(sweep_table(points))
@@ -478,48 +387,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                         "threads": torch.get_num_threads(), "platform": platform.platform()},
     }
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = f"{title}\n\n{table(rows, cfg, markdown=True)}\n"
+    md = f"{title}\n\n{table(rows, markdown=True)}\n"
     if points:
         md += f"\n{sweep_table(points, markdown=True)}\n"
     (cfg.out / "table.md").write_text(md)
     _say(f"\nwrote {cfg.out}/results.json, table.md, " + ", ".join(p.name for p in plots)
          + f"; run folders in {cfg.out}/runs/ ({results['seconds']:.0f}s in all)")
     return results
-
-
-# -- the command ----------------------------------------------------------------------------------
-
-
-def add_arguments(p) -> None:
-    p.add_argument("-o", "--output", default="runs/demo", help="where everything is written "
-                   "(default runs/demo)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds (default 5)")
-    p.add_argument("--shots", type=int, default=20, help="labels per class of the new task "
-                   "(default 20)")
-    p.add_argument("--sweep", default="3,10", metavar="K,K,...",
-                   help="also compare synthesised and scratch with these labels per class "
-                   "(default 3,10; '' for none)")
-    p.add_argument("--data", default="mnist5k", choices=("mnist5k", "digits"))
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: these models are too small to gain from "
-                   "more, and a busy machine makes several threads wait on each other)")
-    p.add_argument("--fresh", action="store_true", help="retrain the existing models even "
-                   "if an earlier run left them")
-    p.add_argument("--quick", action="store_true", help="a smoke test: one seed, one epoch "
-                   "each; the numbers mean nothing")
-
-
-def main_demo(args) -> int:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.output)
-    if args.quick:
-        cfg = DemoConfig.quick_config(out, args.data)
-    else:
-        sweep = tuple(int(k) for k in args.sweep.split(",") if k.strip())
-        cfg = DemoConfig(out=out, data=args.data, seeds=args.seeds, shots=args.shots,
-                         sweep=sweep, fresh=args.fresh)
-    run_demo(cfg)
-    return 0

@@ -28,16 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthdsl.train.data import Preprocess
-from synthdsl.lang.errors import SynthError
+from synthdsl.train.errors import TrainError
 from synthdsl.train.frozen import training_graph_module
-
-
-class TrainError(SynthError):
-    """A training request that cannot be carried out as asked."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__("T001", message, None, hint=hint)
+from synthdsl.train.preprocess import Preprocess
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synthdsl.files import atomic_path
+
 
 @dataclass(frozen=True)
 class ClassificationMetrics:
@@ -118,7 +120,7 @@ class ClassificationMetrics:
 
     def plot(self, path: str | Path, title: str = "") -> Path:
         """The confusion matrix as a PNG (counts, shaded by row-normalised recall)."""
-        plt = _pyplot()
+        plt = pyplot()
         n = len(self.classes)
         size = min(2.0 + 0.55 * n, 14)
         fig, ax = plt.subplots(figsize=(size + 1.2, size))
@@ -142,7 +144,7 @@ class ClassificationMetrics:
                      fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,7 +176,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
 # -- plotting helpers -------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (loaded on first use: plotting is optional
+    to everything else here)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -183,20 +187,19 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
-    from synthdsl.build.artifact import atomic_path
-
+def save_figure(fig, path: str | Path) -> Path:
+    """Write `fig` as a PNG, atomically, and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_bars(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "accuracy",
               title: str = "") -> Path:
     """A bar per row (``{"name", "mean", "std"}``), with the spread as an error bar."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 4.2))
     names = [r["name"] for r in rows]
     means = [r["mean"] for r in rows]
@@ -212,13 +215,13 @@ def plot_bars(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "a
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(curves: dict[str, Sequence[float]], path: str | Path, ylabel: str,
                 title: str = "") -> Path:
     """Lines over epochs, one per name."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, ys in curves.items():
         ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=name)
@@ -228,4 +231,4 @@ def plot_curves(curves: dict[str, Sequence[float]], path: str | Path, ylabel: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,31 +1,26 @@
-"""Training a compiled spec: `synth train SPEC --data ... -o RUN/`.
+"""The trainer: one compiled spec, one dataset, one recipe (see :func:`synthdsl.train.run.train`
+for the run folder around it).
 
 What is optimised is what the spec leaves trainable: the optimizer gets
-``model.param_groups(lr, weight_decay)`` (per-pattern learning-rate multipliers and
-weight decays from ``train ... with``), and frozen normalisation stays in eval mode.
-The frozen prefix of the graph runs without autograd (:mod:`synthdsl.train.frozen`); with
-``cache_frozen`` its outputs are computed once per sample and reused.
+``model.param_groups(lr, weight_decay)`` (:mod:`synthdsl.train.optim`), and frozen
+normalisation stays in eval mode. The frozen prefix of the graph runs without autograd
+(:mod:`synthdsl.train.frozen`); with ``cache_frozen`` its outputs are computed once per
+sample and reused.
 
 The objective is the spec's ``loss`` statements, summed (:mod:`synthdsl.train.losses`):
 cross-entropy, Hinton et al.'s distillation, feature matching. Without a ``loss``
-statement the single output is trained with cross-entropy, or, given a teacher
-(``--teacher RUN|ARTIFACT|SPEC``), distilled from that teacher's output. Unlabelled
-samples (label -1, see :meth:`ImageData.few_shot`) count only in the distillation
-and feature terms.
+statement the single output is trained with cross-entropy, or, given a teacher, distilled
+from that teacher's output. Unlabelled samples (label -1, see
+:meth:`~synthdsl.train.images.ImageData.few_shot`) count only in the distillation and
+feature terms.
 
-A run folder holds ``run.json`` (what was asked: spec, data, recipe, options),
-``log.jsonl`` (one line per epoch), ``checkpoints/`` (one per epoch, and every
-``save_every`` steps; ``step-00000120.pt`` is the state after 120 optimizer
-steps), and at the end ``model.safetensors`` (a compiled artifact:
-weights, spec and provenance in one file), ``metrics.json`` and ``confusion.png``.
-``resume=True`` continues from the newest checkpoint and ends exactly where an
-uninterrupted run ends: each epoch's order of samples and random streams are
-derived from the seed and the epoch, and a checkpoint also holds the random state
-in the middle of an epoch.
+Resuming ends exactly where an uninterrupted run ends: each epoch's order of samples and
+random streams are derived from the seed and the epoch, and a checkpoint also holds the
+random state in the middle of an epoch.
 
 Under ``torchrun --nproc_per_node=N`` each process takes a share of every batch and
-DistributedDataParallel averages the gradients (gloo on CPU, NCCL on GPU); the loss
-is scaled so that the update equals the one-process update on the whole batch.
+DistributedDataParallel averages the gradients (:mod:`synthdsl.train.distributed`); the
+loss is scaled so that the update equals the one-process update on the whole batch.
 """
 
 from __future__ import annotations
@@ -33,163 +28,35 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, RUN_FORMAT, atomic_save, checkpoint_name,
-                                 checkpoints_in, load_checkpoint, rng_state, seed_epoch,
-                                 set_rng_state, trainable_state, write_json)
-from synthdsl.train.data import DataSpec, ImageData, Preprocess, preprocess_for
-from synthdsl.train.losses import (TEACHER_VALUE, Teacher, TrainError, loss_terms, objective,
-                             primary_output, teacher_modules, term_names)
-from synthdsl.train.recipe import Recipe
+from synthdsl.files import write_text
+from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoint_name,
+                                       checkpoints_in, load_checkpoint, rng_state, seed_epoch,
+                                       set_rng_state, trainable_state)
+from synthdsl.train.distributed import all_sum, init_distributed, shard
+from synthdsl.train.errors import TrainError
 from synthdsl.train.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
-                             split_frozen)
-
-# -- what to train with ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Options:
-    """How to run (not what to learn): none of these change the result, except `augment`
-    and `amp`."""
-
-    device: str = "cpu"
-    amp: str = "auto"                   # auto (bf16 on CUDA), bf16, fp16, off
-    cache_frozen: bool = False
-    augment: int = 0                    # random shifts of up to this many pixels
-    eval_every: int = 1                 # epochs between evaluations of the val data
-    checkpoint_every: int = 1           # epochs between checkpoints (0: the last only)
-    save_every: int = 0                 # steps between mid-epoch checkpoints (0: none)
-    keep: int = 2                       # checkpoints kept
-    progress: bool | None = None        # a progress bar (None: when stderr is a terminal)
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        counts = {"--augment": self.augment, "--eval-every": self.eval_every,
-                  "--checkpoint-every": self.checkpoint_every,
-                  "--save-every": self.save_every, "--keep": self.keep}
-        for flag, value in counts.items():
-            if not isinstance(value, int) or value < 0:
-                raise TrainError(f"{flag} must be a whole number ≥ 0, not {value!r}")
-
-
-# -- the optimizer and its schedule ---------------------------------------------------------------
-
-
-def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
-    groups = model.param_groups(base_lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if not groups:
-        raise TrainError(f"spec '{model.graph.name}' has nothing to train: every parameter "
-                         "is frozen", hint="unfreeze a part with `train PATTERN`, or add an "
-                         "adapter with `adapt PATTERN with lora(rank=8)`")
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=recipe.lr)
-
-
-def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """The learning-rate multiplier at optimizer step `step` (0-based)."""
-    total = recipe.epochs * steps_per_epoch
-    warm = recipe.warmup_epochs * steps_per_epoch
-    if step < warm:
-        return (step + 1) / warm
-    if recipe.schedule == "constant":
-        return 1.0
-    if recipe.schedule == "step":
-        epoch = step // max(steps_per_epoch, 1)
-        return 0.1 ** sum(epoch >= m for m in (recipe.epochs // 2, (3 * recipe.epochs) // 4)
-                          if m > 0)
-    progress = (step - warm) / max(total - warm, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def set_lr(opt: torch.optim.Optimizer, base_lrs: Sequence[float], factor: float) -> None:
-    for g, lr in zip(opt.param_groups, base_lrs):
-        g["lr"] = lr * factor
-
-
-# -- distributed -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device: str) -> tuple[Dist, torch.device]:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK)."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = torch.device(device)
-    if world <= 1:
-        return Dist(), dev
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(rank, world, local), dev
-
-
-def _all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
-    if not d.active:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-# -- helpers of the loop -----------------------------------------------------------------------
-
-
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to `max_shift` pixels in each direction, zero-filled."""
-    if max_shift <= 0:
-        return x
-    n, _, h, w = x.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen)
-    padded = F.pad(x, (max_shift, max_shift, max_shift, max_shift))
-    out = torch.empty_like(x)
-    for i in range(n):
-        dy, dx = int(shifts[i, 0]) + max_shift, int(shifts[i, 1]) + max_shift
-        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
-    return out
-
-
-def _amp_dtype(option: str, device: torch.device) -> torch.dtype | None:
-    if option == "off" or (option == "auto" and device.type != "cuda"):
-        return None
-    if option == "fp16":
-        return torch.float16
-    if option in ("bf16", "auto"):
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    raise TrainError(f"--amp must be auto, bf16, fp16 or off, not '{option}'")
+                                   split_frozen)
+from synthdsl.train.images import ImageData
+from synthdsl.train.losses import (TEACHER_VALUE, Teacher, loss_terms, objective,
+                                   primary_output, teacher_modules, term_names)
+from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
+from synthdsl.train.optim import lr_factor, make_optimizer, set_lr
+from synthdsl.train.options import Options, amp_dtype
+from synthdsl.train.predict import predict_values
+from synthdsl.train.preprocess import Preprocess, preprocess_for, random_shift
+from synthdsl.train.recipe import Recipe
+from synthdsl.train.records import EpochRecord
 
 
 class _Suffix(nn.Module):
@@ -205,50 +72,6 @@ class _Suffix(nn.Module):
 
 def _as_dict(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
     return out if isinstance(out, dict) else {names[0]: out}
-
-
-def _shard(batch: torch.Tensor, d: Dist) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's share of a global batch and per-sample weights (a process with no
-    share takes the batch's first sample with weight 0, so it still joins the
-    gradient exchange)."""
-    mine = batch[d.rank::d.world] if d.active else batch
-    if len(mine) == 0:
-        return batch[:1], torch.zeros(1)
-    return mine, torch.ones(len(mine))
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    step: int
-    lr: float
-    loss: float
-    terms: dict[str, float]
-    train_accuracy: float | None
-    seconds: float
-    samples_per_second: float
-    val: dict[str, Any] | None = None
-    cache: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass
-class TrainResult:
-    run: Path | None
-    history: list[dict[str, Any]]
-    metrics: Any                      # ClassificationMetrics of the final evaluation, or None
-    seconds: float
-    model: nn.Module
-    split: str = ""
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
-
-
-# -- the trainer ---------------------------------------------------------------------------------
 
 
 class Trainer:
@@ -274,7 +97,7 @@ class Trainer:
         self.callback = callback
         self.terms = loss_terms(model, teacher)
         self.primary = primary_output(self.terms, model)
-        self.amp = _amp_dtype(options.amp, self.device)
+        self.amp = amp_dtype(options.amp, self.device)
         if len(data) == 0:
             raise TrainError(f"{data.name} has no samples")
         if data.num_classes and not (data.targets >= 0).any():
@@ -309,8 +132,6 @@ class Trainer:
             self.model.get_submodule(name).eval()
 
     def _wrap_ddp(self) -> nn.Module:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         unused = self._unused_parameters()
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(self.suffix, device_ids=ids, find_unused_parameters=bool(unused))
@@ -517,10 +338,8 @@ class Trainer:
             return False
         self.load_state(load_checkpoint(found[-1]))
         if self.run is not None and self.dist.main:  # the log says what the checkpoint says
-            from synthdsl.build.artifact import atomic_write_text
-
-            atomic_write_text(self.run / "log.jsonl",
-                              "".join(json.dumps(h) + "\n" for h in self.history))
+            write_text(self.run / "log.jsonl",
+                       "".join(json.dumps(h) + "\n" for h in self.history))
         where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}" if self.step_in_epoch
                  else f"the end of epoch {self.epoch}")
         self._log(f"resumed from {found[-1].name} ({where})")
@@ -565,8 +384,8 @@ class Trainer:
     def _global_acc(self) -> dict[str, float]:
         """The epoch's running sums over every process (a collective under DDP)."""
         keys = self._acc_keys()
-        return dict(zip(keys, _all_sum([self._acc.get(k, 0.0) for k in keys], self.dist,
-                                       self.device)))
+        return dict(zip(keys, all_sum([self._acc.get(k, 0.0) for k in keys], self.dist,
+                                      self.device)))
 
     def _train_epoch(self, epoch: int) -> EpochRecord:
         batches = self.epoch_batches(epoch)
@@ -586,7 +405,7 @@ class Trainer:
         bar = self._progress(len(batches), start, epoch)
         for k in range(start, len(batches)):
             batch = batches[k]
-            pos, w = _shard(batch, self.dist)
+            pos, w = shard(batch, self.dist)
             n_all = float(len(batch))
             n_lab = float((self.data.targets[batch] >= 0).sum())
             factor = lr_factor(self.recipe, self.global_step, self.steps_per_epoch)
@@ -655,262 +474,21 @@ class Trainer:
             show = sys.stderr.isatty()
         if not show or self.options.quiet or not self.dist.main:
             return None
-        from tqdm import tqdm
-
         return tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
                     unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    def validate(self, data: ImageData | None = None):
+    def validate(self, data: ImageData | None = None) -> dict[str, Any]:
         """Accuracy and macro F1 of the primary output on `data` (the val data)."""
-        from synthdsl.train.evaluate import predict_values
-        from synthdsl.train.metrics import classification_metrics
-
-        data = data if data is not None else self.val_data
-        values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
-                                self.device, names=[self.primary], dist=self.dist,
-                                amp=self.amp)
-        pred = values[self.primary].argmax(-1)
-        labelled = data.targets >= 0
-        m = classification_metrics(data.targets[labelled], pred[labelled], data.classes)
+        m = self.final_metrics(data if data is not None else self.val_data)
         return {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
 
-    def final_metrics(self, data: ImageData):
-        from synthdsl.train.evaluate import predict_values
-        from synthdsl.train.metrics import classification_metrics
-
+    def final_metrics(self, data: ImageData) -> ClassificationMetrics:
+        """The metrics of the primary output on the labelled samples of `data`."""
         values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
                                 self.device, names=[self.primary], dist=self.dist,
                                 amp=self.amp)
         pred = values[self.primary].argmax(-1)
         labelled = data.targets >= 0
         return classification_metrics(data.targets[labelled], pred[labelled], data.classes)
-
-
-# -- the whole command ----------------------------------------------------------------------------
-
-
-def _run_record(model, spec_path: str | None, data: DataSpec | None, recipe: Recipe,
-                options: Options, preprocess: Preprocess, teacher: dict | None,
-                extra: dict | None) -> dict[str, Any]:
-    import hashlib
-
-    from synthdsl import __version__
-
-    text = model.graph.graph.get("text", "")
-    return {
-        "format": RUN_FORMAT,
-        "spec": str(Path(spec_path).resolve()) if spec_path else None,
-        "spec_name": model.graph.name,
-        "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "data": data.to_dict() if data else None,
-        "recipe": asdict(recipe),
-        "options": {k: v for k, v in asdict(options).items()
-                    if k in ("amp", "cache_frozen", "augment", "device")},
-        "preprocess": preprocess.to_dict(),
-        "teacher": teacher,
-        "synthdsl": __version__, "torch": torch.__version__,
-        **(extra or {}),
-    }
-
-
-def train(model, data: ImageData, run: str | Path | None = None, *,
-          recipe: Recipe | None = None, options: Options = Options(),
-          val_data: ImageData | None = None, test_data: ImageData | None = None,
-          preprocess: Preprocess | None = None, teacher: Teacher | None = None,
-          resume: bool = False, spec_path: str | None = None, data_spec: DataSpec | None = None,
-          teacher_record: dict | None = None, extra_record: dict | None = None,
-          callback=None) -> TrainResult:
-    """Train `model` (a compiled spec) on `data`; write the run folder `run` if given.
-
-    The recipe defaults to the spec's own ``recipe`` statement over :class:`Recipe`'s
-    defaults. With `test_data` the final model is evaluated there (``metrics.json``)."""
-    recipe = recipe or Recipe.resolve(model.graph.graph.get("recipe"))
-    t0 = time.perf_counter()
-    run_path = Path(run) if run is not None else None
-    preprocess = preprocess or preprocess_for(model)
-    record = _run_record(model, spec_path, data_spec, recipe, options, preprocess,
-                         teacher_record, extra_record)
-    if run_path is not None:
-        existing = run_path / "run.json"
-        if existing.exists() and not resume:
-            raise TrainError(f"'{run_path}' already holds a run",
-                             hint="pass --resume to continue it, or choose another folder")
-        if resume and existing.exists():
-            before = json.loads(existing.read_text("utf-8"))
-            for key in ("spec_sha256", "data", "recipe", "preprocess"):
-                if before.get(key) != record.get(key):
-                    raise TrainError(f"cannot resume: the {key.replace('_', ' ')} differs from "
-                                     f"the one the run in '{run_path}' started with",
-                                     hint="resume with the same spec, data and options")
-    trainer = Trainer(model, data, recipe, options, run_path, val_data, preprocess, teacher,
-                      record, callback)
-    if run_path is not None and trainer.dist.main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        if not (resume and (run_path / "run.json").exists()):
-            write_json(run_path / "run.json", record)
-            (run_path / "log.jsonl").unlink(missing_ok=True)
-    for line in trainer.describe():
-        trainer._log(line)
-    resumed = trainer.resume() if resume else False
-    if resume and not resumed:
-        trainer._log("no checkpoint to resume from: starting at epoch 1")
-    trainer.fit()
-    metrics = trainer.final_metrics(test_data) if test_data is not None else None
-    if run_path is not None and trainer.dist.main:
-        _finish_run(trainer, run_path, metrics, test_data)
-    if trainer.dist.active:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return TrainResult(run_path, trainer.history, metrics, time.perf_counter() - t0, model,
-                       test_data.name if test_data is not None else "")
-
-
-def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
-    from synthdsl.build.artifact import save_compiled
-
-    save_compiled(trainer.model, run / "model.safetensors")
-    if metrics is not None:
-        write_json(run / "metrics.json", {"split": test_data.name, "output": trainer.primary,
-                                           **metrics.to_dict()})
-        metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
-        trainer._log(f"test    {test_data.name}: accuracy {metrics.accuracy:.4f}, macro F1 "
-                     f"{metrics.macro_f1:.4f} (metrics.json, confusion.png)")
-    trainer._log(f"wrote   {run}/model.safetensors")
-
-
-# -- `synth train` ------------------------------------------------------------------------------
-
-
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as e:
-        raise TrainError(f"expected numbers separated by commas, found '{text}'") from e
-
-
-def load_teacher(target: str, temperature: float, alpha: float, device: str,
-                 output: str | None = None) -> tuple[Teacher, dict[str, Any]]:
-    from synthdsl.train.evaluate import load_model
-
-    loaded = load_model(target, device=device)
-    if output is not None and output not in loaded.model.output_names:
-        raise TrainError(f"teacher '{target}' has no output '{output}'",
-                         hint="its outputs: " + ", ".join(loaded.model.output_names))
-    teacher = Teacher(loaded.model, loaded.preprocess, temperature, alpha, output,
-                      loaded.description)
-    return teacher, {"target": str(Path(target).resolve()), "temperature": temperature,
-                     "alpha": alpha, "output": output, "description": loaded.description}
-
-
-def main_train(args) -> int:
-    """`synth train`: see `synth train --help`."""
-    from synthdsl.train.data import parse_classes
-    from synthdsl.pipeline import check_spec, compile_graph
-
-    graph = check_spec(Path(args.file))
-    overrides = {k: getattr(args, k, None) for k in
-                 ("epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay",
-                  "momentum", "warmup_epochs", "label_smoothing", "seed")}
-    recipe = Recipe.resolve(graph.graph.get("recipe"), overrides)
-    model = compile_graph(graph, seed=recipe.seed)
-    options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
-                      augment=args.augment, eval_every=args.eval_every,
-                      checkpoint_every=args.checkpoint_every, save_every=args.save_every,
-                      keep=args.keep,
-                      progress=False if args.no_progress else None, quiet=args.quiet)
-    classes = parse_classes(args.classes)
-    data_spec = DataSpec(args.data, tuple(classes) if classes else None, args.shots,
-                         args.shots_seed if args.shots_seed is not None else recipe.seed,
-                         args.unlabelled)
-    normalize = False if args.no_normalize else None
-    preprocess = preprocess_for(model, _floats(args.mean), _floats(args.std), normalize)
-    size, channels = preprocess.size, preprocess.channels or 3
-    data = data_spec.load("train", size, channels)
-    test = None if args.eval_split == "none" else DataSpec(
-        args.data, data_spec.classes).load(args.eval_split, size, channels)
-    teacher, teacher_record = (None, None)
-    if args.teacher:
-        teacher, teacher_record = load_teacher(args.teacher, args.temperature, args.alpha,
-                                               args.device, args.teacher_output)
-    result = train(model, data, args.output, recipe=recipe, options=options,
-                   val_data=test, test_data=test, preprocess=preprocess, teacher=teacher,
-                   resume=args.resume, spec_path=args.file, data_spec=data_spec,
-                   teacher_record=teacher_record)
-    if result.run is not None and args.merge_adapters:
-        from synthdsl.build.artifact import save_compiled
-
-        merged = model.merge_adapters()
-        if merged and int(os.environ.get("RANK", "0")) == 0:
-            save_compiled(model, result.run / "model-merged.safetensors")
-            if not args.quiet:
-                print(f"merged  {len(merged)} adapters into their layers: "
-                      f"{result.run}/model-merged.safetensors")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
-
-
-def add_arguments(p) -> None:
-    """The options of `synth train` (for the CLI's parser)."""
-    p.add_argument("file", help="the .synth spec to train")
-    p.add_argument("--data", required=True, help="digits, mnist5k, a folder of class folders, "
-                   "or an .npz of images and labels")
-    p.add_argument("-o", "--output", required=True, metavar="RUN",
-                   help="the run folder: run.json, log.jsonl, checkpoints/, model.safetensors")
-    p.add_argument("--classes", help="keep these classes, renumbered from 0: '5-9', '0,2,4', "
-                   "or class names")
-    p.add_argument("--shots", type=int, help="labelled samples per class (a seeded subset)")
-    p.add_argument("--shots-seed", type=int, help="seed of that subset (default: --seed)")
-    p.add_argument("--unlabelled", action="store_true", help="with --shots, keep the other "
-                   "training samples without labels (they count in distillation)")
-    p.add_argument("--eval-split", default="test", choices=("test", "train", "none"),
-                   help="evaluated after each epoch and at the end (default test)")
-    r = p.add_argument_group("recipe (overrides the spec's `recipe` statement)")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--lr", type=float)
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--optimizer", choices=("adamw", "adam", "sgd"))
-    r.add_argument("--schedule", choices=("cosine", "constant", "step"))
-    r.add_argument("--weight-decay", type=float)
-    r.add_argument("--momentum", type=float)
-    r.add_argument("--warmup-epochs", type=int)
-    r.add_argument("--label-smoothing", type=float)
-    r.add_argument("--seed", type=int)
-    t = p.add_argument_group("distillation from a model outside the spec")
-    t.add_argument("--teacher", metavar="RUN|ARTIFACT|SPEC",
-                   help="distil the spec's output from this model's output")
-    t.add_argument("--teacher-output", help="the teacher's output to use (default: its first)")
-    t.add_argument("--temperature", type=float, default=4.0)
-    t.add_argument("--alpha", type=float, default=0.7,
-                   help="weight of the soft targets; 1 - alpha goes to the labels")
-    x = p.add_argument_group("inputs")
-    x.add_argument("--mean", help="normalisation mean, e.g. 0.5,0.5,0.5 (default: the first "
-                   "timm source's own config)")
-    x.add_argument("--std", help="normalisation std")
-    x.add_argument("--no-normalize", action="store_true", help="feed values in [0, 1]")
-    x.add_argument("--augment", type=int, default=0, metavar="PIXELS",
-                   help="random shifts of up to this many pixels")
-    o = p.add_argument_group("running")
-    o.add_argument("--resume", action="store_true", help="continue the run in RUN")
-    o.add_argument("--cache-frozen", action="store_true", help="compute the frozen prefix's "
-                   "outputs once and reuse them in later epochs")
-    o.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    o.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
-                   help="mixed precision (auto: bf16 on CUDA, off on CPU)")
-    o.add_argument("--eval-every", type=int, default=1, metavar="EPOCHS")
-    o.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
-                   help="checkpoint every EPOCHS epochs (default 1; 0: only the last)")
-    o.add_argument("--save-every", type=int, default=0, metavar="STEPS",
-                   help="also checkpoint every STEPS steps inside an epoch")
-    o.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
-    o.add_argument("--merge-adapters", action="store_true", help="also write "
-                   "model-merged.safetensors with LoRA adapters folded into the weights")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("-q", "--quiet", action="store_true")

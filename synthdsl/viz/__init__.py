@@ -17,10 +17,10 @@ flowchart TB
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from synthdsl.files import write_bytes
 from synthdsl.viz.dot import GraphvizFailed, GraphvizNotFound, render_dot, run_graphviz
 from synthdsl.viz.expand import ExpandError, expand_source
 from synthdsl.viz.html import render_html
@@ -97,22 +97,7 @@ def write_graph(graph, path: str | os.PathLike, fmt: str | None = None, **option
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 __all__ = [

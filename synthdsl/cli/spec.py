@@ -1,0 +1,128 @@
+"""The commands about one spec: `synth summary`, `synth lock`, `synth compile`, `synth nodes`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from synthdsl.build.artifact import lock_data, save_compiled, verify_lock, write_lock
+from synthdsl.build.compile import compile_graph
+from synthdsl.checks import check_graph, fmt_shape
+from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, print_warnings, read_text
+from synthdsl.graph import SynthGraph, build_graph
+from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, render_all
+from synthdsl.lang.parse import parse_file
+from synthdsl.library.parts import cut_points, feature_info
+from synthdsl.library.sources import check_arch, create_timm
+from synthdsl.viz.summary import render_provenance, render_summary
+
+
+def checked(path: str) -> SynthGraph:
+    """The checked graph of the spec at `path`; raises its errors."""
+    return check_graph(build_graph(parse_file(path)))
+
+
+def cmd_summary(args) -> int:
+    graph = checked(args.file)
+    print_warnings(graph, read_text(args.file))
+    print(render_summary(graph))
+    if args.inheritance:
+        print()
+        print(render_provenance(compile_graph(graph, seed=0)))
+    return EXIT_OK
+
+
+def cmd_lock(args) -> int:
+    graph = checked(args.file)
+    if args.verify:
+        errors = verify_lock(graph, args.file)
+        if errors:
+            print(render_all(SynthErrors(errors), read_text(args.file)), file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        print(f"{args.file}: checkpoints match {args.file}.lock")
+        return EXIT_OK
+    lock = write_lock(graph, args.file)
+    n = len(lock_data(graph)["checkpoints"])
+    print(f"wrote {lock} ({n} checkpoint{'s' if n != 1 else ''})")
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    graph = checked(args.file)
+    print_warnings(graph, read_text(args.file))
+    t0 = time.perf_counter()
+    model = compile_graph(graph, seed=args.seed)
+    t1 = time.perf_counter()
+    if args.code:
+        print(model.code.strip())
+        print()
+    inputs = model.example_inputs(batch_size=args.batch_size)
+    with torch.no_grad():
+        out = model.eval()(*inputs)
+    outs = out if isinstance(out, dict) else {model.output_names[0]: out}
+    print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
+    for name, x in zip(model.input_names, inputs):
+        print(f"  input  {name}: {fmt_shape(x.shape)}")
+    for name, y in outs.items():
+        print(f"  output {name}: {fmt_shape(y.shape)}")
+    t = model.parameter_totals()
+    print(f"  {t['params']:,} parameters: {t['trainable']:,} trainable, {t['frozen']:,} frozen")
+    if model.frozen_norm_layers:
+        print(f"  {len(model.frozen_norm_layers)} frozen normalisation layers stay in eval mode")
+    if args.output:
+        save_compiled(model, args.output)
+        print(f"  wrote {args.output} (weights, spec, provenance and lock)")
+    return EXIT_OK
+
+
+def cmd_nodes(args) -> int:
+    """The cut points of a timm architecture, or of a source of a spec, with shapes."""
+    kwargs: dict = {}
+    size = list(args.input) if args.input else None
+    if args.target.endswith(".synth"):
+        graph = checked(args.target)
+        sources = [n for n in graph.of_kind("source") if graph.nodes[n]["constructor"] == "timm"]
+        if args.source not in sources:
+            raise SynthError("S101", f"spec '{graph.name}' has no timm source "
+                             f"'{args.source}'", hint=did_you_mean(args.source or "", sources)
+                             or "its sources: " + ", ".join(sources))
+        node = graph.nodes[args.source]
+        arch, kwargs = node["target"], dict(node["create_kwargs"])
+        if size is None:
+            users = [p for p in graph.successors(args.source) if p in graph
+                     and graph.nodes[p]["kind"] == "part" and graph.nodes[p]["inputs"]]
+            first = graph.nodes[graph.nodes[users[0]]["inputs"][0]] if users else None
+            if first is not None and "shape" in first:
+                size = [d for d in first["shape"][1:]]
+    else:
+        arch = args.target
+        if (e := check_arch({"target": arch, "target_span": None})) is not None:
+            raise e
+    model = create_timm(arch, kwargs, "meta")
+    if size is None:
+        size = list(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    rows = cut_points(model, torch.empty([1, *size], device="meta"))
+    if not any(r[2] for r in rows):  # some graphs cannot be run node by node on meta
+        rows = cut_points(create_timm(arch, kwargs, "cpu"), torch.zeros([1, *size]))
+    if any(r[2] for r in rows):  # what is not a tensor (asserts, sizes) cannot be cut at
+        rows = [r for r in rows if r[2]]
+    marks = {}
+    for i, d in enumerate(feature_info(model)):  # a stage ends at its module's last node
+        last = [r[0] for r in rows if r[0] == d["module"] or r[0].startswith(d["module"] + ".")]
+        if last:
+            marks[last[-1]] = f"stage {i} ({d['module']})"
+    width = max(len(r[0]) for r in rows)
+    what_w = max(len(r[1]) for r in rows)
+    print(f"{arch}: {len(rows)} cut points for input [B, {', '.join(map(str, size))}]")
+    print("  cut with  x = source(image, at=\"NAME\")  (a module's name cuts after its "
+          "last node)")
+    for name, what, shape in rows:
+        mark = f"  <- {marks[name]}" if name in marks else ""
+        shp = "[B, " + ", ".join(map(str, shape[1:])) + "]" if shape else "?"
+        print(f"  {name.ljust(width)}  {what.ljust(what_w)}  {shp}{mark}")
+    if marks:
+        print("stages (stage=K / stages=[...]): " + ", ".join(
+            f"{i}={d['module']}" for i, d in enumerate(feature_info(model))))
+    return EXIT_OK

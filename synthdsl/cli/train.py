@@ -1,0 +1,95 @@
+"""`synth train`, `synth eval` and `synth demo`: command-line flags in, the typed functions of
+:mod:`synthdsl.train` called, their results printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from synthdsl.build.artifact import save_compiled
+from synthdsl.cli.common import EXIT_OK
+from synthdsl.train.data import parse_classes
+from synthdsl.train.demo import DemoConfig, run_demo
+from synthdsl.train.distributed import close, is_main_process
+from synthdsl.train.errors import TrainError
+from synthdsl.train.evaluate import data_for, evaluate, load_model
+from synthdsl.train.options import Options
+from synthdsl.train.run import train_spec
+
+#: `synth train` flags that override the spec's `recipe` statement.
+RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay",
+                "momentum", "warmup_epochs", "label_smoothing", "seed")
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as e:
+        raise TrainError(f"expected numbers separated by commas, found '{text}'") from e
+
+
+def cmd_train(args) -> int:
+    """`synth train`: see `synth train --help`."""
+    options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
+                      augment=args.augment, eval_every=args.eval_every,
+                      checkpoint_every=args.checkpoint_every, save_every=args.save_every,
+                      keep=args.keep,
+                      progress=False if args.no_progress else None, quiet=args.quiet)
+    result = train_spec(
+        Path(args.file), args.data, args.output,
+        recipe={k: getattr(args, k, None) for k in RECIPE_FLAGS}, options=options,
+        classes=parse_classes(args.classes), shots=args.shots, shots_seed=args.shots_seed,
+        unlabelled=args.unlabelled, eval_split=args.eval_split, mean=_floats(args.mean),
+        std=_floats(args.std), normalize=False if args.no_normalize else None,
+        teacher=args.teacher, teacher_output=args.teacher_output,
+        temperature=args.temperature, alpha=args.alpha, resume=args.resume)
+    if result.run is not None and args.merge_adapters:
+        merged = result.model.merge_adapters()
+        if merged and is_main_process():
+            save_compiled(result.model, result.run / "model-merged.safetensors")
+            if not args.quiet:
+                print(f"merged  {len(merged)} adapters into their layers: "
+                      f"{result.run}/model-merged.safetensors")
+    close()
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    """`synth eval`: see `synth eval --help`."""
+    loaded = load_model(args.file, args.weights, args.device)
+    data = data_for(loaded, args.data, args.classes, args.split)
+    report = evaluate(loaded.model, data, loaded.preprocess, args.batch_size, args.device,
+                      target=str(args.file))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(loaded.description)
+        print(report.text())
+    if args.output:
+        written = report.write(args.output)
+        if not args.json:
+            print(f"\nwrote {', '.join(str(p) for p in written)}")
+    if args.plot:
+        report.primary.metrics.plot(args.plot, f"{report.primary.name} on {report.data}")
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    """`synth demo`: see `synth demo --help`."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.output)
+    if args.quick:
+        cfg = DemoConfig.quick_config(out, args.data)
+    else:
+        sweep = tuple(int(k) for k in args.sweep.split(",") if k.strip())
+        cfg = DemoConfig(out=out, data=args.data, seeds=args.seeds, shots=args.shots,
+                         sweep=sweep, fresh=args.fresh)
+    run_demo(cfg)
+    return EXIT_OK

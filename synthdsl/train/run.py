@@ -1,0 +1,142 @@
+"""A training run: the run folder around the :class:`~synthdsl.train.trainer.Trainer`, and
+:func:`train_spec`, which is what ``synth train SPEC --data ... -o RUN`` does.
+
+A run folder holds ``run.json`` (what was asked: spec, data, recipe, options),
+``log.jsonl`` (one line per epoch), ``checkpoints/`` (one per epoch, and every
+``save_every`` steps; ``step-00000120.pt`` is the state after 120 optimizer steps), and
+at the end ``model.safetensors`` (a compiled artifact: weights, spec and provenance in
+one file), ``metrics.json`` and ``confusion.png``. ``resume=True`` continues from the
+newest checkpoint and ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from synthdsl.build.artifact import save_compiled
+from synthdsl.pipeline import check_spec, compile_graph
+from synthdsl.train.checkpoint import write_json
+from synthdsl.train.data import DataSpec
+from synthdsl.train.distributed import barrier
+from synthdsl.train.errors import TrainError
+from synthdsl.train.evaluate import load_model
+from synthdsl.train.images import ImageData
+from synthdsl.train.losses import Teacher
+from synthdsl.train.options import Options
+from synthdsl.train.preprocess import Preprocess, preprocess_for
+from synthdsl.train.recipe import Recipe
+from synthdsl.train.records import TrainResult, run_record
+from synthdsl.train.trainer import Trainer
+
+
+def train(model, data: ImageData, run: str | Path | None = None, *,
+          recipe: Recipe | None = None, options: Options = Options(),
+          val_data: ImageData | None = None, test_data: ImageData | None = None,
+          preprocess: Preprocess | None = None, teacher: Teacher | None = None,
+          resume: bool = False, spec_path: str | None = None, data_spec: DataSpec | None = None,
+          teacher_record: dict | None = None, extra_record: dict | None = None,
+          callback=None) -> TrainResult:
+    """Train `model` (a compiled spec) on `data`; write the run folder `run` if given.
+
+    The recipe defaults to the spec's own ``recipe`` statement over :class:`Recipe`'s
+    defaults. With `test_data` the final model is evaluated there (``metrics.json``)."""
+    recipe = recipe or Recipe.resolve(model.graph.graph.get("recipe"))
+    t0 = time.perf_counter()
+    run_path = Path(run) if run is not None else None
+    preprocess = preprocess or preprocess_for(model)
+    record = run_record(model, spec_path, data_spec, recipe, options, preprocess,
+                        teacher_record, extra_record)
+    if run_path is not None:
+        existing = run_path / "run.json"
+        if existing.exists() and not resume:
+            raise TrainError(f"'{run_path}' already holds a run",
+                             hint="pass --resume to continue it, or choose another folder")
+        if resume and existing.exists():
+            before = json.loads(existing.read_text("utf-8"))
+            for key in ("spec_sha256", "data", "recipe", "preprocess"):
+                if before.get(key) != record.get(key):
+                    raise TrainError(f"cannot resume: the {key.replace('_', ' ')} differs from "
+                                     f"the one the run in '{run_path}' started with",
+                                     hint="resume with the same spec, data and options")
+    trainer = Trainer(model, data, recipe, options, run_path, val_data, preprocess, teacher,
+                      record, callback)
+    if run_path is not None and trainer.dist.main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        if not (resume and (run_path / "run.json").exists()):
+            write_json(run_path / "run.json", record)
+            (run_path / "log.jsonl").unlink(missing_ok=True)
+    for line in trainer.describe():
+        trainer._log(line)
+    resumed = trainer.resume() if resume else False
+    if resume and not resumed:
+        trainer._log("no checkpoint to resume from: starting at epoch 1")
+    trainer.fit()
+    metrics = trainer.final_metrics(test_data) if test_data is not None else None
+    if run_path is not None and trainer.dist.main:
+        _finish_run(trainer, run_path, metrics, test_data)
+    barrier(trainer.dist)
+    return TrainResult(run_path, trainer.history, metrics, time.perf_counter() - t0, model,
+                       test_data.name if test_data is not None else "")
+
+
+def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
+    save_compiled(trainer.model, run / "model.safetensors")
+    if metrics is not None:
+        write_json(run / "metrics.json", {"split": test_data.name, "output": trainer.primary,
+                                           **metrics.to_dict()})
+        metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
+        trainer._log(f"test    {test_data.name}: accuracy {metrics.accuracy:.4f}, macro F1 "
+                     f"{metrics.macro_f1:.4f} (metrics.json, confusion.png)")
+    trainer._log(f"wrote   {run}/model.safetensors")
+
+
+def load_teacher(target: str, temperature: float, alpha: float, device: str,
+                 output: str | None = None) -> tuple[Teacher, dict[str, Any]]:
+    """The teacher `target` names (a run, an artifact or a spec, as :func:`load_model`
+    reads them) and how the run records it."""
+    loaded = load_model(target, device=device)
+    if output is not None and output not in loaded.model.output_names:
+        raise TrainError(f"teacher '{target}' has no output '{output}'",
+                         hint="its outputs: " + ", ".join(loaded.model.output_names))
+    teacher = Teacher(loaded.model, loaded.preprocess, temperature, alpha, output,
+                      loaded.description)
+    return teacher, {"target": str(Path(target).resolve()), "temperature": temperature,
+                     "alpha": alpha, "output": output, "description": loaded.description}
+
+
+def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
+               recipe: dict[str, Any] | None = None, options: Options = Options(),
+               classes: Sequence[int | str] | None = None, shots: int | None = None,
+               shots_seed: int | None = None, unlabelled: bool = False,
+               eval_split: str = "test", mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, normalize: bool | None = None,
+               teacher: str | None = None, teacher_output: str | None = None,
+               temperature: float = 4.0, alpha: float = 0.7,
+               resume: bool = False) -> TrainResult:
+    """Check and compile the spec at `spec`, load `data`, and :func:`train` it into `run`.
+
+    `recipe` overrides the spec's ``recipe`` statement (None values are ignored);
+    `classes`, `shots` (seeded by `shots_seed`, by default the recipe's seed) and
+    `unlabelled` choose the training samples; `eval_split` ("test", "train" or "none") is
+    evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
+    preprocessing; `teacher` names a run, artifact or spec to distil from."""
+    graph = check_spec(Path(spec))
+    resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
+    model = compile_graph(graph, seed=resolved.seed)
+    data_spec = DataSpec(data, tuple(classes) if classes else None, shots,
+                         shots_seed if shots_seed is not None else resolved.seed, unlabelled)
+    preprocess = preprocess_for(model, mean, std, normalize)
+    size, channels = preprocess.size, preprocess.channels or 3
+    train_data = data_spec.load("train", size, channels)
+    test = None if eval_split == "none" else DataSpec(
+        data, data_spec.classes).load(eval_split, size, channels)
+    loaded, teacher_record = (None, None)
+    if teacher:
+        loaded, teacher_record = load_teacher(teacher, temperature, alpha, options.device,
+                                              teacher_output)
+    return train(model, train_data, run, recipe=resolved, options=options, val_data=test,
+                 test_data=test, preprocess=preprocess, teacher=loaded, resume=resume,
+                 spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record)
