@@ -19,15 +19,19 @@ equal trees, while a ``Span`` itself compares by value.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict
 
 
-class Span(BaseModel):
-    """Where a node stands in its file: one-based line and column, end exclusive."""
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a node stands in its file: one-based line and column, end exclusive.
 
-    model_config = ConfigDict(frozen=True)
+    A frozen dataclass (compared and hashed by value), not a pydantic model: a
+    spec has about five spans per node, and the parser makes them by the thousand.
+    """
 
     file: str | None = None
     line: int = 1

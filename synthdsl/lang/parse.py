@@ -7,16 +7,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import math
 import re
-import functools
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
-                             UnexpectedToken, VisitError)
+                             UnexpectedToken)
 
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError
@@ -47,8 +49,28 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
+    # cache=True: lark keeps the built tables in the temporary folder, keyed by the
+    # grammar's hash, so a new process loads them instead of building them (~0.1 s)
     return Lark(grammar_text(), parser="lalr", strict=True, propagate_positions=True,
-                maybe_placeholders=True)
+                maybe_placeholders=True, cache=True)
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Pause the cyclic garbage collector for the block (reference counting still frees).
+
+    The front end makes many small objects and no reference cycles; with torch
+    loaded the interpreter tracks hundreds of thousands of objects, and each full
+    collection the allocations trigger walks all of them: at 10,000 nodes that
+    was half the parse time. Nested use is fine; the state before is restored.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_spec(text: str, file: str | None = None) -> ast.Spec:
@@ -57,21 +79,16 @@ def parse_spec(text: str, file: str | None = None) -> ast.Spec:
     if bad := _SURROGATE.search(text):  # only a str built in Python can hold one; no file can
         raise SynthError("S001", f"invalid character U+{ord(bad.group()):04X} (a lone surrogate)",
                          _point(text, bad.start(), file))
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedInput as e:
-        raise _translate(e, text, file) from None
-    try:
-        spec = _Builder(file).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, SynthError):
-            raise e.orig_exc from None
-        if isinstance(e.orig_exc, RecursionError):
+    with no_cyclic_gc():
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as e:
+            raise _translate(e, text, file) from None
+        try:
+            spec = _Builder(file).transform(tree)
+        except RecursionError:
             raise _too_deep(text, file) from None
-        raise
-    except RecursionError:
-        raise _too_deep(text, file) from None
-    return spec.model_copy(update={"file": file, "text": text})
+        return spec.model_copy(update={"file": file, "text": text})
 
 
 def parse_file(path: str | Path) -> ast.Spec:
@@ -95,9 +112,8 @@ def _too_deep(text: str, file: str | None) -> SynthError:
 
 
 def _span_of(item, file: str | None) -> ast.Span:
-    return ast.Span(file=file, line=item.line, column=item.column,
-                    end_line=item.end_line, end_column=item.end_column,
-                    start=item.start_pos, end=item.end_pos)
+    return ast.Span(file, item.line, item.column, item.end_line, item.end_column,
+                    item.start_pos, item.end_pos)
 
 
 def _point(text: str, pos: int, file: str | None, width: int = 1) -> ast.Span:
@@ -180,11 +196,24 @@ def _eof_hint(expected) -> str | None:
 # ---- tree → AST ------------------------------------------------------------
 
 
-@v_args(meta=True)
-class _Builder(Transformer):
+class _Builder:
+    """lark's tree → AST: one method per rule (or alias), called as ``method(meta, items)``
+    with the rule's children already built, bottom-up.
+
+    A plain recursive walk rather than a ``lark.Transformer``: the transformer's
+    per-node wrappers (``v_args``, ``VisitError``) cost more than the AST itself.
+    """
+
     def __init__(self, file: str | None) -> None:
-        super().__init__()
         self.file = file
+        self._rules: dict[str, object] = {}
+
+    def transform(self, tree: Tree):
+        rule = self._rules.get(tree.data)
+        if rule is None:
+            rule = self._rules[tree.data] = getattr(self, tree.data)
+        walk = self.transform
+        return rule(tree.meta, [walk(c) if isinstance(c, Tree) else c for c in tree.children])
 
     def _span(self, meta) -> ast.Span:
         if getattr(meta, "empty", False):
