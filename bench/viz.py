@@ -24,15 +24,23 @@ bytes (outputs are deterministic, so every repeat has the same size; the script
 checks that). The examples in ``models/`` are timed the same way (SVG and
 HTML, one run each after a warm-up).
 
+``deep_chain`` is the spec ``tests/test_viz.py`` draws whole (``deep_chain_spec(620)``:
+one source, then a chain of 620 values that each read the one before and one five
+back, 1,000+ nodes). The test checks what is drawn; this measures how long it takes:
+HTML, and SVG with ``--collapse all``, against the limits the test used to assert
+(10 s and 30 s).
+
 Run from the repository root::
 
     .venv/bin/python bench/viz.py                    # table + bench/results/viz.json
     .venv/bin/python bench/viz.py --sizes 1000:5 --no-write
+    .venv/bin/python bench/viz.py --only-deep-chain  # that section of viz.json alone
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -101,6 +109,51 @@ def generate_spec(target_nodes: int, seed: int = 0, n_outputs: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: What `deep_chain` may cost: the limits tests/test_viz.py asserted before it moved here.
+DEEP_CHAIN_LIMITS_S = {"html": 10.0, "svg_collapsed": 30.0}
+
+
+def deep_chain_spec(n_values: int) -> str:
+    """The deep, branching spec that tests/test_viz.py draws: about 2 nodes per value."""
+    lines = ["synth Big", "input x: [B, 3, 32, 32]", 'source net = timm("test_resnet")',
+             "v0 = Linear(GlobalAvgPool(net.layer1(net.conv1(x))), out=32)"]
+    for i in range(1, n_values):
+        a, b = f"v{i - 1}", f"v{max(0, i - 5)}"
+        lines.append([f"v{i} = Linear({a}, out=32) |> ReLU", f"v{i} = add({a}, {b})",
+                      f"v{i} = concat({a}, {b}) |> Linear(out=32)"][i % 3])
+    lines += ["freeze net", f"output v{n_values - 1}"]
+    return "\n".join(lines)
+
+
+def bench_deep_chain(repeats: int, have_dot: bool, n_values: int = 620) -> dict:
+    """HTML and collapsed SVG of `deep_chain_spec(n_values)`, against DEEP_CHAIN_LIMITS_S."""
+    graph = synthdsl.check_spec(deep_chain_spec(n_values))
+    fns = {"html": lambda: render_graph(graph, "html"),
+           "svg_collapsed": lambda: render_graph(graph, "svg", collapse=["all"])}
+    out = {"values": n_values, "nodes": graph.number_of_nodes(),
+           "edges": graph.number_of_edges(), "repeats": repeats,
+           "limits_s": DEEP_CHAIN_LIMITS_S, "formats": {}}
+    for name, fn in fns.items():
+        if name == "svg_collapsed" and not have_dot:
+            out["formats"][name] = {"skipped": "Graphviz `dot` is not installed"}
+            continue
+        times, size = _time(fn, repeats)
+        out["formats"][name] = {"median_s": round(statistics.median(times), 4),
+                                "max_s": round(max(times), 4),
+                                "runs_s": [round(t, 4) for t in times], "bytes": size}
+    out["met"] = all(r["max_s"] < DEEP_CHAIN_LIMITS_S[f] for f, r in out["formats"].items()
+                     if "skipped" not in r)
+    return out
+
+
+def _print_deep_chain(entry: dict) -> None:
+    cells = "  ".join(f"{f} {r['median_s']:.3f}s (max {r['max_s']:.3f}s, limit "
+                      f"{entry['limits_s'][f]:.0f}s)" if "skipped" not in r else f"{f} -"
+                      for f, r in entry["formats"].items())
+    print(f"\ndeep chain ({entry['nodes']} nodes, {entry['repeats']} runs): {cells}"
+          f"  met: {entry['met']}")
+
+
 def _time(fn, repeats: int) -> tuple[list[float], int]:
     times, sizes = [], set()
     for _ in range(repeats):
@@ -138,6 +191,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-examples", action="store_true", help="skip models/*.synth")
+    ap.add_argument("--deep-chain-repeats", type=int, default=3, metavar="N",
+                    help="runs of the deep_chain section (default %(default)s; 0 skips it)")
+    ap.add_argument("--only-deep-chain", action="store_true",
+                    help="run only the deep_chain section and replace it in the report")
     args = ap.parse_args(argv)
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
     torch.set_num_threads(1)
@@ -157,6 +214,17 @@ def main(argv=None) -> int:
     warm = synthdsl.check_spec(generate_spec(60))
     for fmt in ("html", "dot") + (("svg",) if have_dot else ()):
         render_graph(warm, fmt)
+
+    if args.only_deep_chain:
+        report = json.loads(args.out.read_text("utf-8")) if args.out.exists() else results
+        entry = bench_deep_chain(max(1, args.deep_chain_repeats), have_dot)
+        report["deep_chain"] = {**environment("torch", "synthdsl", torch_threads=False),
+                                "load_average_at_start": load_start, **entry,
+                                "load_average_at_end": load_average()}
+        _print_deep_chain(entry)
+        if not args.no_write:
+            write_report(report, args.out)
+        return 0
 
     print(f"{'nodes':>6} {'edges':>6}  " + "  ".join(f"{f:>13}" for f in FORMATS))
     for target, repeats in sizes:
@@ -195,6 +263,10 @@ def main(argv=None) -> int:
             print(f"  {path.name:<36} {ex['nodes']:>4} nodes  "
                   + "  ".join(f"{k} {v['s']:.3f}s {v['bytes'] / 1024:.0f}k"
                               for k, v in ex.items() if k != "nodes"))
+
+    if args.deep_chain_repeats > 0:
+        results["deep_chain"] = bench_deep_chain(args.deep_chain_repeats, have_dot)
+        _print_deep_chain(results["deep_chain"])
 
     results["load_average_at_end"] = load_average()
     largest = results["sizes"][-1]["formats"] if results["sizes"] else {}

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -500,21 +499,17 @@ def generated_spec(n_values: int) -> str:
     return "\n".join(lines)
 
 
-def test_a_spec_of_a_thousand_nodes_renders_in_seconds():
+def test_a_spec_of_a_thousand_nodes_renders_every_node():
+    """How long this takes is measured by `bench/viz.py` (its "deep_chain" section)."""
     g = check_spec(generated_spec(620))
     assert g.number_of_nodes() >= 1000
-    t0 = time.perf_counter()
     html = render_graph(g, "html")
-    t_html = time.perf_counter() - t0
-    assert t_html < 10 and html.count('"kind":"layer"') > 500
+    assert html.count('"kind":"layer"') > 500
     dot = render_graph(g, "dot")  # one statement a line (pydot parses the small ones)
     assert len(re.findall(r'(?m)^\s+"[^"]*" \[label=<', dot)) == g.number_of_nodes()
     assert len(re.findall(r'(?m)^\s+"[^"]*" -> "[^"]*"', dot)) == g.number_of_edges()
     if HAS_DOT:
-        t0 = time.perf_counter()
         svg = render_graph(g, "svg", collapse=["all"])
-        t_svg = time.perf_counter() - t0
-        assert t_svg < 30, t_svg
         ET.fromstring(svg)
 
 
