@@ -105,9 +105,36 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def resnet_weights(tmp_path_factory, digits):
+    """timm's tiny test_resnet (10 classes) with "pretrained"-looking weights that no training
+    made, saved as safetensors: for tests that need a checkpoint, not one that learned.
+    Returns the path.
+
+    The trunk is ``randomize_``'d; its pooled features then differ little from digit to digit,
+    so the head is drawn at random and centred on them (bias = -W·mean, rows scaled by the
+    features' spread): one forward pass, no gradient step, and predictions that vary."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = randomize_(timm.create_model("test_resnet", num_classes=10)).eval()
+    (xtr, _), _ = digits
+    head = model.get_classifier()
+    with torch.no_grad():
+        feats = model.forward_head(model.forward_features(xtr[:256]), pre_logits=True)
+        mean, std = feats.mean(0), feats.std(0) + 1e-6
+        w = torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(1)) / std
+        head.weight.copy_(w)
+        head.bias.copy_(-w @ mean)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "test_resnet.safetensors")
+
+
+@pytest.fixture(scope="session")
 def pretrained_resnet(tmp_path_factory, digits):
     """timm's tiny test_resnet trained for a few seconds on digits and saved as safetensors: a real,
-    offline stand-in for hub weights. Returns (path, test accuracy)."""
+    offline stand-in for hub weights, for tests that need a trunk that learned (they assert
+    accuracy); a test that only needs weights takes ``resnet_weights``. Returns (path, test
+    accuracy)."""
     import timm
     import torch
 
