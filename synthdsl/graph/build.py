@@ -33,6 +33,7 @@ from torch import nn
 
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError, did_you_mean
+from synthdsl.lang.parse import no_cyclic_gc
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
@@ -358,4 +359,5 @@ def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
     """
     if spec.file:
         _stack = (*_stack, str(Path(spec.file).resolve()))
-    return _Builder(spec, _stack).build()
+    with no_cyclic_gc():  # many small dicts, no cycles: see synthdsl.lang.parse
+        return _Builder(spec, _stack).build()

@@ -49,10 +49,23 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    # cache=True: lark keeps the built tables in the temporary folder, keyed by the
-    # grammar's hash, so a new process loads them instead of building them (~0.1 s)
-    return Lark(grammar_text(), parser="lalr", strict=True, propagate_positions=True,
+    """The LALR parser. Every token stays in the tree (`keep_all_tokens`) and the tree
+    builder, not lark, finds each rule's extent from its first and last token: lark's
+    `propagate_positions` costs a third of the parse and gives the same spans.
+
+    ``cache=True``: lark keeps the built tables in the temporary folder, keyed by the
+    grammar's hash, so a new process loads them instead of building them (~0.1 s).
+    """
+    return Lark(grammar_text(), parser="lalr", strict=True, keep_all_tokens=True,
                 maybe_placeholders=True, cache=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_terminals() -> frozenset[str]:
+    """The terminals a rule's methods receive: the patterns (NAME, STRING, INT, ...), not
+    the punctuation and keywords written as strings in the grammar, which lark would
+    filter out without `keep_all_tokens` (the grammar names no string terminal)."""
+    return frozenset(t.name for t in _parser().terminals if t.pattern.type == "re")
 
 
 @contextlib.contextmanager
@@ -198,7 +211,8 @@ def _eof_hint(expected) -> str | None:
 
 class _Builder:
     """lark's tree → AST: one method per rule (or alias), called as ``method(meta, items)``
-    with the rule's children already built, bottom-up.
+    with the rule's children already built, bottom-up, and punctuation left out; `meta`
+    is the rule's first and last token (punctuation included), for its span.
 
     A plain recursive walk rather than a ``lark.Transformer``: the transformer's
     per-node wrappers (``v_args``, ``VisitError``) cost more than the AST itself.
@@ -207,18 +221,48 @@ class _Builder:
     def __init__(self, file: str | None) -> None:
         self.file = file
         self._rules: dict[str, object] = {}
+        self._kept = _kept_terminals()
 
     def transform(self, tree: Tree):
+        return self._walk(tree)[0]
+
+    def _walk(self, tree: Tree) -> tuple:
+        """(the rule's value, its first token, its last token)."""
         rule = self._rules.get(tree.data)
         if rule is None:
             rule = self._rules[tree.data] = getattr(self, tree.data)
-        walk = self.transform
-        return rule(tree.meta, [walk(c) if isinstance(c, Tree) else c for c in tree.children])
+        items, first, last, kept, gap = [], None, None, self._kept, False
+        for c in tree.children:
+            if c is None:
+                # a missing [optional] part: lark writes one None per symbol in it (its
+                # punctuation too, here), the methods expect one per part (the grammar
+                # has no two optional parts side by side)
+                if not gap:
+                    items.append(None)
+                gap = True
+                continue
+            gap = False
+            if type(c) is Token:
+                if first is None:
+                    first = c
+                last = c
+                if c.type in kept:
+                    items.append(c)
+            else:
+                value, f, lst = self._walk(c)
+                if f is not None:
+                    if first is None:
+                        first = f
+                    last = lst
+                items.append(value)
+        return rule((first, last), items), first, last
 
     def _span(self, meta) -> ast.Span:
-        if getattr(meta, "empty", False):
+        first, last = meta
+        if first is None:
             return ast.NO_SPAN
-        return _span_of(meta, self.file)
+        return ast.Span(self.file, first.line, first.column, last.end_line, last.end_column,
+                        first.start_pos, last.end_pos)
 
     def _tok(self, tok: Token) -> ast.Span:
         return _span_of(tok, self.file)
