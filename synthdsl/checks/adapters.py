@@ -40,15 +40,15 @@ def check_adapters(ctx: CheckContext) -> None:
                         "its options: " + ", ".join(allowed) if allowed else
                         "it takes no options"))
             continue
-        rank, alpha = opts.get("rank", 8), opts.get("alpha", opts.get("rank", 8))
-        if method == "lora" and not (isinstance(rank, int) and not isinstance(rank, bool)
-                                     and rank > 0):
-            ctx.err("S402", f"lora rank expects a whole number > 0, found {rank!r}",
+        lora = ADAPT_METHODS["lora"]
+        rank = opts.get("rank", lora["rank"].default)
+        alpha = opts.get("alpha", rank)  # the scale alpha / rank is 1 unless alpha is given
+        if method == "lora" and not lora["rank"].accepts(rank):
+            ctx.err("S402", f"lora rank expects {lora['rank'].expects}, found {rank!r}",
                     rule["option_spans"].get("rank", rule["span"]))
             continue
-        if method == "lora" and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
-                                 or alpha <= 0):
-            ctx.err("S402", f"lora alpha expects a number > 0, found {alpha!r}",
+        if method == "lora" and not lora["alpha"].accepts(alpha):
+            ctx.err("S402", f"lora alpha expects {lora['alpha'].expects}, found {alpha!r}",
                     rule["option_spans"].get("alpha", rule["span"]))
             continue
         effect: dict[str, bool] = {}

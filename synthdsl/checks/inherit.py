@@ -19,9 +19,9 @@ import torch
 
 from synthdsl.checks.context import CheckContext
 from synthdsl.lang.errors import SynthError, did_you_mean
-from synthdsl.lang.options import INHERIT_OPTIONS
+from synthdsl.lang.options import INHERIT_OPTIONS, spoken
 from synthdsl.library.sources import _reason, checkpoint_shapes, create_timm
-from synthdsl.library.weights import ADAPT_MODES, persistent_tensors, transform
+from synthdsl.library.weights import persistent_tensors, transform
 
 
 def check_inheritance(ctx: CheckContext) -> None:
@@ -38,7 +38,7 @@ def check_inheritance(ctx: CheckContext) -> None:
                     hint=did_you_mean(bad, INHERIT_OPTIONS)
                     or "its options: " + ", ".join(INHERIT_OPTIONS))
             continue
-        problem = inherit_option_problem(opts, ADAPT_MODES)
+        problem = inherit_option_problem(opts)
         if problem:
             key, msg = problem
             ctx.err("S402", msg, spans.get(key, rec["span"]))
@@ -154,10 +154,11 @@ def _donor_tensors(ctx: CheckContext, rec) -> dict[str, tuple[int, ...]] | None:
     return {prefix + n: tuple(t.shape) for n, t, _ in persistent_tensors(module)}
 
 
-def inherit_option_problem(opts: dict, adapt_modes) -> tuple[str, str] | None:
+def inherit_option_problem(opts: dict) -> tuple[str, str] | None:
     """The first option of an inherit statement whose value is wrong: (option, message)."""
-    if "map" in opts and opts["map"] not in ("name", "order"):
-        return "map", f'inherit map= is "name" or "order", found {opts["map"]!r}'
+    maps = INHERIT_OPTIONS["map"].choices
+    if "map" in opts and opts["map"] not in maps:
+        return "map", f'inherit map= is {spoken(maps)}, found {opts["map"]!r}'
     if "rename" in opts:
         r = opts["rename"]
         if not isinstance(r, tuple) or len(r) % 2 or not all(isinstance(x, str) for x in r):
@@ -176,6 +177,7 @@ def inherit_option_problem(opts: dict, adapt_modes) -> tuple[str, str] | None:
         if not ok:
             return "rows", ("inherit rows= takes a count (the first N rows) or a list of row "
                             f"indices, found {r!r}")
+    adapt_modes = INHERIT_OPTIONS["adapt"].choices
     if "adapt" in opts and opts["adapt"] not in adapt_modes:
         return "adapt", ("inherit adapt= is one of " + ", ".join(f'"{m}"' for m in adapt_modes)
                          + f", found {opts['adapt']!r}")

@@ -18,9 +18,10 @@ def check_policies(ctx: CheckContext) -> None:
         if name not in POLICIES:
             ctx.err("S402", f"unknown policy '{name}'", p["span"],
                     hint=did_you_mean(name, POLICIES) or "policies: " + ", ".join(POLICIES))
-        elif p["value"] not in POLICIES[name]:
+        elif not POLICIES[name].accepts(p["value"]):
             ctx.err("S402", f"policy {name} takes " + ", ".join(
-                f'"{v}"' for v in POLICIES[name]) + f", found {p['value']!r}",
+                f'"{v}"' for v in POLICIES[name].choices) + f", found {p['value']!r}",
                 p["value_span"])
-    ctx.g.graph["norm_policy"] = policies.get("norm", {}).get("value", "follow") \
-        if policies.get("norm", {}).get("value") in POLICIES["norm"] else "follow"
+    norm = POLICIES["norm"]
+    value = policies.get("norm", {}).get("value")
+    ctx.g.graph["norm_policy"] = value if value in norm.choices else norm.default

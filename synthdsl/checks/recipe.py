@@ -22,11 +22,9 @@ def check_recipe(ctx: CheckContext) -> None:
             ctx.err("S402", f"recipe has no option '{key}'", spans[key],
                     hint=did_you_mean(key, RECIPE) or "its options: " + ", ".join(RECIPE))
             continue
-        types, ok, what = RECIPE[key]
-        if (isinstance(value, bool) and bool not in types) or not isinstance(
-                value, types) or not ok(value):
-            ctx.err("S402", f"recipe option '{key}' expects {what}, found {value!r}",
-                    spans[key])
+        if not RECIPE[key].accepts(value):
+            ctx.err("S402", f"recipe option '{key}' expects {RECIPE[key].expects}, "
+                    f"found {value!r}", spans[key])
     stated = {k: v for k, v in recipe.items() if k in ("mean", "std")}
     if len(stated) == 1:
         (key, _), = stated.items()

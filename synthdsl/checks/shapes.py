@@ -95,7 +95,7 @@ def _run_loss(ctx: CheckContext, n, node, args):
     if kind not in LOSSES:
         raise SynthError("S402", f"unknown loss '{kind}'", node["kind_span"],
                          hint=did_you_mean(kind, LOSSES) or "losses: " + ", ".join(LOSSES))
-    count, allowed = LOSSES[kind]
+    count, allowed = LOSSES[kind].values, LOSSES[kind].options
     if len(args) != count:
         raise SynthError("S402", f"loss {kind} takes {count} value{'s' if count > 1 else ''},"
                          f" found {len(args)}", node["span"])
@@ -105,12 +105,10 @@ def _run_loss(ctx: CheckContext, n, node, args):
                              node["option_spans"][key],
                              hint=did_you_mean(key, allowed) or "its options: "
                              + ", ".join(allowed))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
-                or (key in ("alpha",) and value > 1) \
-                or (key == "label_smoothing" and value >= 1) \
-                or (key == "temperature" and value == 0):
+        if not allowed[key].accepts(value):
             raise SynthError("S402", f"loss {kind} option '{key}' expects "
-                             f"{allowed[key]}, found {value!r}", node["option_spans"][key])
+                             f"{allowed[key].expects}, found {value!r}",
+                             node["option_spans"][key])
     if any(not isinstance(a, torch.Tensor) for a in args):
         raise SynthError("S302", f"loss {kind} takes tensors", node["span"])
     if kind == "ce" and args[0].dim() != 2:

@@ -48,8 +48,8 @@ def check_training(ctx: CheckContext) -> None:
                 ctx.err("S402", f"train has no option '{key}'", span,
                         hint=did_you_mean(key, TRAIN_OPTIONS)
                         or "its options: " + ", ".join(TRAIN_OPTIONS))
-            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                ctx.err("S402", f"train option '{key}' expects {TRAIN_OPTIONS[key]}, "
+            elif not TRAIN_OPTIONS[key].accepts(value):
+                ctx.err("S402", f"train option '{key}' expects {TRAIN_OPTIONS[key].expects}, "
                         f"found {value!r}", span)
         for pattern, span in rule["patterns"]:
             matched = match_at(ctx, pattern, names, span)

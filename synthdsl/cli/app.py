@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.lang.errors import SynthError, render_all
+from synthdsl.lang.options import OPTIMIZERS, SCHEDULES
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_SPEC_ERROR", "EXIT_USAGE", "build_parser", "main",
            "run"]
@@ -143,8 +144,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--epochs", type=int)
     r.add_argument("--lr", type=float)
     r.add_argument("--batch-size", type=int)
-    r.add_argument("--optimizer", choices=("adamw", "adam", "sgd"))
-    r.add_argument("--schedule", choices=("cosine", "constant", "step"))
+    r.add_argument("--optimizer", choices=OPTIMIZERS)
+    r.add_argument("--schedule", choices=SCHEDULES)
     r.add_argument("--weight-decay", type=float)
     r.add_argument("--momentum", type=float)
     r.add_argument("--warmup-epochs", type=int)

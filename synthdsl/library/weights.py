@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from synthdsl.lang.options import INHERIT_OPTIONS
 from synthdsl.library.sources import _load_torch, _safetensors_header, read_safetensors, weights_format
 
 
@@ -167,7 +168,8 @@ def materialize(module: nn.Module, key_of: Callable[[str], str], reader: TensorR
 
 # ---- transforms of inherited tensors ------------------------------------------------
 
-ADAPT_MODES = ("channels_mean", "channels_sum", "interpolate", "fit")
+#: How an inherited tensor of another shape is made to fit (the language's `adapt=`).
+ADAPT_MODES = INHERIT_OPTIONS["adapt"].choices
 
 
 def adapt_channels(w: torch.Tensor, channels: int, mode: str) -> torch.Tensor:

@@ -1,35 +1,32 @@
-"""The recipe: how to optimise, from the spec's `recipe` statement and the command line."""
+"""The recipe: how to optimise, from the spec's `recipe` statement and the command line.
+
+Its fields, defaults and allowed values are those of the language's recipe schema
+(`synthdsl.lang.options.RECIPE`), less the options that say how images are read
+(`PREPROCESS_KEYS`).
+
+>>> r = Recipe.resolve({"epochs": 3}, {"lr": 0.01, "batch_size": None})
+>>> r.epochs, r.lr, r.batch_size, r.optimizer
+(3, 0.01, 64, 'adamw')
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import field, fields, make_dataclass
 from typing import Any
 
-from synthdsl.train.losses import TrainError
+from synthdsl.lang.options import PREPROCESS_KEYS, RECIPE, spoken
+from synthdsl.train.errors import TrainError
 
-#: Recipe options that say how images are read, not how to optimise (see preprocess_for).
-PREPROCESS_KEYS = ("mean", "std", "normalize")
+#: The recipe options that say how to optimise, in the schema's order: the fields of `Recipe`.
+OPTIMISE = {k: o for k, o in RECIPE.items() if k not in PREPROCESS_KEYS}
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How to optimise: the spec's `recipe` statement, then command-line flags, win over
-    these defaults."""
-
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adamw"           # adamw, adam, sgd
-    schedule: str = "cosine"           # cosine, constant, step (×0.1 at 50% and 75%)
-    weight_decay: float = 0.0
-    momentum: float = 0.9              # sgd only
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    seed: int = 0
+class _RecipeMethods:
+    """How a recipe is made: the spec's statement, then the command line, over the defaults."""
 
     @classmethod
     def resolve(cls, spec_recipe: dict[str, Any] | None = None,
-                overrides: dict[str, Any] | None = None) -> "Recipe":
+                overrides: dict[str, Any] | None = None):
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for source in (spec_recipe or {}, overrides or {}):
@@ -45,10 +42,23 @@ class Recipe:
         return r
 
     def validate(self) -> None:
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise TrainError(f"optimizer must be adamw, adam or sgd, not '{self.optimizer}'")
-        if self.schedule not in ("cosine", "constant", "step"):
-            raise TrainError(f"schedule must be cosine, constant or step, not "
-                             f"'{self.schedule}'")
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
+        """The choices of each option, and the sizes that must be positive."""
+        for o in OPTIMISE.values():
+            value = getattr(self, o.name)
+            if o.choices and value not in o.choices:
+                raise TrainError(f"{o.name} must be {spoken(o.choices, quote=False)}, "
+                                 f"not '{value}'")
+        if any(getattr(self, o.name) <= 0 for o in OPTIMISE.values()
+               if o.low == 0 and o.low_open):
             raise TrainError("epochs, batch size and learning rate must be > 0")
+
+
+#: How to optimise: the spec's `recipe` statement, then command-line flags, win over
+#: these defaults. A frozen dataclass with one field per option of `OPTIMISE`.
+Recipe = make_dataclass(
+    "Recipe", [(k, o.type, field(default=o.default)) for k, o in OPTIMISE.items()],
+    bases=(_RecipeMethods,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": "How to optimise: the spec's `recipe` "
+               "statement, then command-line flags, win over these defaults.\n\n"
+               + "\n".join(f"* ``{k}`` ({o.default!r}): {o.description}"
+                           for k, o in OPTIMISE.items())})
