@@ -37,6 +37,29 @@ class EpochRecord:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def line(self, epochs: int) -> str:
+        """The epoch as the trainer prints it.
+
+        >>> r = EpochRecord(2, 40, 1e-3, 0.51234, {}, 0.8, 1.25, 1600.0,
+        ...                 val={"accuracy": 0.75, "macro_f1": 0.7})
+        >>> for part in r.line(10).split("  "):
+        ...     print(part)
+        epoch 2/10
+        loss 0.5123
+        train acc 0.800
+        val acc 0.750
+        macro F1 0.700
+        1.2s (1,600 img/s)
+        """
+        parts = [f"epoch {self.epoch}/{epochs}", f"loss {self.loss:.4f}"]
+        if self.train_accuracy is not None:
+            parts.append(f"train acc {self.train_accuracy:.3f}")
+        if self.val:
+            parts.append(f"val acc {self.val['accuracy']:.3f}")
+            parts.append(f"macro F1 {self.val['macro_f1']:.3f}")
+        parts.append(f"{self.seconds:.1f}s ({self.samples_per_second:,.0f} img/s)")
+        return "  ".join(parts)
+
 
 @dataclass
 class TrainResult:

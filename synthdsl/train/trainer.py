@@ -361,21 +361,11 @@ class Trainer:
             if self.run is not None and self.dist.main:
                 with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(record.to_dict()) + "\n")
-            self._log(self._epoch_line(record))
+            self._log(record.line(self.recipe.epochs))
             every = self.options.checkpoint_every
             if self.epoch == self.recipe.epochs or (every and self.epoch % every == 0):
                 self.save()
         return self.history
-
-    def _epoch_line(self, r: EpochRecord) -> str:
-        parts = [f"epoch {r.epoch}/{self.recipe.epochs}", f"loss {r.loss:.4f}"]
-        if r.train_accuracy is not None:
-            parts.append(f"train acc {r.train_accuracy:.3f}")
-        if r.val:
-            parts.append(f"val acc {r.val['accuracy']:.3f}")
-            parts.append(f"macro F1 {r.val['macro_f1']:.3f}")
-        parts.append(f"{r.seconds:.1f}s ({r.samples_per_second:,.0f} img/s)")
-        return "  ".join(parts)
 
     def _acc_keys(self) -> list[str]:
         return ["loss", "correct", "labelled", "samples"] + [
