@@ -161,8 +161,9 @@ def _attribute_lines(attrs: dict[str, Any], indent: str = "  ") -> list[str]:
 
 def dump_graph(graph) -> str:
     """The graph as built: its own attributes, the nodes in topological order with every
-    attribute but spans, objects and empty values (see :func:`attributes`), the diagnostics recorded on it (code and message), and
-    the edges, ordered by their ends' places in that order."""
+    attribute but spans, objects and empty values (see :func:`attributes`), the diagnostics
+    recorded on it (code and message), and the edges, ordered by their ends' places in that
+    order."""
     order = list(graph.topological_order())
     place = {n: i for i, n in enumerate(order)}
     meta = {k: v for k, v in graph.graph.items()

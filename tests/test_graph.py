@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from synthdsl.graph import build_graph
-from synthdsl.lang.parse import parse_spec
+from synthdsl.graph import build_graph, spec_texts
+from synthdsl.lang.parse import parse_file, parse_spec
 from tests.dumps import dump_graph, edge_attributes, node_attributes
 
 
@@ -239,3 +239,42 @@ def test_a_cycle_still_has_an_order_of_every_node():
     g = graph_of("synth C input x: [B, 4] a = add(x, b) b = Linear(a, out=4) output b")
     assert sorted(g.topological_order()) == sorted(g.nodes)
     assert g.diagnostics == []  # a cycle is the check's to report
+
+
+# ---- specs built from specs ------------------------------------------------------------------
+
+
+def test_a_spec_source_is_built_too_and_an_import_cycle_is_recorded(tmp_path):
+    (tmp_path / "enc.synth").write_text("synth Enc\ninput x: [B, 4]\na = Linear(x, out=3)\n"
+                                        "b = Linear(a, out=2)\noutput a, b\n")
+    (tmp_path / "top.synth").write_text('synth Top\ninput x: [B, 4]\nsource e = spec("enc.synth")\n'
+                                        "p, q = e(x)\noutput q\n")
+    g = build_graph(parse_file(tmp_path / "top.synth"))
+    assert g.diagnostics == []
+    enc = node_attributes(g, "e")
+    assert (enc["constructor"], enc["target"], enc["outputs"]) == ("spec", "enc.synth",
+                                                                   ["a", "b"])
+    child = g.nodes["e"]["graph"]
+    assert child.name == "Enc" and child.outputs == ["output:a", "output:b"]
+    assert kinds(g)[2:5] == [("p_q", "part"), ("p", "item"), ("q", "item")]
+
+    (tmp_path / "loop.synth").write_text('synth Loop\ninput x: [B, 4]\n'
+                                         'source me = spec("loop.synth")\n'
+                                         "y = me(x)\noutput y\n")
+    loop = build_graph(parse_file(tmp_path / "loop.synth"))
+    assert [(d.code, d.message, d.span.line) for d in loop.diagnostics] == [
+        ("S110", "specs import each other in a cycle: 'loop.synth' → 'loop.synth'", 3)]
+    missing = graph_of('synth M input x: [B, 4] source e = spec("nowhere.synth") output x')
+    assert [(d.code, d.message) for d in missing.diagnostics] == [
+        ("S203", "spec file 'nowhere.synth' does not exist")]
+
+
+def test_spec_texts_stand_in_for_files(tmp_path):
+    top = parse_spec('synth Top input x: [B, 4] source e = spec("enc.synth") y = e(x) output y',
+                     str(tmp_path / "top.synth"))
+    enc = "synth Enc input x: [B, 4] h = Linear(x, out=3) output h"
+    with spec_texts({str((tmp_path / "enc.synth").resolve()): enc}):
+        g = build_graph(top)
+    assert g.diagnostics == [] and not (tmp_path / "enc.synth").exists()
+    assert node_attributes(g, "e")["outputs"] == ["h"]
+    assert [d.code for d in build_graph(top).diagnostics] == ["S203"]  # outside: the file

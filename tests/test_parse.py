@@ -213,7 +213,8 @@ def test_comments_run_to_the_end_of_the_line_but_not_inside_strings():
 
 def test_newlines_mean_nothing_and_windows_line_endings_are_read_as_newlines():
     one = parse_spec("synth A input x: [B, 4] y = Linear(x, out=2) output y")
-    crlf = parse_spec("synth A\r\ninput x:\r\n  [B, 4]\r\ny = Linear(x,\r\n  out=2)\r\noutput y\r\n")
+    crlf = parse_spec("synth A\r\ninput x:\r\n  [B, 4]\r\ny = Linear(x,\r\n  out=2)\r\n"
+                      "output y\r\n")
     assert one == crlf
     y = crlf.statements[1]
     assert pos(y.span) == (4, 1, 5, 9)  # a statement may span lines
