@@ -13,6 +13,8 @@ whose input is already broken is skipped: one mistake, one diagnostic.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -53,9 +55,12 @@ def check_shapes(ctx: CheckContext) -> None:
             node["shapes"] = tuple(ctx.shape_of(t) for t in out)
         else:
             node["shape"] = ctx.shape_of(out)
-    for u, v in g.data_edges():
-        if "shape" in g.nodes[u]:
-            g.edges[u, v]["shape"] = g.nodes[u]["shape"]
+    for u, succ in g.adj.items():  # each data edge carries its value's shape
+        shape = g.nodes[u].get("shape")
+        if shape is not None:
+            for attrs in succ.values():
+                if attrs["kind"] == "data":
+                    attrs["shape"] = shape
 
 
 def _unpacked(node, out) -> None:
@@ -304,7 +309,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
         raise SynthError("S402", f"{spec.name} cannot be built with these options",
                          node["span"], notes=[torch_reason(e)]) from None
     ctx.layers[n] = module
-    _record_params(ctx, n, {node["module"]: module})
+    _record_params(ctx, n, {node["module"]: module}, _layer_table)
     return _run_cached(ctx, key, module, args, lambda e: SynthError(
         "S301", f"{spec.name} cannot take its input", node["span"],
         notes=[*ctx.described_inputs(node), torch_reason(e)]))
@@ -345,14 +350,34 @@ def _run_cached(ctx: CheckContext, key, fn, args, error):
     return out
 
 
-def _record_params(ctx: CheckContext, n: str, modules: dict[str, nn.Module]) -> None:
+def _record_params(ctx: CheckContext, n: str, modules: dict[str, nn.Module],
+                   tables=None) -> None:
     """The parameters and buffers a node installs, by qualified name."""
     node = ctx.g.nodes[n]
-    node["parameters"] = {f"{path}.{k}": p.numel() for path, m in modules.items()
-                          for k, p in m.named_parameters()}
-    node["buffers"] = {f"{path}.{k}": b.numel() for path, m in modules.items()
-                       for k, b in m.named_buffers()}
+    listed = {path: (tables or _tensor_table)(m) for path, m in modules.items()}
+    node["parameters"] = {f"{path}.{k}": numel for path, (ps, _) in listed.items()
+                          for k, numel in ps}
+    node["buffers"] = {f"{path}.{k}": numel for path, (_, bs) in listed.items()
+                       for k, numel in bs}
     node["params"] = sum(node["parameters"].values())
+
+
+def _tensor_table(m: nn.Module) -> tuple[list, list]:
+    """A module's parameters and buffers, as (name, numel) pairs."""
+    return ([(k, p.numel()) for k, p in m.named_parameters()],
+            [(k, b.numel()) for k, b in m.named_buffers()])
+
+
+#: A new layer's meta module -> its tensor table. Identical layers share one meta module
+#: (built by the check, never changed), so thousands of layers list a few modules' tensors.
+_LAYER_TABLES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _layer_table(m: nn.Module) -> tuple[list, list]:
+    table = _LAYER_TABLES.get(m)
+    if table is None:
+        table = _LAYER_TABLES[m] = _tensor_table(m)
+    return table
 
 
 #: How each kind of node runs on meta: (context, node id, node, input values) -> value(s).

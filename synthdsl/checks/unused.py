@@ -5,8 +5,6 @@ Skipped when the check found errors: then "unused" is mostly their echo.
 
 from __future__ import annotations
 
-import networkx as nx
-
 from synthdsl.checks.context import CheckContext
 
 
@@ -15,9 +13,7 @@ def check_unused(ctx: CheckContext) -> None:
     if ctx.errors.errors:
         return
     g = ctx.g
-    used = set()
-    for o in [*g.outputs, *g.of_kind("loss")]:
-        used |= nx.ancestors(g, o) | {o}
+    used = g.reaching([*g.outputs, *g.of_kind("loss")])
     for n in g.topological_order():
         node = g.nodes[n]
         if n not in used and node["kind"] not in ("output", "loss"):

@@ -25,6 +25,7 @@ donors ``checkpoint:FILE``.
 
 from __future__ import annotations
 
+import functools
 import keyword
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +46,7 @@ from synthdsl.graph.statements import (PART_METHODS, SOURCE_CONSTRUCTORS,  # noq
 # ---- names -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _reserved(name: str) -> bool:
     return keyword.iskeyword(name) or hasattr(nn.Module, name) or name == "self"
 
@@ -67,6 +69,7 @@ class _Builder(StatementBuilder):
         self.aliases: dict[str, ast.Ref] = {}  # `y = x`
         self.accepted: set[int] = set()        # statements whose name was declared
         self.rejected: set[str] = set()        # names already reported as unusable
+        self.calls: dict[int, list] = {}       # assignment -> its node-making expressions
 
     def build_child(self, spec: ast.Spec) -> SynthGraph:
         """The graph of a `spec(...)` source's file, with this file on the import stack."""
@@ -92,9 +95,10 @@ class _Builder(StatementBuilder):
         return True
 
     def declare_statement(self, st) -> bool:
-        targets = st.targets if isinstance(st, ast.Assign) else [ast.Ref(name=st.name,
-                                                                         span=st.name_span)]
-        ok = all([self.declare(t.name, t.span) for t in targets])
+        targets = [(st.name, st.name_span)]
+        if isinstance(st, ast.Assign):
+            targets += [(t.name, t.span) for t in st.more]
+        ok = all([self.declare(name, span) for name, span in targets])
         if ok:
             self.accepted.add(id(st))
         return ok
@@ -117,7 +121,7 @@ class _Builder(StatementBuilder):
                 if isinstance(st.value, ast.Ref):
                     self.aliases[st.name] = st.value
                     continue
-                n = sum(1 for _ in _calls(st.value))
+                n = len(self.calls_of(st))
                 self.values[st.name] = st.name if n == 1 else f"{st.name}.{n - 1}"
 
     def lookup(self, ref: ast.Ref, seen: tuple[str, ...] = ()) -> str | None:
@@ -188,9 +192,15 @@ class _Builder(StatementBuilder):
                         inputs=(), options={}, option_spans={}, dims=dims)
         self.g.graph["inputs"].append(st.name)
 
+    def calls_of(self, st: ast.Assign) -> list:
+        calls = self.calls.get(id(st))
+        if calls is None:
+            calls = self.calls[id(st)] = list(_calls(st.value))
+        return calls
+
     def add_assign(self, st: ast.Assign) -> None:
-        calls = list(_calls(st.value))
-        base = "_".join(t.name for t in st.targets)
+        calls = self.calls_of(st)
+        base = "_".join((st.name, *(t.name for t in st.more)))
         ids = [base] if len(calls) == 1 else [f"{base}.{i}" for i in range(len(calls))]
         id_of = {id(c): i for c, i in zip(calls, ids)}
         for call, node_id in zip(calls, ids):

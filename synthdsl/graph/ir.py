@@ -281,7 +281,7 @@ class SynthGraph(nx.DiGraph):
     """
 
     def __init__(self, incoming_graph_data=None, **attr) -> None:
-        self._order: list[str] | None = None
+        self._order: tuple[list[str], bool] | None = None  # (topological order, acyclic)
         super().__init__(incoming_graph_data, **attr)
 
     # every structural change forgets the order (attribute changes keep it)
@@ -328,7 +328,7 @@ class SynthGraph(nx.DiGraph):
 
     def of_kind(self, *kinds: str) -> list[str]:
         nodes = self._node
-        return [n for n in self.topological_order() if nodes[n]["kind"] in kinds]
+        return [n for n in self._sorted()[0] if nodes[n]["kind"] in kinds]
 
     def data_edges(self) -> Iterator[tuple[str, str]]:
         return ((u, v) for u, v, k in self.edges(data="kind") if k == "data")
@@ -338,14 +338,33 @@ class SynthGraph(nx.DiGraph):
 
         A new list each call (callers may change it); computed once per structure.
         """
+        return list(self._sorted()[0])
+
+    def is_acyclic(self) -> bool:
+        """Whether no path, over edges of any kind, leads from a node back to itself."""
+        return self._sorted()[1]
+
+    def _sorted(self) -> tuple[list[str], bool]:
         if self._order is None:
-            order = {n: i for i, n in enumerate(self._node)}
+            rank = {n: i for i, n in enumerate(self._node)}
             try:
-                self._order = list(nx.lexicographical_topological_sort(
-                    self, key=order.__getitem__))
+                self._order = (list(nx.lexicographical_topological_sort(
+                    self, key=rank.__getitem__)), True)
             except nx.NetworkXUnfeasible:
-                self._order = list(self._node)
-        return list(self._order)
+                self._order = (list(self._node), False)
+        return self._order
+
+    def reaching(self, targets) -> set[str]:
+        """The targets and every node with a path to one of them (one walk for all)."""
+        seen = set(targets)
+        stack = list(seen)
+        pred = self._pred
+        while stack:
+            for p in pred[stack.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
 
     def validate(self) -> list[str]:
         """Every problem of the graph against its records: unknown or missing keys, wrong
