@@ -22,7 +22,7 @@ import torch
 from synthdsl.files import atomic_path, write_text as atomic_write_text
 from synthdsl.lang.errors import SynthError
 from synthdsl.graph import SynthGraph
-from synthdsl.library.weights import file_sha256
+from synthdsl.library.checkpoints import file_sha256, read_state_dict, safetensors_metadata
 
 FORMAT = "synthdsl-compiled/1"
 
@@ -81,13 +81,7 @@ def save_compiled(model, path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    from synthdsl.library.sources import _safetensors_header
-
-    _safetensors_header(Path(path))
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = safetensors_metadata(Path(path))  # the header size-checked, then parsed
     if meta.get("format") != FORMAT:
         raise SynthError("S209", f"'{path}' is not a compiled synthdsl artifact "
                          "(its metadata has no spec)",
@@ -97,8 +91,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def load_compiled(path: str | Path):
     """Rebuild the module saved by :func:`save_compiled`, from that file alone."""
-    from safetensors.torch import load_file
-
     from synthdsl.checks import check_graph
     from synthdsl.build.compile import compile_graph
     from synthdsl.graph import spec_texts
@@ -122,7 +114,7 @@ def load_compiled(path: str | Path):
             with torch.no_grad():
                 m.lora_B.zero_()
             merge_lora(m)
-    state = load_file(str(path))
+    state = read_state_dict(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SynthError("S209", f"'{path.name}' does not match its own spec: "

@@ -9,7 +9,6 @@ output. Nothing is traced. Pretrained parts keep their own names, so
 
 from __future__ import annotations
 
-import gc
 import operator
 
 import torch
@@ -17,14 +16,17 @@ from torch import fx, nn
 
 from synthdsl.lang.errors import InternalError, SynthError
 from synthdsl.graph import SynthGraph
+from synthdsl.library.cache import Sources, sources_of
 from synthdsl.library.layers import LAYERS
 from synthdsl.build.module import SynthModule
 from synthdsl.library.ops import OPS
-from synthdsl.library.parts import PartPlan, plan_part
+from synthdsl.library.parts import Part, SpecPlan
 from synthdsl.library.peft import add_lora
-from synthdsl.library.sources import build_source, create_timm
+from synthdsl.library.sources import SOURCE_KINDS
+
+SOURCE_KINDS["spec"].compile = lambda graph, **kw: compile_graph(graph, **kw)
 from synthdsl.library.weights import (ModuleReader, TensorReader, file_sha256, has_hidden_state,
-                              materialize, open_checkpoint, persistent_tensors, transform)
+                                      materialize, persistent_tensors, transform)
 
 
 def _install(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -58,15 +60,17 @@ def _is_user(graph: SynthGraph, n: str) -> bool:
 
 
 def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = True,
-                  ) -> tuple[nn.Module, dict[str, PartPlan], dict[str, dict]]:
+                  ) -> tuple[nn.Module, dict[str, Part], dict[str, dict]]:
     """Build the modules of every part and new layer under one root.
 
-    Sources with a checkpoint are built on the meta device and only the tensors the
-    installed modules keep are read from the file; the others are built for real.
-    Returns the root, the parts' plans, and the provenance of every tensor."""
-    gc.collect()  # what the check left behind (traced graphs, meta models) goes first
+    A source with a checkpoint installs the meta model the check built and reads only
+    the tensors the installed modules keep from the file; the others are built for real
+    and the check's plans are executed on them. Returns the root, the parts (plans bound
+    to the installed models), and the provenance of every tensor."""
     root = nn.Module()
+    sources = sources_of(graph)
     models: dict[str, nn.Module] = {}
+    bound: dict[str, dict[str, Part]] = {}   # source -> parts the check bound to its model
     lazy: dict[str, TensorReader] = {}
     provenance: dict[str, dict] = {}
     for s in graph.of_kind("source"):
@@ -74,38 +78,48 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             continue
         node = graph.nodes[s]
         if node["constructor"] == "spec":
-            child = compile_graph(node["graph"], device=device, load_weights=load_weights)
+            child = sources.real(s, device, load_weights)  # compile_graph of its own graph
             models[s] = child
             provenance.update({f"{s}.{k}": {**v, "via": f"spec:{node['target']}"}
                                for k, v in child.provenance.items()})
             continue
         if node.get("weights") and load_weights and device != "meta":
-            model = create_timm(node["target"], node["create_kwargs"], "meta")
+            model, parts = sources.take(s)  # meta once: the check's model is filled in place
+            if model is None:
+                model = sources.meta(s)
+                model, parts = sources.take(s)
             if not has_hidden_state(model):
-                models[s], lazy[s] = model, _open(node)
+                models[s], bound[s], lazy[s] = model, parts, _open(node, sources)
                 continue
-        models[s] = build_source(node, device if load_weights else "cpu",
-                                 load_weights=load_weights)
-    plans: dict[str, PartPlan] = {}
+        models[s] = sources.real(s, device if load_weights else "cpu", load_weights)
+    parts: dict[str, Part] = {}
     for n in graph.of_kind("part"):
         node = graph.nodes[n]
         if node.get("shares"):
             continue
-        model = models[node["source"]]
+        s = node["source"]
+        model = models[s]
         if isinstance(model, SynthModule):
-            plans[n] = _spec_plan(model, node["source"])
+            parts[n] = SpecPlan(s, outputs=len(model.output_names),
+                                output_names=tuple(model.output_names)).bind(model)
+        elif n in bound.get(s, {}):
+            parts[n] = bound[s][n]
         else:
-            users = [p for p in graph.successors(node["source"]) if _is_user(graph, p)]
-            plans[n] = plan_part(model, node, exclusive=len(users) == 1)
+            plan = sources.plan(n)
+            if plan is None:  # a graph checked without keeping its plans
+                users = [p for p in graph.successors(s) if _is_user(graph, p)]
+                plan = SOURCE_KINDS[graph.nodes[s]["constructor"]].plan(
+                    model, node, exclusive=len(users) == 1)
+            parts[n] = plan.bind(model)
     # shallow paths first: a whole source installed at `vgg` already holds `vgg.features`
-    installs = sorted(((p, m) for plan in plans.values() for p, m in plan.modules.items()),
+    installs = sorted(((p, m) for part in parts.values() for p, m in part.modules.items()),
                       key=lambda pm: pm[0].count("."))
     for path, module in installs:
         if not _reachable(root, path):
             _install(root, path, module)
-    for n, plan in plans.items():
+    for n, part in parts.items():
         s = graph.nodes[n]["source"]
-        for path, module in plan.modules.items():
+        for path, module in part.modules.items():
             if s in lazy:
                 try:
                     materialize(module, _key_in(path, s), lazy[s], provenance, path, s)
@@ -119,8 +133,6 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
                 for name, _, _ in persistent_tensors(module):
                     provenance[f"{path}.{name}"] = {"source": s, **origin,
                                                     "key": _key_in(path, s)(name)}
-    for reader in lazy.values():
-        reader.close()
     with torch.device(device):
         for n in graph.of_kind("layer"):
             node = graph.nodes[n]
@@ -131,38 +143,36 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
                     provenance[f"{node['module']}.{name}"] = {
                         "origin": "new", "initialiser": f"{node['layer']}: torch default",
                         "node": n}
-    return root, plans, provenance
+    return root, parts, provenance
 
 
 def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, dict]) -> None:
     """Copy every inherited tensor into place, transformed as its edge says."""
     readers: dict[str, TensorReader] = {}
-    try:
-        for rec in graph.graph.get("inherits", []):
-            donor = rec["donor"]
-            if donor not in readers:
-                readers[donor] = _donor_reader(graph.nodes[donor])
-            reader, opts = readers[donor], rec["options"]
-            for m in rec.get("mapping", []):
-                target = _tensor(root, m["target"])
-                value, _ = transform(reader.get(m["key"]), tuple(target.shape), opts.get("rows"),
-                                     opts.get("adapt"), opts.get("prefix_tokens"))
-                with torch.no_grad():
-                    target.copy_(value.to(target.dtype))
-                provenance[m["target"]] = {"origin": "inherited",
-                                           "from": rec["donor_label"],
-                                           **{k: v for k, v in reader.origin(m["key"]).items()
-                                              if k != "origin"},
-                                           "transform": m["transform"]}
-    finally:
-        for r in readers.values():
-            r.close()
+    sources = sources_of(graph)
+    for rec in graph.graph.get("inherits", []):
+        donor = rec["donor"]
+        if donor not in readers:
+            readers[donor] = _donor_reader(graph, donor, sources)
+        reader, opts = readers[donor], rec["options"]
+        for m in rec.get("mapping", []):
+            target = _tensor(root, m["target"])
+            value, _ = transform(reader.get(m["key"]), tuple(target.shape), opts.get("rows"),
+                                 opts.get("adapt"), opts.get("prefix_tokens"))
+            with torch.no_grad():
+                target.copy_(value.to(target.dtype))
+            provenance[m["target"]] = {"origin": "inherited",
+                                       "from": rec["donor_label"],
+                                       **{k: v for k, v in reader.origin(m["key"]).items()
+                                          if k != "origin"},
+                                       "transform": m["transform"]}
 
 
-def _donor_reader(node) -> TensorReader:
+def _donor_reader(graph: SynthGraph, donor: str, sources: Sources) -> TensorReader:
+    node = graph.nodes[donor]
     if node["kind"] == "checkpoint" or node.get("weights"):
-        return _open(node)
-    model = build_source(node)  # a donor with random or hub weights: build it
+        return _open(node, sources)
+    model = sources.real(donor)  # a donor with random or hub weights: build it
     return ModuleReader(model, _origin(node, True))
 
 
@@ -172,9 +182,10 @@ def _tensor(root: nn.Module, name: str) -> torch.Tensor:
     return owner._parameters.get(leaf) if leaf in owner._parameters else owner._buffers[leaf]
 
 
-def _open(node) -> TensorReader:
+def _open(node, sources: Sources) -> TensorReader:
+    """The run's reader of the node's checkpoint (the one the check read shapes from)."""
     try:
-        return open_checkpoint(node["weights"])
+        return sources.reader(node["weights"])
     except Exception as e:  # noqa: BLE001 - the check read its header; the file changed since
         raise SynthError("S203", f"cannot read weights file '{node['weights_text']}': {e}",
                          node["weights_span"]) from None
@@ -195,19 +206,6 @@ def _origin(node, loaded: bool) -> dict:
     return {"origin": "init", "initialiser": f"timm:{node['target']} (random)"}
 
 
-def _spec_plan(model: SynthModule, source: str) -> PartPlan:
-    names = model.output_names
-
-    def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
-        if len(names) == 1:
-            return [g.create_node("call_module", source, args, name=name)]
-        whole = g.create_node("call_module", source, args, name=f"{name}_all")
-        return [g.create_node("call_function", operator.getitem, (whole, o), name=f"{name}_{o}")
-                for o in names]
-
-    return PartPlan({source: model}, model, emit, outputs=len(names))
-
-
 def inference_outputs(graph: SynthGraph) -> list[tuple[str, str]]:
     """(name, node id) of each declared output."""
     return [(name, graph.nodes[o]["of"]) for name, o in
@@ -223,7 +221,7 @@ def training_outputs(graph: SynthGraph) -> list[tuple[str, str]]:
     return list(outs.items())
 
 
-def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan],
+def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
                    outputs: list[tuple[str, str]] | None = None,
                    as_dict: bool = False) -> fx.Graph:
     g = fx.Graph()
@@ -250,9 +248,11 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan],
                                     {**spec.defaults(), **node["options"]}, name=name)]
         else:  # pragma: no cover
             raise InternalError(f"unknown node kind {kind!r}")
-        for v in values:
-            v.meta["synth"] = {"node": n, "name": node["name"], "kind": kind,
-                               "span": str(node["span"])}
+        shapes = node.get("shapes") or ()
+        for i, v in enumerate(values if kind != "item" else ()):  # an item's is its part's
+            several = len(values) > 1 and i < len(shapes)
+            v.meta["synth"] = _synth_meta(n, node, shapes[i] if several else node.get("shape"),
+                                          i if len(values) > 1 else None)
         env[n] = values
     outputs = inference_outputs(graph) if outputs is None else outputs
     values = {name: _value(graph, env, n) for name, n in outputs}
@@ -262,6 +262,41 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, PartPlan],
         g.output(values)
     g.lint()
     return g
+
+
+def _synth_meta(n: str, node, shape, index: int | None) -> dict:
+    """What an fx node says of where it came from: the spec node, its name and kind, its
+    span (``file:line:col``; file and line apart too), its output shape with symbolic
+    dimensions by name (``('B', 10)``), and which of several values it is."""
+    span = node["span"]
+    return {"node": n, "name": node["name"], "kind": node["kind"], "span": str(span),
+            "file": getattr(span, "file", None), "line": getattr(span, "line", None),
+            "shape": tuple(shape) if shape is not None else None, "index": index}
+
+
+def spec_shapes(module: fx.GraphModule | SynthModule) -> dict[str, tuple | None]:
+    """The output shape of every spec node in a compiled module, read from the fx
+    ``node.meta["synth"]`` compile wrote (no forward pass): spec node id -> shape, with
+    symbolic dimensions by name; a node giving several values has a tuple of shapes.
+
+    >>> from synthdsl.pipeline import compile_spec
+    >>> spec_shapes(compile_spec("synth A input x: [B, 8] h = Linear(x, out=4) output h"))
+    {'x': ('B', 8), 'h': ('B', 4)}
+    """
+    gm = module.graph_module if isinstance(module, SynthModule) else module
+    single: dict[str, tuple | None] = {}
+    several: dict[str, dict[int, tuple | None]] = {}
+    for fx_node in gm.graph.nodes:
+        synth = fx_node.meta.get("synth")
+        if synth is None:
+            continue
+        if synth.get("index") is None:
+            single.setdefault(synth["node"], synth.get("shape"))
+        else:
+            several.setdefault(synth["node"], {})[synth["index"]] = synth.get("shape")
+    for n, shapes in several.items():
+        single[n] = tuple(shapes[i] for i in sorted(shapes))
+    return single
 
 
 def _value(graph: SynthGraph, env: dict[str, list[fx.Node]], n: str) -> fx.Node:
@@ -283,9 +318,12 @@ def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu
         raise SynthError("S000", "the spec has errors; run `synth check` to see them")
     if seed is not None:
         torch.manual_seed(seed)
-    root, plans, provenance = build_modules(graph, device, load_weights)
-    if load_weights and device != "meta":
-        apply_inheritance(graph, root, provenance)
+    try:
+        root, plans, provenance = build_modules(graph, device, load_weights)
+        if load_weights and device != "meta":
+            apply_inheritance(graph, root, provenance)
+    finally:
+        sources_of(graph).close()  # every checkpoint was read: maps and handles go
     for a in graph.graph.get("adapters", []):
         module = root.get_submodule(a["module"])
         add_lora(module, a["rank"], a["alpha"])

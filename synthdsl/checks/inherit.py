@@ -20,7 +20,8 @@ import torch
 from synthdsl.checks.context import CheckContext
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.lang.options import INHERIT_OPTIONS, spoken
-from synthdsl.library.sources import _reason, checkpoint_shapes, create_timm
+from synthdsl.library.cache import sources_of
+from synthdsl.library.sources import _reason
 from synthdsl.library.weights import persistent_tensors, transform
 
 
@@ -130,14 +131,14 @@ def _donor_tensors(ctx: CheckContext, rec) -> dict[str, tuple[int, ...]] | None:
                     rec["donor_span"], hint="a relative path starts at the spec's folder")
             return None
         try:
-            return checkpoint_shapes(path)
+            return sources_of(ctx.g).shapes(path)  # the reader compile reads tensors from
         except Exception as e:  # noqa: BLE001 - the user's file
             ctx.err("S203", f"cannot read checkpoint '{node['weights_text']}': "
                     f"{_reason(e)}", rec["donor_span"])
             return None
     model = ctx.models.get(rec["donor"])
-    if model is not None:  # a fresh instance: a stage cut may have pruned the part's
-        model = create_timm(node["target"], node["create_kwargs"], "meta")
+    if model is not None:  # as timm built it: a stage cut may have pruned the part's
+        model = sources_of(ctx.g).pristine(rec["donor"])
     if model is None:
         if node.get("constructor") == "spec":
             ctx.err("S208", "inherit from a module of a timm source or a checkpoint; "

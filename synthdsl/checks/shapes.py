@@ -24,6 +24,7 @@ from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
 from synthdsl.library.layers import LAYERS, LayerArgError
 from synthdsl.library.ops import OPS
+from synthdsl.library.cache import sources_of
 from synthdsl.library.parts import PartError, UsedTensors, plan_part
 
 
@@ -158,6 +159,7 @@ def _run_part(ctx: CheckContext, n, node, args):
                              node["span"], notes=[torch_reason(e)],
                              hint="cut at another node, or use a submodule part") from None
         ctx.plans[n] = plan
+        sources_of(ctx.g).keep_part(node["source"], n, plan)  # compile executes it
         _record_params(ctx, n, plan.modules)
     recorder = UsedTensors()
     try:

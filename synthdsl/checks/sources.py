@@ -10,11 +10,15 @@ checked child graphs are left on the context for the later passes.
 from __future__ import annotations
 
 from synthdsl.checks.context import CheckContext, all_parameters, run_check
-from synthdsl.library.sources import check_arch, check_weights, create_timm
+from synthdsl.library.cache import Sources
+from synthdsl.library.sources import check_arch, check_weights
 
 
 def check_sources(ctx: CheckContext) -> None:
-    """Build each source on meta; a source that cannot be built is broken."""
+    """Build each source on meta; a source that cannot be built is broken. The models
+    go into a fresh per-run cache on the graph (``graph.graph["sources"]``)."""
+    sources = ctx.g.graph["sources"] = Sources(ctx.g)
+    ctx.g.graph["plans"] = {}
     for s in ctx.g.of_kind("source"):
         node = ctx.g.nodes[s]
         if node["constructor"] == "spec":
@@ -28,7 +32,7 @@ def check_sources(ctx: CheckContext) -> None:
             ctx.broken.add(s)
             continue
         try:
-            model = create_timm(node["target"], node["create_kwargs"], "meta")
+            model = sources.meta(s)
         except Exception as e:  # noqa: BLE001 - timm rejects the user's options
             opts = ", ".join(f"{k}={v!r}" for k, v in node["create_kwargs"].items())
             ctx.err("S204", f"timm cannot build '{node['target']}'"
@@ -38,7 +42,8 @@ def check_sources(ctx: CheckContext) -> None:
             continue
         ctx.models[s] = model
         node["params"] = sum(p.numel() for p in model.parameters())
-        if node.get("weights") and ctx.weights and (e := check_weights(node, model)):
+        if node.get("weights") and ctx.weights and (e := check_weights(node, model,
+                                                                         sources.readers)):
             ctx.errors.add(e)
 
 

@@ -14,6 +14,7 @@ from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, print_warnings, read_t
 from synthdsl.graph import SynthGraph, build_graph
 from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, render_all
 from synthdsl.lang.parse import parse_file
+from synthdsl.library.cache import sources_of
 from synthdsl.library.parts import cut_points, feature_info
 from synthdsl.library.sources import check_arch, create_timm
 from synthdsl.viz.summary import render_provenance, render_summary
@@ -80,6 +81,7 @@ def cmd_compile(args) -> int:
 def cmd_nodes(args) -> int:
     """The cut points of a timm architecture, or of a source of a spec, with shapes."""
     kwargs: dict = {}
+    model = None
     size = list(args.input) if args.input else None
     if args.target.endswith(".synth"):
         graph = checked(args.target)
@@ -90,6 +92,7 @@ def cmd_nodes(args) -> int:
                              or "its sources: " + ", ".join(sources))
         node = graph.nodes[args.source]
         arch, kwargs = node["target"], dict(node["create_kwargs"])
+        model = sources_of(graph).pristine(args.source)  # the model the check built
         if size is None:
             users = [p for p in graph.successors(args.source) if p in graph
                      and graph.nodes[p]["kind"] == "part" and graph.nodes[p]["inputs"]]
@@ -100,7 +103,7 @@ def cmd_nodes(args) -> int:
         arch = args.target
         if (e := check_arch({"target": arch, "target_span": None})) is not None:
             raise e
-    model = create_timm(arch, kwargs, "meta")
+    model = model if model is not None else create_timm(arch, kwargs, "meta")
     if size is None:
         size = list(model.pretrained_cfg.get("input_size", (3, 224, 224)))
     rows = cut_points(model, torch.empty([1, *size], device="meta"))

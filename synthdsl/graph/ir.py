@@ -268,6 +268,8 @@ class GraphRecord(TypedDict):
     param_options: NotRequired[dict[str, dict[str, Any]]]  #: the check: per-parameter options
     adapters: NotRequired[list[dict[str, Any]]]     #: the check: module, method, rank, alpha
     norm_policy: NotRequired[str]                   #: the check: follow, frozen or train
+    sources: NotRequired[Any]    #: the check: the run's library.cache.Sources (models once)
+    plans: NotRequired[dict[str, Any]]  #: the check: part node -> its library.parts.PartPlan
 
 
 # ---- the graph -----------------------------------------------------------------

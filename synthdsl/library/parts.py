@@ -20,9 +20,6 @@ functions) and keep only what the cut needs; stages use timm's
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import io
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,10 +27,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
+
+from synthdsl.library.cuts import (Traces, _concrete_args, _copy_tensors, _fx_tracer_kwargs,  # noqa: F401
+                                   build_extractor, cut_points, graph_node_names,
+                                   protect_returned_values, traces_of)
 
 #: Options a call of a whole source may take, to choose what it returns.
 CUT_OPTIONS = ("at", "stage", "stages")
+_protect_returned_values = protect_returned_values  # the name the tests know
 
 
 class PartError(ValueError):
@@ -45,41 +47,152 @@ class PartError(ValueError):
         self.option = option
 
 
-@dataclass
+# ---- the plan: what a part takes, as data --------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
 class PartPlan:
-    """Modules to install (qualified paths) and how to call them."""
+    """What a part node takes from its source, independent of any one model object:
+    the check makes it on the meta model, the compiler executes it (:meth:`bind`) on the
+    model it installs. One subclass per kind of part."""
+
+    source: str
+    outputs: int = 1
+    describe: str = ""
+
+    def bind(self, model: nn.Module) -> "Part":
+        """The modules of `model` this plan installs, and how to call and emit them."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class ModulesPlan(PartPlan):
+    """A submodule by path, or the items of a sequential container, called in order."""
+
+    paths: tuple[str, ...] = ()          # qualified: `vgg.features.0`
+
+    def bind(self, model: nn.Module) -> "Part":
+        mods = [model.get_submodule(p[len(self.source) + 1:]) if p != self.source else model
+                for p in self.paths]
+        if len(mods) == 1:
+            call = mods[0]
+        else:
+            def call(*args):
+                value = mods[0](*args)
+                for m in mods[1:]:
+                    value = m(value)
+                return value
+        return Part(dict(zip(self.paths, mods)), call, _emit_modules(self.paths), self)
+
+
+@dataclass(frozen=True, eq=False)
+class MethodPlan(PartPlan):
+    """One of the model's (or a submodule's) methods: ``net.forward_features(x)``."""
+
+    path: tuple[str, ...] = ()
+    method: str = ""
+    options: dict = field(default_factory=dict)
+
+    def bind(self, model: nn.Module) -> "Part":
+        owner = model.get_submodule(".".join(self.path)) if self.path else model
+        fn, method, options, source = getattr(owner, self.method), self.method, \
+            dict(self.options), self.source
+
+        def emit(g, args, name):
+            node = g.create_node("get_attr", source, name=f"{name}_owner")
+            return [g.create_node("call_method", method, (node, *args), options, name=name)]
+
+        return Part({self.source: model}, lambda *a: fn(*a, **options), emit, self)
+
+
+@dataclass(frozen=True, eq=False)
+class CutPlan(PartPlan):
+    """The model cut at internal fx nodes; carries the traces, so binding never traces."""
+
+    names: tuple = ()
+    traces: Traces | None = None
+
+    def bind(self, model: nn.Module) -> "Part":
+        names = list(self.names)
+        extractor = build_extractor(model, self.traces or traces_of(model), names)
+        source = self.source
+
+        def run(*args):
+            out = extractor(*args)
+            return tuple(out[n] for n in names)
+
+        def emit(g, args, name):
+            whole = g.create_node("call_module", source, args, name=f"{name}_cut")
+            return [g.create_node("call_function", operator.getitem, (whole, n),
+                                  name=f"{name}_{i}") for i, n in enumerate(names)]
+
+        return Part({source: extractor}, run, emit, self)
+
+
+@dataclass(frozen=True, eq=False)
+class StagesPlan(PartPlan):
+    """timm feature stages through ``forward_intermediates``; `prune` (no other part uses
+    the source) drops what runs after the last stage when it is bound."""
+
+    stages: tuple[int, ...] = ()
+    prune: bool = False
+
+    def bind(self, model: nn.Module) -> "Part":
+        stages, source = list(self.stages), self.source
+        if self.prune:
+            model.prune_intermediate_layers(stages, prune_norm=True, prune_head=True)
+        kwargs = {"indices": stages, "intermediates_only": True}
+
+        def run(*args):
+            return tuple(model.forward_intermediates(*args, **kwargs))
+
+        def emit(g, args, name):
+            owner = g.create_node("get_attr", source, name=f"{name}_owner")
+            out = g.create_node("call_method", "forward_intermediates", (owner, *args),
+                                dict(kwargs), name=f"{name}_stages")
+            return [g.create_node("call_function", operator.getitem, (out, i),
+                                  name=f"{name}_{i}") for i in range(len(stages))]
+
+        return Part({source: model}, run, emit, self)
+
+
+@dataclass(frozen=True, eq=False)
+class SpecPlan(PartPlan):
+    """A spec source, whole: its compiled module, returning its outputs by name."""
+
+    output_names: tuple[str, ...] = ()
+
+    def bind(self, model: nn.Module) -> "Part":
+        names, source = self.output_names, self.source
+
+        def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+            if len(names) == 1:
+                return [g.create_node("call_module", source, args, name=name)]
+            whole = g.create_node("call_module", source, args, name=f"{name}_all")
+            return [g.create_node("call_function", operator.getitem, (whole, o),
+                                  name=f"{name}_{o}") for o in names]
+
+        return Part({source: model}, model, emit, self)
+
+
+@dataclass
+class Part:
+    """A plan bound to one model: the modules to install (qualified paths) and how to
+    call them (eagerly on meta in the check) and write their fx nodes (the compiler)."""
 
     modules: dict[str, nn.Module]
     call: Callable[..., Any]                     # eager: args -> tensor or tuple of tensors
     emit: Callable[[fx.Graph, tuple, str], list[fx.Node]]
-    outputs: int = 1
-    describe: str = ""
+    plan: PartPlan
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def outputs(self) -> int:
+        return self.plan.outputs
 
-def _fx_tracer_kwargs() -> dict:
-    from timm.layers import get_notrace_functions, get_notrace_modules
-
-    return {"leaf_modules": list(get_notrace_modules()),
-            "autowrap_functions": list(get_notrace_functions())}
-
-
-def _concrete_args(model: nn.Module) -> dict[str, Any]:
-    """Bind every optional forward() argument to its default, so traces take one branch."""
-    params = list(inspect.signature(model.forward).parameters.values())[1:]
-    return {p.name: p.default for p in params
-            if p.default is not inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def graph_node_names(model: nn.Module) -> list[str]:
-    """The names of the internal nodes a spec can cut a model at (eval-mode trace)."""
-    from torchvision.models.feature_extraction import get_graph_node_names
-
-    _, eval_nodes = get_graph_node_names(model, tracer_kwargs=_fx_tracer_kwargs(),
-                                         suppress_diff_warning=True,
-                                         concrete_args=_concrete_args(model) or None)
-    return eval_nodes
+    @property
+    def describe(self) -> str:
+        return self.plan.describe
 
 
 def feature_info(model: nn.Module) -> list[dict]:
@@ -117,23 +230,18 @@ def _emit_modules(paths: Sequence[str]):
     return emit
 
 
-def plan_part(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
-    """The plan for a part node of `model` (the source's model, real or on meta).
+def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
+    """The plan for a part node of `model` (the source's model, on meta or real); neither
+    the node nor the model is changed (a cut traces the model once, :func:`traces_of`).
 
-    `exclusive` says no other part uses this source, so a stage cut may prune the model.
-    """
+    `exclusive` says no other part uses this source, so a stage cut may prune the model
+    it is bound to."""
     source, path, method = node["source"], tuple(node["path"]), node["method"]
     options = dict(node["options"])
     index = node.get("index")
     if method:
-        fn_owner = _submodule(model, source, path)
-        fn = getattr(fn_owner, method)
-
-        def emit(g, args, name):
-            owner = g.create_node("get_attr", source, name=f"{name}_owner")
-            return [g.create_node("call_method", method, (owner, *args), options, name=name)]
-
-        return PartPlan({source: model}, lambda *a: fn(*a, **options), emit)
+        getattr(_submodule(model, source, path), method)
+        return MethodPlan(source, path=path, method=method, options=options)
 
     cut = {k: options.pop(k) for k in CUT_OPTIONS if k in options}
     if options:
@@ -157,7 +265,7 @@ def plan_part(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
     module = _submodule(model, source, path)
     qual = ".".join((source, *path))
     if index is None:
-        return PartPlan({qual: module}, module, _emit_modules([qual]))
+        return ModulesPlan(source, paths=(qual,))
     children = list(module._modules.items())
     if not children or not isinstance(module, (nn.Sequential, nn.ModuleList)):
         raise PartError(f"'{qual}' is a {type(module).__name__}, not a sequence of layers; "
@@ -172,16 +280,14 @@ def plan_part(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
         raise PartError(f"the slice [{'' if start is None else start}:"
                         f"{'' if stop is None else stop}] of '{qual}' is empty "
                         f"(it has {len(children)} layers)")
-    paths = [f"{qual}.{k}" for k, _ in picked]
-    mods = [m for _, m in picked]
+    return ModulesPlan(source, paths=tuple(f"{qual}.{k}" for k, _ in picked))
 
-    def run(*args):
-        value = mods[0](*args)
-        for m in mods[1:]:
-            value = m(value)
-        return value
 
-    return PartPlan(dict(zip(paths, mods)), run, _emit_modules(paths))
+def plan_part(model: nn.Module, node: dict, exclusive: bool = True) -> Part:
+    """The plan for a part node, bound to `model` (:func:`make_plan`, then
+    :meth:`PartPlan.bind`); the node is left as it is. Binding an exclusive stage cut
+    prunes `model`, which is then the part's own."""
+    return make_plan(model, node, exclusive).bind(model)
 
 
 def _as_names(value, what: str, option: str) -> list:
@@ -191,70 +297,22 @@ def _as_names(value, what: str, option: str) -> list:
     return values
 
 
-def _plan_cut(model: nn.Module, source: str, at) -> PartPlan:
+def _plan_cut(model: nn.Module, source: str, at) -> CutPlan:
     from synthdsl.lang.errors import did_you_mean
 
     names = _as_names(at, "node name", "at")
     if not all(isinstance(n, str) for n in names):
         raise PartError("at= takes a node name or a list of node names (strings)", option="at")
-    available = graph_node_names(model)
+    traces = traces_of(model)
+    available = traces.node_names
     for n in names:
         # a module's name stands for its last node (as in torchvision's feature extraction)
         if n not in available and not any(a.startswith(n + ".") for a in available):
             raise PartError(f"'{source}' has no node '{n}' to cut at", option="at",
                             hint=did_you_mean(n, available) or
                             f"`synth nodes` lists the {len(available)} nodes of this model")
-    return _extractor_plan(model, source, names, names)
-
-
-def _extractor_plan(model: nn.Module, source: str, names: list[str], labels: list) -> PartPlan:
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    extractor = create_feature_extractor(
-        model, return_nodes=list(dict.fromkeys(names)), tracer_kwargs=_fx_tracer_kwargs(),
-        suppress_diff_warning=True, concrete_args=_concrete_args(model) or None)
-    _protect_returned_values(extractor)
-
-    def run(*args):
-        out = extractor(*args)
-        return tuple(out[n] for n in names)
-
-    def emit(g, args, name):
-        whole = g.create_node("call_module", source, args, name=f"{name}_cut")
-        return [g.create_node("call_function", operator.getitem, (whole, n),
-                              name=f"{name}_{i}") for i, n in enumerate(names)]
-
-    return PartPlan({source: extractor}, run, emit, outputs=len(names),
-                    describe=f"cut at {', '.join(map(str, labels))}")
-
-
-def _copy_tensors(value):
-    """A copy of every tensor in `value` (a tensor, or a tuple/list/dict of them)."""
-    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
-
-
-def _protect_returned_values(gm: fx.GraphModule) -> None:
-    """Every value a cut returns from the middle of its graph is copied where it is made:
-    an in-place op downstream (``ReLU(inplace=True)`` after a residual add), on the value or
-    on what it is a view of, would otherwise change what the cut returns for the earlier
-    node. The last value computed needs no copy (nothing runs after it). Both graphs of a
-    train/eval extractor are treated."""
-    graphs = [g for g in (getattr(gm, "train_graph", None), getattr(gm, "eval_graph", None))
-              if g is not None] or [gm.graph]
-    for graph in dict.fromkeys(graphs):
-        order = {node: i for i, node in enumerate(graph.nodes)}
-        output = next(n for n in graph.nodes if n.op == "output")
-        returned = output.args[0]
-        values = returned.values() if isinstance(returned, dict) else (
-            returned if isinstance(returned, (list, tuple)) else [returned])
-        nodes = sorted(dict.fromkeys(v for v in values if isinstance(v, fx.Node)),
-                       key=order.__getitem__)
-        for node in nodes[:-1]:
-            with graph.inserting_after(node):
-                copy = graph.call_function(_copy_tensors, (node,))
-            output.replace_input_with(node, copy)
-        graph.lint()
-    gm.recompile()
+    return CutPlan(source, outputs=len(names), describe=f"cut at {', '.join(map(str, names))}",
+                   names=tuple(names), traces=traces)
 
 
 def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool) -> PartPlan:
@@ -274,24 +332,13 @@ def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool
                                 f"/{d.get('reduction')})" for i, d in enumerate(info)))
     stages = [s % len(info) for s in stages]
     if hasattr(model, "forward_intermediates") and hasattr(model, "prune_intermediate_layers"):
-        if exclusive:
-            model.prune_intermediate_layers(stages, prune_norm=True, prune_head=True)
-        kwargs = {"indices": stages, "intermediates_only": True}
-
-        def run(*args):
-            return tuple(model.forward_intermediates(*args, **kwargs))
-
-        def emit(g, args, name):
-            owner = g.create_node("get_attr", source, name=f"{name}_owner")
-            out = g.create_node("call_method", "forward_intermediates", (owner, *args),
-                                dict(kwargs), name=f"{name}_stages")
-            return [g.create_node("call_function", operator.getitem, (out, i),
-                                  name=f"{name}_{i}") for i in range(len(stages))]
-
-        return PartPlan({source: model}, run, emit, outputs=len(stages),
-                        describe="stages " + ", ".join(map(str, stages)))
+        return StagesPlan(source, outputs=len(stages),
+                          describe="stages " + ", ".join(map(str, stages)),
+                          stages=tuple(stages), prune=exclusive)
     names = [info[s]["module"] for s in stages]
-    return _extractor_plan(model, source, names, [f"stage {s}" for s in stages])
+    return CutPlan(source, outputs=len(names),
+                   describe=f"cut at {', '.join(f'stage {s}' for s in stages)}",
+                   names=tuple(names), traces=traces_of(model))
 
 
 class UsedTensors(TorchFunctionMode):
@@ -305,39 +352,3 @@ class UsedTensors(TorchFunctionMode):
         flat, _ = tree_flatten((args, kwargs or {}))
         self.ids.update(id(t) for t in flat if isinstance(t, torch.Tensor))
         return func(*args, **(kwargs or {}))
-
-
-def cut_points(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str, tuple]]:
-    """Every node a spec can cut `model` at: (name, what it is, output shape).
-
-    Traced as cuts are (timm's leaf modules and functions, optional arguments bound),
-    shapes propagated on whatever device `example` is on (use ``meta``: no memory)."""
-    from torch.fx.passes.shape_prop import ShapeProp
-    from torchvision.models.feature_extraction import NodePathTracer
-
-    tracer = NodePathTracer(**_fx_tracer_kwargs())
-    concrete = _concrete_args(model)
-    graph = tracer.trace(model.eval(), concrete_args=concrete or None)
-    gm = fx.GraphModule(tracer.root, graph)
-    # bound arguments stay placeholders that assert their value: pass those values
-    count = sum(1 for n in graph.nodes if n.op == "placeholder") - 1
-    rest = list(concrete.values())[:count]  # in the order of forward()'s signature
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints what it raises
-            ShapeProp(gm).propagate(example, *rest)
-    except Exception:  # noqa: BLE001 - some graphs cannot run node by node on meta
-        pass  # the names are still right; the shapes it did not reach are shown as "?"
-    rows = []
-    for node in graph.nodes:
-        if node.op in ("placeholder", "output") or node not in tracer.node_to_qualname:
-            continue
-        meta = node.meta.get("tensor_meta")
-        shape = tuple(meta.shape) if hasattr(meta, "shape") else ()
-        if node.op == "call_module":
-            what = type(gm.get_submodule(node.target)).__name__
-        elif node.op == "call_function":
-            what = getattr(node.target, "__name__", str(node.target))
-        else:
-            what = f"{node.op} {node.target}"
-        rows.append((tracer.node_to_qualname[node], what, shape))
-    return rows

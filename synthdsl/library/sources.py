@@ -1,31 +1,100 @@
-"""Sources: building pretrained models (on the meta device or for real) and their weights.
+"""Kinds of source: the one place a new kind of pretrained model plugs in.
 
-A checkpoint is only ever read as tensors: safetensors files through
-`safetensors`, `.pt`/`.pth` files through ``torch.load(weights_only=True)``.
-Safetensors headers are size-checked before they are parsed.
+A `source` statement names a constructor (``timm("resnet50", ...)``,
+``spec("trunk.synth")``). Each constructor is a :class:`SourceKind` in
+:data:`SOURCE_KINDS`: it says whether the name exists, builds the model (on the
+``meta`` device, or for real with its weights), and knows what the model offers
+a spec: its parts (submodules, slices, methods, cuts; :func:`make_plan`), its
+stages (``feature_info``), the fx node names it can be cut at, and its
+preprocessing (data config). A new kind (torchvision, Hugging Face, a user's
+modules) is one module that subclasses :class:`SourceKind` and calls
+:func:`register_source_kind`; the check, compiler, pictures and data all reach
+models through it and the per-run cache (:class:`synthdsl.library.cache.Sources`).
+
+>>> kind = source_kind("timm")
+>>> model = kind.build({"target": "test_resnet", "create_kwargs": {}}, "meta")
+>>> [d["module"] for d in kind.feature_info(model)][:2], kind.node_names(model)[:2]
+(['act1', 'layer1'], ['x', 'conv1.0'])
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import re
-import struct
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from synthdsl.lang.errors import SynthError, did_you_mean
+from synthdsl.library.checkpoints import (  # noqa: F401 - the names the checks use
+    MAX_HEADER_BYTES, MAX_TENSORS, SAFETENSORS_DTYPES, ReaderCache, checkpoint_shapes,
+    load_torch as _load_torch, read_safetensors, read_state_dict, reason as _reason,
+    safetensors_header as _safetensors_header, sniff as _sniff, weights_format)
+from synthdsl.library.cuts import graph_node_names
+from synthdsl.library.parts import PartPlan, feature_info, make_plan
 
-#: A safetensors header larger than this is refused before it is parsed.
-MAX_HEADER_BYTES = 64 * 1024 * 1024
-#: A checkpoint with more tensors than this is refused.
-MAX_TENSORS = 100_000
-#: Top-level keys under which training scripts commonly nest the state dict.
-_NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema")
+
+class SourceKind(ABC):
+    """What synthdsl needs from one kind of source. `node` is the `source` node of the
+    graph: ``target`` (the name), ``create_kwargs``, ``weights`` (a resolved path or
+    absent), ``pretrained``, and the spans of each."""
+
+    #: The constructor a spec writes: ``timm(...)``.
+    name: str = ""
+
+    def check(self, node: Mapping[str, Any]) -> SynthError | None:
+        """The name does not exist (with the closest names as hints), else None."""
+        return None
+
+    @abstractmethod
+    def build(self, node: Mapping[str, Any], device: str | torch.device = "cpu",
+              load_weights: bool = True) -> nn.Module:
+        """The model, on `device`; on ``meta`` it costs no memory and reads no weights."""
+
+    def weights_problem(self, node: Mapping[str, Any], model: nn.Module,
+                        readers: ReaderCache | None = None) -> SynthError | None:
+        """The source's weights file does not fit the model (checked from its header)."""
+        return None
+
+    def plan(self, model: nn.Module, node: Mapping[str, Any],
+             exclusive: bool = True) -> PartPlan:
+        """The plan of a part node: what it takes from `model` (see `library.parts`)."""
+        return make_plan(model, dict(node), exclusive)
+
+    def feature_info(self, model: nn.Module) -> list[dict]:
+        """The model's feature stages: module, channels, reduction; [] when it has none."""
+        return feature_info(model)
+
+    def node_names(self, model: nn.Module) -> list[str]:
+        """The internal nodes a spec can cut the model at (one trace per mode, cached)."""
+        return graph_node_names(model)
+
+    def data_config(self, model: nn.Module) -> dict[str, Any] | None:
+        """How inputs are prepared for the model: mean, std, interpolation, input size."""
+        return None
+
+
+#: Every kind of source, by the constructor name a spec writes.
+SOURCE_KINDS: dict[str, SourceKind] = {}
+
+
+def register_source_kind(kind: SourceKind) -> SourceKind:
+    """Make a kind of source available to specs under ``kind.name``."""
+    if not kind.name:
+        raise ValueError("a source kind needs a name: the constructor specs write")
+    SOURCE_KINDS[kind.name] = kind
+    return kind
+
+
+def source_kind(constructor: str) -> SourceKind | None:
+    """The kind behind a constructor name, or None when no kind has that name."""
+    return SOURCE_KINDS.get(constructor)
+
+
+# ---- timm ----------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,133 +127,6 @@ def check_arch(node: Mapping[str, Any]) -> SynthError | None:
                                    "lists them")
 
 
-def weights_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        return "torch"
-    raise ValueError(f"'{path.name}' is not a .safetensors, .pt or .pth file")
-
-
-#: Bytes per element of each safetensors dtype, and the torch dtype it reads as.
-SAFETENSORS_DTYPES = {
-    "F64": (8, torch.float64), "F32": (4, torch.float32), "F16": (2, torch.float16),
-    "BF16": (2, torch.bfloat16), "I64": (8, torch.int64), "I32": (4, torch.int32),
-    "I16": (2, torch.int16), "I8": (1, torch.int8), "U8": (1, torch.uint8),
-    "BOOL": (1, torch.bool), "F8_E4M3": (1, torch.float8_e4m3fn),
-    "F8_E5M2": (1, torch.float8_e5m2),
-}
-
-
-def _safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, every entry validated against the file:
-    absurd sizes and entry counts are refused before the JSON is parsed, and every
-    tensor's byte range must lie inside the file and match its shape and dtype."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ValueError("the file is too short to be safetensors" if raw or size
-                             else "the file is empty")
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_HEADER_BYTES or n > size - 8:
-            raise ValueError(f"its header claims {n:,} bytes (the file has {size:,}); "
-                             "the file is truncated or not safetensors")
-        text = f.read(n)
-    entries = text.count(b'"data_offsets"')
-    if entries > MAX_TENSORS:
-        raise ValueError(f"its header lists {entries:,} tensors (the limit is {MAX_TENSORS:,})")
-    try:
-        header = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("its header is not valid JSON: the file is damaged or not "
-                         "safetensors") from None
-    if not isinstance(header, dict):
-        raise ValueError("its header is not a JSON object")
-    header.pop("__metadata__", None)
-    data = size - 8 - n
-    for key, entry in header.items():
-        try:
-            width, _ = SAFETENSORS_DTYPES[entry["dtype"]]
-            shape = [int(d) for d in entry["shape"]]
-            start, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"its header entry '{key}' has no valid dtype, shape and "
-                             "data_offsets") from None
-        count = 1
-        for d in shape:
-            if d < 0:
-                raise ValueError(f"its header gives '{key}' a negative dimension")
-            count *= d
-        if not 0 <= start <= end <= data:
-            raise ValueError(f"'{key}' lies outside the file (bytes {start:,} to {end:,} of "
-                             f"{data:,}): the file is truncated")
-        if end - start != count * width:
-            raise ValueError(f"'{key}' takes {end - start:,} bytes but its shape {shape} "
-                             f"needs {count * width:,}")
-    return header
-
-
-def read_safetensors(path: Path, keys, header: dict | None = None
-                     ) -> Iterator[tuple[str, torch.Tensor]]:
-    """The named tensors of a safetensors file, each read straight into its own memory
-    (no mapping of the file outlives the call). `header`: already validated."""
-    header = header if header is not None else _safetensors_header(path)
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        for key in keys:
-            entry = header[key]
-            width, dtype = SAFETENSORS_DTYPES[entry["dtype"]]
-            start, end = entry["data_offsets"]
-            buf = torch.empty(end - start, dtype=torch.uint8)
-            f.seek(8 + n + start)
-            if f.readinto(memoryview(buf.numpy())) != end - start:
-                raise ValueError(f"'{key}' is cut short: the file is truncated")
-            yield key, buf.view(dtype).reshape(entry["shape"])
-
-
-def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a checkpoint, without reading tensor data where possible."""
-    if weights_format(path) == "safetensors":
-        header = _safetensors_header(path)
-        return {k: tuple(v["shape"]) for k, v in header.items()}
-    state = _load_torch(path, mmap=True)
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def _load_torch(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
-    if (what := _sniff(path)) is not None:
-        raise ValueError(what)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except RuntimeError as e:
-        if mmap and "mmap" in str(e):  # legacy (non-zip) format cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise
-    return _unwrap_state_dict(obj)
-
-
-def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in _NESTED_KEYS:
-            if key in obj and isinstance(obj[key], Mapping):
-                return _unwrap_state_dict(obj[key])
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors:
-            if all(k.startswith("module.") for k in tensors):
-                tensors = {k[len("module."):]: v for k, v in tensors.items()}
-            return tensors
-    raise ValueError("the file holds no dictionary of tensors")
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if weights_format(path) == "safetensors":
-        return dict(read_safetensors(path, list(_safetensors_header(path))))
-    return _load_torch(path, mmap=True)
-
-
 def compare_state(expected: Mapping[str, tuple[int, ...]],
                   found: Mapping[str, tuple[int, ...]]) -> list[str]:
     """What keeps a checkpoint from loading strictly into a model: missing, unexpected, shape."""
@@ -212,8 +154,10 @@ def model_state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | None:
-    """The weights file of a source exists, is readable, and fits the model exactly."""
+def check_weights(node: Mapping[str, Any], model: nn.Module,
+                  readers: ReaderCache | None = None) -> SynthError | None:
+    """The weights file of a source exists, is readable, and fits the model exactly.
+    With `readers` (the run's), the file is opened once for the check and the compiler."""
     path = Path(node["weights"])
     span = node["weights_span"]
     if not path.exists():
@@ -224,7 +168,7 @@ def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | Non
     except ValueError as e:
         return SynthError("S203", str(e), span)
     try:
-        found = checkpoint_shapes(path)
+        found = readers.shapes(path) if readers is not None else checkpoint_shapes(path)
     except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
         return SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}", span)
     problems = compare_state(model_state_shapes(model), found)
@@ -235,43 +179,9 @@ def check_weights(node: Mapping[str, Any], model: nn.Module) -> SynthError | Non
     return None
 
 
-def _reason(e: Exception) -> str:
-    """Why a checkpoint could not be read, in words a person can act on."""
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else ""
-    refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused or "Unsupported global" in text or "Weights only load failed" in text:
-        name = (f"; it names the Python global '{refused.group(1)}'" if refused else "")
-        return ("it holds pickled Python objects, which are refused: only tensors are ever "
-                f"loaded{name}")
-    if isinstance(e, EOFError) or "Ran out of input" in text:
-        return "the file is empty or cut short"
-    if "inline_container" in text or "zip archive" in text or "central directory" in text:
-        return "it is a zip archive but not a PyTorch checkpoint (or it is damaged)"
-    if "invalid load key" in text:
-        return "it is not a PyTorch checkpoint (wrong format, or damaged)"
-    return first[:300] or type(e).__name__
-
-
-def _sniff(path: Path) -> str | None:
-    """What a file really is, when its name says otherwise."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return None
-    if not head:
-        return "the file is empty"
-    if len(head) == 9 and head[8:9] == b"{":
-        n = struct.unpack("<Q", head[:8])[0]
-        if 0 < n < MAX_HEADER_BYTES:
-            return "it is a safetensors file; name it .safetensors"
-    return None
-
-
 def build_source(node: Mapping[str, Any], device: str = "cpu",
                  load_weights: bool = True) -> nn.Module:
-    """The source model of a `source` node, with its weights when it names them."""
+    """The timm model of a `source` node, with its weights when it names them."""
     pretrained = node.get("pretrained", False) and load_weights
     try:
         model = create_timm(node["target"], node["create_kwargs"], device, pretrained=pretrained)
@@ -301,3 +211,57 @@ def build_source(node: Mapping[str, Any], device: str = "cpu",
                              notes=problems)
         model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+class TimmKind(SourceKind):
+    """``timm("resnet50", num_classes=10, weights="...")``: any timm architecture."""
+
+    name = "timm"
+
+    def check(self, node):
+        return check_arch(node)
+
+    def build(self, node, device="cpu", load_weights=True):
+        if str(device) == "meta":
+            return create_timm(node["target"], node["create_kwargs"], "meta")
+        return build_source(node, device, load_weights)
+
+    def weights_problem(self, node, model, readers=None):
+        return check_weights(node, model, readers) if node.get("weights") else None
+
+    def data_config(self, model):
+        import timm.data
+
+        return timm.data.resolve_model_data_config(model)
+
+
+class SpecKind(SourceKind):
+    """``spec("trunk.synth")``: another spec, checked as a graph of its own and compiled
+    whole. It has no stages and no cut points; its preprocessing is that of its own
+    first source."""
+
+    name = "spec"
+    #: How a child spec's checked graph becomes a module; the compiler installs
+    #: `synthdsl.build.compile.compile_graph` here (the library stays below it).
+    compile: Callable[..., nn.Module] | None = None
+
+    def build(self, node, device="cpu", load_weights=True):
+        if self.compile is None:
+            raise RuntimeError("spec sources are built by synthdsl.build.compile")
+        return self.compile(node["graph"], device=device, load_weights=load_weights)
+
+    def plan(self, model, node, exclusive=True):
+        from synthdsl.library.parts import SpecPlan
+
+        names = tuple(model.output_names)
+        return SpecPlan(node["source"], outputs=len(names), output_names=names)
+
+    def feature_info(self, model):
+        return []
+
+    def node_names(self, model):
+        return []
+
+
+register_source_kind(TimmKind())
+register_source_kind(SpecKind())

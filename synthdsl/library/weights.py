@@ -1,119 +1,26 @@
-"""Reading weights: only the tensors a compiled module keeps, and where each one came from.
+"""Filling weights: only the tensors a compiled module keeps, and where each one came from.
 
-A :class:`TensorReader` serves tensors by key from a checkpoint without loading
-the whole file: safetensors files tensor by tensor (`safe_open`), `.pt`/`.pth`
-files memory-mapped (`torch.load(mmap=True, weights_only=True)`), so assembling
-a model from large checkpoints costs about the memory of what it keeps.
-:func:`materialize` fills modules built on the ``meta`` device from a reader.
+:func:`materialize` fills modules built on the ``meta`` device from a
+:class:`~synthdsl.library.checkpoints.TensorReader` (all checkpoint I/O lives in
+`synthdsl.library.checkpoints`), recording each tensor's provenance; the
+transforms of inherited tensors (rows, channel adaptation, interpolation, fit)
+are here too.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from synthdsl.lang.options import INHERIT_OPTIONS
-from synthdsl.library.sources import _load_torch, _safetensors_header, read_safetensors, weights_format
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file (cached while its size and modification time are unchanged)."""
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-class TensorReader:
-    """Tensors by key, read on demand."""
-
-    path: str | None = None
-
-    def keys(self) -> list[str]:
-        raise NotImplementedError
-
-    def get(self, key: str) -> torch.Tensor:
-        raise NotImplementedError
-
-    def origin(self, key: str) -> dict[str, Any]:
-        return {"origin": "checkpoint", "file": self.path, "sha256": file_sha256(self.path),
-                "key": key}
-
-    def close(self) -> None:
-        pass
-
-
-class SafetensorsReader(TensorReader):
-    """Each tensor read from its byte range straight into memory of its own: no mapping
-    of the file stays behind, so a compiled module never changes with the file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._header = _safetensors_header(Path(path))
-
-    def keys(self) -> list[str]:
-        return list(self._header)
-
-    def get(self, key: str) -> torch.Tensor:
-        if key not in self._header:
-            raise KeyError(key)
-        ((_, tensor),) = read_safetensors(Path(self.path), [key], self._header)
-        return tensor
-
-
-class TorchReader(TensorReader):
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._state = _load_torch(Path(path), mmap=True)
-
-    def keys(self) -> list[str]:
-        return list(self._state)
-
-    def get(self, key: str) -> torch.Tensor:
-        return self._state[key]
-
-    def close(self) -> None:
-        self._state = {}
-
-
-class ModuleReader(TensorReader):
-    """Tensors of a model built in memory (random initialisation, or hub weights)."""
-
-    def __init__(self, model: nn.Module, origin: dict[str, Any]) -> None:
-        self._state = model.state_dict()
-        self._origin = origin
-
-    def keys(self) -> list[str]:
-        return list(self._state)
-
-    def get(self, key: str) -> torch.Tensor:
-        return self._state[key]
-
-    def origin(self, key: str) -> dict[str, Any]:
-        return {**self._origin, "key": key}
+from synthdsl.library.checkpoints import (  # noqa: F401 - readers live with all checkpoint I/O
+    ModuleReader, SafetensorsReader, TensorReader, TorchReader, file_sha256, open_checkpoint)
 
 
 class ChangedError(ValueError):
     """A checkpoint that no longer matches what the check saw in it."""
-
-
-def open_checkpoint(path: str | Path) -> TensorReader:
-    if weights_format(Path(path)) == "safetensors":
-        return SafetensorsReader(path)
-    return TorchReader(path)
 
 
 def persistent_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor, bool]]:

@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import timm.data
 import torch
 import torch.nn.functional as F
 
-from synthdsl.library.sources import create_timm
+from synthdsl.library.cache import sources_of
 from synthdsl.train.errors import DataError
 
 
@@ -107,7 +106,7 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
         for s in graph.of_kind("source"):
             node = graph.nodes[s]
             if node["constructor"] == "timm":
-                return node, s
+                return graph, s
             if node["constructor"] == "spec" and node.get("graph") is not None:
                 found = first(node["graph"])
                 if found:
@@ -117,9 +116,9 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
     found = first(model.graph)
     if found is None:
         return None
-    node, name = found
-    meta = create_timm(node["target"], node.get("create_kwargs", {}), "meta")
-    return timm.data.resolve_model_data_config(meta), f"timm config of '{name}' ({node['target']})"
+    graph, name = found
+    config = sources_of(graph).data_config(name)  # the run's model, not a new one
+    return config, f"timm config of '{name}' ({graph.nodes[name]['target']})"
 
 
 def preprocess_for(model, mean: Sequence[float] | None = None,

@@ -20,9 +20,7 @@ by its module tree, with a note and no edges.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import json
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -149,13 +147,18 @@ def trace_groups(model: nn.Module, depth: int = 1, prefix: str = ""
     return groups, edges, note
 
 
-@functools.lru_cache(maxsize=16)
-def _expand_timm(arch: str, kwargs_json: str, depth: int, prefix: str):
-    from synthdsl.library.sources import create_timm
+def _expand_model(graph, source: str, depth: int):
+    """The groups of a source's meta model from the run's cache (built once, and each
+    depth traced once); a graph that was not checked in this run builds it there."""
+    from synthdsl.library.cache import sources_of
 
-    model = create_timm(arch, json.loads(kwargs_json), "meta")
-    groups, edges, note = trace_groups(model, depth, prefix)
-    return tuple(groups), tuple(edges), note
+    sources = sources_of(graph)
+
+    def expand(model):
+        groups, edges, note = trace_groups(model, depth, source)
+        return tuple(groups), tuple(edges), note
+
+    return sources.fact(source, ("expand", depth), expand)
 
 
 def _spec_groups(child, depth: int, prefix: str) -> tuple[list[Group], str]:
@@ -182,9 +185,8 @@ def expand_source(graph, source: str, depth: int = 1) -> Expansion:
         return Expansion(source, depth, tuple(groups), (), note)
     if node.get("constructor") != "timm":
         raise ExpandError(f"source '{source}' is not a timm model and cannot be opened")
-    kwargs = json.dumps(node.get("create_kwargs") or {}, sort_keys=True, default=repr)
     try:
-        groups, edges, note = _expand_timm(node["target"], kwargs, depth, source)
+        groups, edges, note = _expand_model(graph, source, depth)
     except ExpandError:
         raise
     except Exception as e:  # noqa: BLE001 - timm refused to build it
