@@ -20,9 +20,7 @@ import torch
 from torch import fx, nn
 
 from synthdsl.graph import SynthGraph
-
-#: Normalisation layers whose running statistics a frozen trunk must not update.
-_NORM_WITH_STATS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+from synthdsl.library.layers import NORM_WITH_STATS
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,7 @@ class SynthModule(nn.Module):
         self.norm_policy: str = self.graph.graph.get("norm_policy", "follow")
         self._frozen_norms: tuple[str, ...] = () if self.norm_policy == "train" else tuple(
             name for name, m in self.named_modules()
-            if isinstance(m, _NORM_WITH_STATS) and self._all_frozen(name, m, frozen))
+            if isinstance(m, NORM_WITH_STATS) and self._all_frozen(name, m, frozen))
 
     @staticmethod
     def _all_frozen(prefix: str, module: nn.Module, frozen: set[str]) -> bool:

@@ -32,8 +32,7 @@ from synthdsl.checks.structure import check_cycles
 from synthdsl.checks.training import check_training
 from synthdsl.checks.unused import check_unused
 from synthdsl.graph import SynthGraph
-from synthdsl.lang.errors import fmt_shape
-from synthdsl.library.layers import is_norm
+from synthdsl.lang.errors import fmt_shape  # noqa: F401 - its home is lang.errors
 
 #: The passes `check_graph` runs, in order. Each reads what the earlier ones left
 #: on the context: sources before shapes (the meta models), shapes before
@@ -65,4 +64,4 @@ def check_graph(graph: SynthGraph, raise_errors: bool = True, weights: bool = Tr
     return run_check(graph, passes, raise_errors=raise_errors, weights=weights)
 
 
-__all__ = ["PASSES", "CheckContext", "check_graph", "fmt_shape", "is_norm", "pattern_matches"]
+__all__ = ["PASSES", "CheckContext", "check_graph", "pattern_matches"]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from synthdsl.graph import SynthGraph
+from synthdsl.graph.counts import all_buffers, all_parameters  # noqa: F401 - for the passes
 from synthdsl.lang.errors import Collector, SynthError, SynthErrors, fmt_shape
 from synthdsl.library.parts import PartPlan
 
@@ -129,21 +130,6 @@ class CheckContext:
 def pattern_matches(name: str, pattern: str) -> bool:
     """A glob over qualified names; a pattern naming a module covers everything below it."""
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
-
-
-def all_parameters(g: SynthGraph) -> dict[str, int]:
-    """Every parameter a checked graph's nodes install, by qualified name (numel)."""
-    out: dict[str, int] = {}
-    for n in g.nodes:
-        out.update(g.nodes[n].get("parameters", {}))
-    return out
-
-
-def all_buffers(g: SynthGraph) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for n in g.nodes:
-        out.update(g.nodes[n].get("buffers", {}))
-    return out
 
 
 def torch_reason(e: Exception) -> str:

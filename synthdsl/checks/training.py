@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from synthdsl.checks.context import CheckContext, pattern_matches
+from synthdsl.graph.counts import count_params
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.lang.options import TRAIN_OPTIONS
 from synthdsl.library.layers import is_norm
@@ -80,8 +81,7 @@ def check_training(ctx: CheckContext) -> None:
     for n in g.nodes:
         node = g.nodes[n]
         if "parameters" in node:
-            node["frozen_params"] = sum(v for k, v in node["parameters"].items()
-                                        if k in frozen_set)
+            node["frozen_params"] = count_params(node["parameters"], frozen_set)[1]
             node["trainable_params"] = node["params"] - node["frozen_params"]
 
 

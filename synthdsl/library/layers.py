@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from synthdsl.lang.errors import did_you_mean
+from synthdsl.lang.errors import did_you_mean, fmt_shape
 
 Shape = tuple[int, ...]
 _REQUIRED = object()
@@ -84,8 +84,7 @@ class LayerSpec:
                 raise LayerArgError(f"{self.name} takes two or more inputs, found {len(shapes)}")
             if any(s != shapes[0] for s in shapes):
                 raise LayerArgError(f"{self.name} needs inputs of the same shape, found "
-                                    + ", ".join("[" + ", ".join(map(str, s)) + "]"
-                                                for s in shapes))
+                                    + ", ".join(fmt_shape(s) for s in shapes))
         elif len(shapes) != 1:
             raise LayerArgError(f"{self.name} takes one input, found {len(shapes)}")
         shape = shapes[0]

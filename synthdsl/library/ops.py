@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from synthdsl.lang.errors import fmt_shape as _fmt
 from synthdsl.library.layers import Option
 
 Shape = tuple[int, ...]
@@ -80,10 +81,6 @@ def resize(x: torch.Tensor, size: tuple | int | None = None, scale: float | None
     align = False if mode in ("linear", "bilinear", "bicubic", "trilinear") else None
     return torch.nn.functional.interpolate(x, size=size, scale_factor=scale, mode=mode,
                                            align_corners=align)
-
-
-def _fmt(shape: Shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _same_rank(name: str, shapes: Sequence[Shape], names: Sequence[str]) -> str | None:

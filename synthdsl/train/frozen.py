@@ -42,10 +42,10 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from synthdsl.library.layers import NORM_WITH_STATS
+
 #: Module types whose output in training mode is random.
 _RANDOM_TYPES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
-#: Module types that update state (running statistics) in training mode.
-_STATEFUL_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 def training_graph_module(model) -> fx.GraphModule:
@@ -121,7 +121,7 @@ def changes_in_training(module: nn.Module) -> list[str]:
         elif ("DropPath" in kind or "DropBlock" in kind) and float(
                 getattr(m, "drop_prob", 0) or 0) > 0:
             problems.append(f"{where}({kind}) drops paths at random in training mode")
-        elif isinstance(m, _STATEFUL_TYPES) and m.track_running_stats:
+        elif isinstance(m, NORM_WITH_STATS) and m.track_running_stats:
             problems.append(f"{where}({kind}) normalises with batch statistics and updates "
                             "its running statistics in training mode (policy norm = \"train\"?)")
     return problems

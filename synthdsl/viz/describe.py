@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from synthdsl.graph.counts import all_parameters, count_params
 from synthdsl.viz.model import Counts, Message, clean, fmt_count, fmt_shape, fmt_value
 
 
@@ -83,9 +84,7 @@ def node_shape(node: Mapping[str, Any]) -> str | None:
 
 def node_counts(node: Mapping[str, Any], frozen: set[str]) -> Counts | None:
     if "parameters" in node:
-        params = node["parameters"]
-        total = sum(params.values())
-        n_frozen = sum(v for k, v in params.items() if k in frozen)
+        total, n_frozen = count_params(node["parameters"], frozen)
         return Counts(total, total - n_frozen, n_frozen)
     if node.get("params") is not None and node.get("kind") != "source":
         total = int(node["params"])
@@ -122,9 +121,5 @@ def is_plain(x: Any) -> bool:
 
 
 def totals_of(graph, frozen: set[str]) -> Counts:
-    params: dict[str, int] = {}
-    for n in graph.nodes:
-        params.update(graph.nodes[n].get("parameters", {}))
-    total = sum(params.values())
-    n_frozen = sum(v for k, v in params.items() if k in frozen)
+    total, n_frozen = count_params(all_parameters(graph), frozen)
     return Counts(total, total - n_frozen, n_frozen)

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from synthdsl.lang.errors import fmt_shape as _fmt_shape
 
 #: Node states, by how the node's parameters train.
 STATES = ("trainable", "frozen", "partial", "unused", "none")
@@ -47,7 +48,8 @@ def fmt_count(n: int) -> str:
 
 
 def fmt_shape(shape: Iterable) -> str:
-    return "[" + ", ".join(clean(d) for d in shape) + "]"
+    """A shape as the diagnostics spell it, made safe to display."""
+    return clean(_fmt_shape(shape))
 
 
 def fmt_value(v: Any) -> str:

@@ -5,8 +5,9 @@ Reads only the graph, like every consumer after the check.
 
 from __future__ import annotations
 
-from synthdsl.checks import fmt_shape
 from synthdsl.graph import SynthGraph
+from synthdsl.graph.counts import all_parameters, count_params
+from synthdsl.lang.errors import fmt_shape
 
 
 def _count(n: int) -> str:
@@ -51,12 +52,7 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
 
 def totals(graph: SynthGraph) -> dict[str, int]:
     """Parameter totals of the compiled module: each tensor counted once."""
-    params: dict[str, int] = {}
-    for n in graph.nodes:
-        params.update(graph.nodes[n].get("parameters", {}))
-    frozen = set(graph.graph.get("frozen", ()))
-    total = sum(params.values())
-    n_frozen = sum(v for k, v in params.items() if k in frozen)
+    total, n_frozen = count_params(all_parameters(graph), set(graph.graph.get("frozen", ())))
     return {"params": total, "trainable": total - n_frozen, "frozen": n_frozen}
 
 
@@ -102,7 +98,7 @@ def render_provenance(model) -> str:
             where = p.get("initialiser", "")
         else:
             where = p.get("model", "")
-        rows.append((name, "[" + ", ".join(map(str, t.shape)) + "]", origin, where,
+        rows.append((name, fmt_shape(t.shape), origin, where,
                      p.get("transform", "")))
     header = ("tensor", "shape", "origin", "from", "transform")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
