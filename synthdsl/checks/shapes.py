@@ -22,6 +22,7 @@ from synthdsl.checks.context import (Broken, CheckContext, all_buffers, all_para
                                      torch_reason)
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
+from synthdsl.lang.parse import no_cyclic_gc
 from synthdsl.library.layers import LAYERS, LayerArgError
 from synthdsl.library.ops import OPS
 from synthdsl.library.cache import sources_of
@@ -30,6 +31,11 @@ from synthdsl.library.parts import PartError, UsedTensors, plan_part
 
 def check_shapes(ctx: CheckContext) -> None:
     """Run every node on meta; record shapes, parameters and build arguments."""
+    with no_cyclic_gc():  # thousands of small meta tensors; each full GC walks all of torch
+        _run_all(ctx)
+
+
+def _run_all(ctx: CheckContext) -> None:
     g = ctx.g
     for n in g.topological_order():
         node = g.nodes[n]

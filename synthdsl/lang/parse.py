@@ -75,7 +75,12 @@ def no_cyclic_gc():
     The front end makes many small objects and no reference cycles; with torch
     loaded the interpreter tracks hundreds of thousands of objects, and each full
     collection the allocations trigger walks all of them: at 10,000 nodes that
-    was half the parse time. Nested use is fine; the state before is restored.
+    was half the parse time. A pause alone only defers the cost: the first
+    allocation after it would walk everything the block made. So at the end of
+    the outermost pause what survived it goes straight to the oldest generation
+    (``gc.freeze()`` then ``gc.unfreeze()``: two list splices, and the young count
+    starts again at zero), unless the program keeps frozen objects of its own.
+    Nested use is fine; the state before is restored.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -83,25 +88,39 @@ def no_cyclic_gc():
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
 def parse_spec(text: str, file: str | None = None) -> ast.Spec:
     """Parse spec text into an :class:`ast.Spec`; raise :class:`SynthError` on bad syntax."""
     text = text.replace("\r\n", "\n")
+    with no_cyclic_gc():
+        return build_ast(parse_tree(text, file), text, file)
+
+
+def parse_tree(text: str, file: str | None = None) -> Tree:
+    """The first half of :func:`parse_spec`: lark's parse tree of `text` (every token kept),
+    or the :class:`SynthError` of its first syntax error."""
     if bad := _SURROGATE.search(text):  # only a str built in Python can hold one; no file can
         raise SynthError("S001", f"invalid character U+{ord(bad.group()):04X} (a lone surrogate)",
                          _point(text, bad.start(), file))
-    with no_cyclic_gc():
-        try:
-            tree = _parser().parse(text)
-        except UnexpectedInput as e:
-            raise _translate(e, text, file) from None
-        try:
-            spec = _Builder(file).transform(tree)
-        except RecursionError:
-            raise _too_deep(text, file) from None
-        return spec.model_copy(update={"file": file, "text": text})
+    try:
+        return _parser().parse(text)
+    except UnexpectedInput as e:
+        raise _translate(e, text, file) from None
+
+
+def build_ast(tree: Tree, text: str, file: str | None = None) -> ast.Spec:
+    """The second half of :func:`parse_spec`: the AST of a tree from :func:`parse_tree`
+    (names, numbers and strings checked: S004-S008)."""
+    try:
+        spec = _Builder(file).transform(tree)
+    except RecursionError:
+        raise _too_deep(text, file) from None
+    return spec.model_copy(update={"file": file, "text": text})
 
 
 def parse_file(path: str | Path) -> ast.Spec:
