@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.lang.errors import SynthError, render_all
-from synthdsl.lang.options import OPTIMIZERS, SCHEDULES
+from synthdsl.lang.options import LOSSES, OPTIMIZERS, SCHEDULES
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_SPEC_ERROR", "EXIT_USAGE", "build_parser", "main",
            "run"]
@@ -155,8 +155,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--teacher", metavar="RUN|ARTIFACT|SPEC",
                    help="distil the spec's output from this model's output")
     t.add_argument("--teacher-output", help="the teacher's output to use (default: its first)")
-    t.add_argument("--temperature", type=float, default=4.0)
-    t.add_argument("--alpha", type=float, default=0.7,
+    t.add_argument("--temperature", type=float,
+                   default=LOSSES["distill"].options["temperature"].default)
+    t.add_argument("--alpha", type=float, default=LOSSES["distill"].options["alpha"].default,
                    help="weight of the soft targets; 1 - alpha goes to the labels")
     x = p.add_argument_group("inputs")
     x.add_argument("--mean", help="normalisation mean, e.g. 0.5,0.5,0.5 (default: the first "

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthdsl.lang.options import LOSSES
 from synthdsl.train.errors import TrainError
 from synthdsl.train.frozen import training_graph_module
 from synthdsl.train.preprocess import Preprocess
@@ -39,8 +40,8 @@ class Teacher:
 
     model: nn.Module
     preprocess: Preprocess
-    temperature: float = 4.0
-    alpha: float = 0.7
+    temperature: float = LOSSES["distill"].options["temperature"].default
+    alpha: float = LOSSES["distill"].options["alpha"].default
     output: str | None = None
     description: str = ""
 
@@ -61,6 +62,11 @@ class LossTerm:
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.kind}({', '.join(self.inputs)}{', ' + opts if opts else ''})"
+
+
+def _option(term: LossTerm, name: str) -> Any:
+    """A term's option as the spec gives it, else the language's default (lang.options)."""
+    return term.options.get(name, LOSSES[term.kind].options[name].default)
 
 
 TEACHER_VALUE = "teacher"
@@ -139,11 +145,11 @@ def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: tor
     for t, name in zip(terms, term_names(terms)):
         if t.kind == "ce":
             smoothing = float(t.options.get("label_smoothing", label_smoothing))
-            value = float(t.options.get("weight", 1.0)) * ce(values[t.inputs[0]], smoothing)
+            value = float(_option(t, "weight")) * ce(values[t.inputs[0]], smoothing)
         elif t.kind == "distill":
             s, te = values[t.inputs[0]].float(), values[t.inputs[1]].detach().float()
-            temp = float(t.options.get("temperature", 4.0))
-            alpha = float(t.options.get("alpha", 0.7))
+            temp = float(_option(t, "temperature"))
+            alpha = float(_option(t, "alpha"))
             log_p_s = F.log_softmax(s / temp, dim=-1)
             log_p_t = F.log_softmax(te / temp, dim=-1)
             kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temp * temp
@@ -152,7 +158,7 @@ def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: tor
         elif t.kind == "feature":
             a, b = values[t.inputs[0]].float(), values[t.inputs[1]].detach().float()
             per = (a - b).pow(2).flatten(1).mean(1)
-            value = float(t.options.get("weight", 1.0)) * (per * w).sum() / max(n_all, 1.0)
+            value = float(_option(t, "weight")) * (per * w).sum() / max(n_all, 1.0)
         else:
             raise TrainError(f"unknown loss '{t.kind}'")
         parts[name] = value
