@@ -30,6 +30,10 @@ KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "po
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The largest magnitude a number in a spec may have.
 MAX_NUMBER = 1e300
+#: How deep the parse tree may be (S008 beyond): about 240 nested calls, or 480 pipes or
+#: nested lists, as deep as lark's recursive transformer used to reach under Python's
+#: default recursion limit; the later stages (printer, equality, graph) recurse too.
+MAX_TREE_DEPTH = 480
 
 #: How terminals are named in messages: as the user would type them.
 _TERMINAL_WORDS = {
@@ -243,10 +247,12 @@ class _Builder:
         self._kept = _kept_terminals()
 
     def transform(self, tree: Tree):
-        return self._walk(tree)[0]
+        return self._walk(tree, 1)[0]
 
-    def _walk(self, tree: Tree) -> tuple:
+    def _walk(self, tree: Tree, depth: int) -> tuple:
         """(the rule's value, its first token, its last token)."""
+        if depth > MAX_TREE_DEPTH:
+            raise RecursionError("the parse tree is deeper than MAX_TREE_DEPTH")
         rule = self._rules.get(tree.data)
         if rule is None:
             rule = self._rules[tree.data] = getattr(self, tree.data)
@@ -268,7 +274,7 @@ class _Builder:
                 if c.type in kept:
                     items.append(c)
             else:
-                value, f, lst = self._walk(c)
+                value, f, lst = self._walk(c, depth + 1)
                 if f is not None:
                     if first is None:
                         first = f
