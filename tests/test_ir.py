@@ -6,8 +6,10 @@ record and ``graph.graph`` with ``GraphRecord``: no unknown keys, no missing
 required ones, every value of its declared type.
 """
 
+import random
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 from synthdsl.checks import check_graph
@@ -141,6 +143,28 @@ def test_topological_order_follows_structural_changes():
     h.add_node("v", kind="input")
     h.add_edge("v", "y")
     assert h.topological_order() == ["x", "v", "y", "output:y"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_topological_order_is_networkx_lexicographic_order(seed):
+    rng = random.Random(seed)
+    g = SynthGraph()
+    names = [f"n{i}" for i in range(rng.randint(1, 40))]
+    rng.shuffle(names)
+    g.add_nodes_from(names)
+    for _ in range(rng.randint(0, 80)):
+        u, v = rng.sample(names, 2) if len(names) > 1 else (names[0], names[0])
+        if names.index(u) < names.index(v) or rng.random() < 0.1:  # mostly forward edges
+            g.add_edge(u, v)
+    rank = {n: i for i, n in enumerate(g.nodes)}
+    try:
+        want = list(nx.lexicographical_topological_sort(g, key=rank.__getitem__))
+    except nx.NetworkXUnfeasible:
+        want = list(g.nodes)
+    assert g.topological_order() == want
+    assert g.is_acyclic() == nx.is_directed_acyclic_graph(g)
+    target = names[-1]
+    assert g.reaching([target]) == nx.ancestors(g, target) | {target}
 
 
 def test_spans_compare_by_value_but_trees_ignore_them():
