@@ -258,22 +258,22 @@ class _Builder:
             rule = self._rules[tree.data] = getattr(self, tree.data)
         items, first, last, kept, gap = [], None, None, self._kept, False
         for c in tree.children:
-            if c is None:
+            if type(c) is Token:
+                gap = False
+                if first is None:
+                    first = c
+                last = c
+                if c.type in kept:
+                    items.append(c)
+            elif c is None:
                 # a missing [optional] part: lark writes one None per symbol in it (its
                 # punctuation too, here), the methods expect one per part (the grammar
                 # has no two optional parts side by side)
                 if not gap:
                     items.append(None)
                 gap = True
-                continue
-            gap = False
-            if type(c) is Token:
-                if first is None:
-                    first = c
-                last = c
-                if c.type in kept:
-                    items.append(c)
             else:
+                gap = False
                 value, f, lst = self._walk(c, depth + 1)
                 if f is not None:
                     if first is None:
