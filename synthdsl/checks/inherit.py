@@ -27,7 +27,7 @@ from synthdsl.library.weights import persistent_tensors, transform
 
 def check_inheritance(ctx: CheckContext) -> None:
     """Map every inherit statement; a statement that cannot be mapped is an S207."""
-    if not ctx.weights:
+    if not ctx.weights or not ctx.g.graph.get("inherits"):
         return
     g = ctx.g
     modules = ctx.all_modules()
