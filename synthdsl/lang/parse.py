@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import hashlib
 import json
 import math
+import os
 import re
 from importlib import resources
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken)
@@ -57,11 +60,26 @@ def _parser() -> Lark:
     builder, not lark, finds each rule's extent from its first and last token: lark's
     `propagate_positions` costs a third of the parse and gives the same spans.
 
-    ``cache=True``: lark keeps the built tables in the temporary folder, keyed by the
-    grammar's hash, so a new process loads them instead of building them (~0.1 s).
+    Its tables are cached (see :func:`_cache_file`), so a new process loads them
+    instead of building them: 0.01 s instead of 0.25 s.
     """
     return Lark(grammar_text(), parser="lalr", strict=True, keep_all_tokens=True,
-                maybe_placeholders=True, cache=True)
+                maybe_placeholders=True, cache=_cache_file())
+
+
+def _cache_file() -> str | bool:
+    """Where lark keeps the built tables: a folder only this user can write
+    (``$XDG_CACHE_HOME/synthdsl``, else ``~/.cache/synthdsl``), not lark's default in the
+    shared temporary folder, because lark reads the file with pickle. False (no cache)
+    where that folder cannot be made. lark checks the grammar's hash in the file."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "synthdsl")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    digest = hashlib.sha256(grammar_text().encode("utf-8")).hexdigest()[:16]
+    return os.path.join(folder, f"grammar-{digest}-lark-{lark.__version__}.cache")
 
 
 @functools.lru_cache(maxsize=1)
