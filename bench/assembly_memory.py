@@ -175,6 +175,7 @@ def measure(path: str, arch: str, ckpt: str, spec: str, keep_file: str | None) -
     import torch
 
     import synthdsl
+    import synthdsl.pipeline  # noqa: F401 - `import synthdsl` is lazy: what compile_spec runs
 
     gc.collect()
     exact = _reset_peak()

@@ -45,6 +45,12 @@ def _install(root: nn.Module, path: str, module: nn.Module) -> None:
         raise InternalError(f"two different modules compiled to '{path}'")
 
 
+def _unrestorable(model: nn.Module) -> bool:
+    """Buffers no checkpoint holds (non-persistent), whatever ran the model before."""
+    persistent = set(model.state_dict(keep_vars=True))
+    return any(name not in persistent for name, _ in model.named_buffers())
+
+
 def _reachable(root: nn.Module, path: str) -> bool:
     here = root
     for p in path.split("."):
@@ -85,8 +91,8 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             continue
         if node.get("weights") and load_weights and device != "meta":
             model, parts = sources.take(s)  # meta once: the check's model is filled in place
-            if model is None:
-                model = sources.meta(s)
+            if model is None or (has_hidden_state(model) and not _unrestorable(model)):
+                sources.meta(s)  # a new one: taken already, or tensors cached by a forward
                 model, parts = sources.take(s)
             if not has_hidden_state(model):
                 models[s], bound[s], lazy[s] = model, parts, _open(node, sources)

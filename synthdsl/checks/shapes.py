@@ -33,6 +33,7 @@ def check_shapes(ctx: CheckContext) -> None:
     """Run every node on meta; record shapes, parameters and build arguments."""
     with no_cyclic_gc():  # thousands of small meta tensors; each full GC walks all of torch
         _run_all(ctx)
+    sources_of(ctx.g).settle()  # the parts are planned: the models' traces can go
 
 
 def _run_all(ctx: CheckContext) -> None:

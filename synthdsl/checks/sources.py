@@ -1,7 +1,8 @@
 """Sources: every `source` built on the meta device, and its checkpoint header read.
 
-A timm source is checked by name (S201), built with the user's options on meta
-(S204: timm refuses them) and, when it names weights, its checkpoint's header is
+A timm source (any kind in `library.sources.SOURCE_KINDS`) is checked by name
+(S201), built once with the user's options on meta into the run's cache (S204:
+timm refuses them) and, when it names weights, its checkpoint's header is
 compared with the architecture (S203, S205). A spec source is checked with the
 same passes as its parent; its problems are the parent's. The models and the
 checked child graphs are left on the context for the later passes.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from synthdsl.checks.context import CheckContext, all_parameters, run_check
 from synthdsl.library.cache import Sources
-from synthdsl.library.sources import check_arch, check_weights
+from synthdsl.library.sources import source_kind
 
 
 def check_sources(ctx: CheckContext) -> None:
@@ -24,26 +25,26 @@ def check_sources(ctx: CheckContext) -> None:
         if node["constructor"] == "spec":
             _spec_source(ctx, s, node)
             continue
-        if node["constructor"] != "timm":
+        kind = source_kind(node["constructor"])  # the kinds of source, by constructor
+        if kind is None:
             ctx.broken.add(s)
             continue
-        if e := check_arch(node):
+        if e := kind.check(node):
             ctx.errors.add(e)
             ctx.broken.add(s)
             continue
         try:
             model = sources.meta(s)
-        except Exception as e:  # noqa: BLE001 - timm rejects the user's options
+        except Exception as e:  # noqa: BLE001 - the zoo rejects the user's options
             opts = ", ".join(f"{k}={v!r}" for k, v in node["create_kwargs"].items())
-            ctx.err("S204", f"timm cannot build '{node['target']}'"
+            ctx.err("S204", f"{kind.name} cannot build '{node['target']}'"
                     + (f" with {opts}" if opts else ""), node["span"],
                     notes=[f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"])
             ctx.broken.add(s)
             continue
         ctx.models[s] = model
         node["params"] = sum(p.numel() for p in model.parameters())
-        if node.get("weights") and ctx.weights and (e := check_weights(node, model,
-                                                                         sources.readers)):
+        if ctx.weights and (e := kind.weights_problem(node, model, sources.readers)):
             ctx.errors.add(e)
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 from torch import nn
 
 from synthdsl.library.checkpoints import ReaderCache, TensorReader
+from synthdsl.library.cuts import release_traces
 from synthdsl.library.parts import Part, PartPlan
 from synthdsl.library.sources import SourceKind, source_kind
 
@@ -57,8 +58,6 @@ class Sources:
         self._graph = graph
         self._entries: dict[str, SourceEntry] = {}
         self.readers = ReaderCache()
-        #: How many models each source cost this run, by device (``meta``/``real``).
-        self.builds: dict[str, dict[str, int]] = {}
 
     # a copied or pickled graph starts with an empty cache of its own
     def __deepcopy__(self, memo):
@@ -83,11 +82,7 @@ class Sources:
         return entry
 
     def _build(self, name: str, device: str, load_weights: bool = True) -> nn.Module:
-        model = self.entry(name).kind.build(self.node(name), device, load_weights)
-        counts = self.builds.setdefault(name, {})
-        key = "meta" if device == "meta" else "real"
-        counts[key] = counts.get(key, 0) + 1
-        return model
+        return self.entry(name).kind.build(self.node(name), device, load_weights)
 
     # -- models --------------------------------------------------------------------
 
@@ -126,6 +121,7 @@ class Sources:
         if not entry.changed and entry.pristine is None:
             entry.facts.setdefault("data_config", _data_config(entry.kind, model))
         entry.model, entry.parts, entry.changed = None, {}, False
+        release_traces(model)  # its parts are bound: the traces are not needed again
         return model, parts
 
     # -- what the check learns ------------------------------------------------------
@@ -140,6 +136,14 @@ class Sources:
         if isinstance(part.plan, StagesPlan) and part.plan.prune:
             entry.changed = True
         self._graph.graph.setdefault("plans", {})[part_node] = part.plan
+
+    def settle(self) -> None:
+        """The parts are planned: let the meta models' traces go (their memory is the
+        bulk of what a check holds); the node names already read stay."""
+        for entry in self._entries.values():
+            for model in (entry.model, entry.pristine):
+                if model is not None:
+                    release_traces(model)
 
     def plan(self, part_node: str) -> PartPlan | None:
         """The typed plan the check made for a part node, if any."""

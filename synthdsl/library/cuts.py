@@ -67,8 +67,10 @@ class Traces:
         return list(self.eval.names.values())
 
 
-#: Traces of each live model, made on first use (the model is not kept alive by them).
+#: Traces of each live model, made on first use (the model is not kept alive by them)
+#: and used up by the first cut (:func:`cut_graphs`); the node names stay.
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, Traces]" = weakref.WeakKeyDictionary()
+_NAMES: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = weakref.WeakKeyDictionary()
 
 
 def trace_model(model: nn.Module) -> Traces:
@@ -99,12 +101,14 @@ def traces_of(model: nn.Module) -> Traces:
     traces = _TRACES.get(model)
     if traces is None:
         traces = _TRACES[model] = trace_model(model)
+        _NAMES[model] = traces.node_names
     return traces
 
 
 def graph_node_names(model: nn.Module) -> list[str]:
     """The names of the internal nodes a spec can cut a model at (eval-mode trace)."""
-    return traces_of(model).node_names
+    names = _NAMES.get(model)
+    return list(names) if names is not None else traces_of(model).node_names
 
 
 def _copy(trace: Trace) -> tuple[fx.Graph, dict[fx.Node, str]]:
@@ -115,15 +119,37 @@ def _copy(trace: Trace) -> tuple[fx.Graph, dict[fx.Node, str]]:
     return graph, {env[n]: name for n, name in trace.names.items() if n in env}
 
 
-def build_extractor(model: nn.Module, traces: Traces, names: list[str]) -> fx.GraphModule:
-    """`model` returning the values of the nodes `names` (a dict by name), as
-    torchvision's ``create_feature_extractor`` builds it, from copies of `traces`.
-    Every value returned from the middle of the graph is copied where it is made."""
-    from torchvision.models.feature_extraction import DualGraphModule
+def release_traces(model: nn.Module) -> None:
+    """Forget a model's traces and take their graphs apart, so their memory goes now
+    rather than at the next cyclic collection (a model handed over for its weights)."""
+    traces = _TRACES.pop(model, None)
+    if traces is None:
+        return
+    for trace in (traces.train, traces.eval):
+        trace.names.clear()
+        for node in reversed(list(trace.graph.nodes)):
+            trace.graph.erase_node(node)
 
-    graphs = {}
-    for mode, trace in (("train", traces.train), ("eval", traces.eval)):
-        graph, qualname = _copy(trace)
+
+def cut_graphs(model: nn.Module, names: list[str]) -> tuple[fx.Graph, fx.Graph]:
+    """The train and eval graphs of `model` cut at `names`, made from the model's traces,
+    which they use up (a later use traces again; the node names stay known)."""
+    traces = traces_of(model)
+    graphs = extractor_graphs(model, traces, names, consume=True)
+    if _TRACES.get(model) is traces:
+        del _TRACES[model]
+    return graphs
+
+
+def extractor_graphs(model: nn.Module, traces: Traces, names: list[str],
+                     consume: bool = False) -> tuple[fx.Graph, fx.Graph]:
+    """The train and eval graphs of `model` returning the values of the nodes `names` (a
+    dict by name), made from `traces` as torchvision's ``create_feature_extractor`` makes
+    them; every value returned from the middle of the graph is copied where it is made.
+    `model` does not change; `traces` do only when `consume` says so (no copy is made)."""
+    graphs = []
+    for trace in (traces.train, traces.eval):
+        graph, qualname = (trace.graph, trace.names) if consume else _copy(trace)
         available = list(qualname.values())
         wanted = {str(n): str(n) for n in dict.fromkeys(names)}
         for query in wanted:
@@ -134,7 +160,7 @@ def build_extractor(model: nn.Module, traces: Traces, names: list[str]) -> fx.Gr
                     "`return_nodes` you specified are present. It may even "
                     "be that you need to specify `train_return_nodes` and "
                     "`eval_return_nodes` separately.")
-        gm = fx.GraphModule(model, graph, traces.class_name)
+        gm = fx.GraphModule(model, graph, traces.class_name)  # what DCE asks about modules
         for n in [n for n in reversed(gm.graph.nodes) if n.op == "output"]:
             gm.graph.erase_node(n)
         nodes = list(gm.graph.nodes)
@@ -153,19 +179,49 @@ def build_extractor(model: nn.Module, traces: Traces, names: list[str]) -> fx.Gr
         with gm.graph.inserting_after(nodes[-1]):
             gm.graph.output(outputs)
         gm.graph.eliminate_dead_code()
-        gm.recompile()
-        graphs[mode] = graph
-    was_training = model.training
-    extractor = DualGraphModule(model, graphs["train"], graphs["eval"],
-                                class_name=traces.class_name)
-    extractor.train(was_training)
-    protect_returned_values(extractor)
+        _protect(gm.graph)
+        graphs.append(_copy(Trace(gm.graph, {}))[0])  # a graph of its own, no module kept
+    return graphs[0], graphs[1]
+
+
+def bind_extractor(model: nn.Module, graphs: tuple[fx.Graph, fx.Graph],
+                   class_name: str) -> fx.GraphModule:
+    """A torchvision ``DualGraphModule`` of `model` running copies of `graphs` (train,
+    eval), in the model's mode; no tracing."""
+    from torchvision.models.feature_extraction import DualGraphModule
+
+    train = _copy(Trace(graphs[0], {}))[0]
+    eval_ = _copy(Trace(graphs[1], {}))[0]
+    extractor = DualGraphModule(model, train, eval_, class_name=class_name)
+    extractor.train(model.training)
+    extractor.recompile()
     return extractor
+
+
+def build_extractor(model: nn.Module, traces: Traces, names: list[str]) -> fx.GraphModule:
+    """`model` cut at the nodes `names`, from its traces (:func:`extractor_graphs`)."""
+    return bind_extractor(model, extractor_graphs(model, traces, names), traces.class_name)
 
 
 def _copy_tensors(value):
     """A copy of every tensor in `value` (a tensor, or a tuple/list/dict of them)."""
     return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+
+
+def _protect(graph: fx.Graph) -> None:
+    """Copy every value the graph returns from its middle where it is made (below)."""
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    output = next(n for n in graph.nodes if n.op == "output")
+    returned = output.args[0]
+    values = returned.values() if isinstance(returned, dict) else (
+        returned if isinstance(returned, (list, tuple)) else [returned])
+    nodes = sorted(dict.fromkeys(v for v in values if isinstance(v, fx.Node)),
+                   key=order.__getitem__)
+    for node in nodes[:-1]:
+        with graph.inserting_after(node):
+            copy = graph.call_function(_copy_tensors, (node,))
+        output.replace_input_with(node, copy)
+    graph.lint()
 
 
 def protect_returned_values(gm: fx.GraphModule) -> None:
@@ -177,18 +233,7 @@ def protect_returned_values(gm: fx.GraphModule) -> None:
     graphs = [g for g in (getattr(gm, "train_graph", None), getattr(gm, "eval_graph", None))
               if g is not None] or [gm.graph]
     for graph in dict.fromkeys(graphs):
-        order = {node: i for i, node in enumerate(graph.nodes)}
-        output = next(n for n in graph.nodes if n.op == "output")
-        returned = output.args[0]
-        values = returned.values() if isinstance(returned, dict) else (
-            returned if isinstance(returned, (list, tuple)) else [returned])
-        nodes = sorted(dict.fromkeys(v for v in values if isinstance(v, fx.Node)),
-                       key=order.__getitem__)
-        for node in nodes[:-1]:
-            with graph.inserting_after(node):
-                copy = graph.call_function(_copy_tensors, (node,))
-            output.replace_input_with(node, copy)
-        graph.lint()
+        _protect(graph)
     gm.recompile()
 
 

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from synthdsl.library.cuts import (Traces, _concrete_args, _copy_tensors, _fx_tracer_kwargs,  # noqa: F401
-                                   build_extractor, cut_points, graph_node_names,
+                                   bind_extractor, cut_graphs, cut_points, graph_node_names,
                                    protect_returned_values, traces_of)
 
 #: Options a call of a whole source may take, to choose what it returns.
@@ -107,14 +107,16 @@ class MethodPlan(PartPlan):
 
 @dataclass(frozen=True, eq=False)
 class CutPlan(PartPlan):
-    """The model cut at internal fx nodes; carries the traces, so binding never traces."""
+    """The model cut at internal fx nodes: the cut's train and eval graphs (made from the
+    model's traces when the plan is made), so binding never traces."""
 
     names: tuple = ()
-    traces: Traces | None = None
+    graphs: tuple[fx.Graph, fx.Graph] | None = None
+    class_name: str = ""
 
     def bind(self, model: nn.Module) -> "Part":
         names = list(self.names)
-        extractor = build_extractor(model, self.traces or traces_of(model), names)
+        extractor = bind_extractor(model, self.graphs, self.class_name)
         source = self.source
 
         def run(*args):
@@ -127,6 +129,11 @@ class CutPlan(PartPlan):
                                   name=f"{name}_{i}") for i, n in enumerate(names)]
 
         return Part({source: extractor}, run, emit, self)
+
+
+def _cut_plan(model: nn.Module, source: str, names: list, describe: str) -> CutPlan:
+    return CutPlan(source, outputs=len(names), describe=describe, names=tuple(names),
+                   graphs=cut_graphs(model, names), class_name=type(model).__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,16 +310,14 @@ def _plan_cut(model: nn.Module, source: str, at) -> CutPlan:
     names = _as_names(at, "node name", "at")
     if not all(isinstance(n, str) for n in names):
         raise PartError("at= takes a node name or a list of node names (strings)", option="at")
-    traces = traces_of(model)
-    available = traces.node_names
+    available = graph_node_names(model)
     for n in names:
         # a module's name stands for its last node (as in torchvision's feature extraction)
         if n not in available and not any(a.startswith(n + ".") for a in available):
             raise PartError(f"'{source}' has no node '{n}' to cut at", option="at",
                             hint=did_you_mean(n, available) or
                             f"`synth nodes` lists the {len(available)} nodes of this model")
-    return CutPlan(source, outputs=len(names), describe=f"cut at {', '.join(map(str, names))}",
-                   names=tuple(names), traces=traces)
+    return _cut_plan(model, source, names, f"cut at {', '.join(map(str, names))}")
 
 
 def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool) -> PartPlan:
@@ -336,9 +341,7 @@ def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool
                           describe="stages " + ", ".join(map(str, stages)),
                           stages=tuple(stages), prune=exclusive)
     names = [info[s]["module"] for s in stages]
-    return CutPlan(source, outputs=len(names),
-                   describe=f"cut at {', '.join(f'stage {s}' for s in stages)}",
-                   names=tuple(names), traces=traces_of(model))
+    return _cut_plan(model, source, names, f"cut at {', '.join(f'stage {s}' for s in stages)}")
 
 
 class UsedTensors(TorchFunctionMode):
