@@ -39,8 +39,11 @@ from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
 from synthdsl.graph.ir import SynthGraph
-from synthdsl.graph.statements import (PART_METHODS, SOURCE_CONSTRUCTORS,  # noqa: F401
-                                       SOURCE_OPTIONS, StatementBuilder, spec_texts)
+from synthdsl.graph.statements import (PART_METHODS, SOURCE_CONSTRUCTORS, SOURCE_OPTIONS,
+                                       StatementBuilder, spec_texts)
+
+__all__ = ["PART_METHODS", "SOURCE_CONSTRUCTORS", "SOURCE_OPTIONS", "SynthGraph", "build_graph",
+           "spec_texts"]
 
 
 # ---- names -----------------------------------------------------------------

@@ -385,22 +385,6 @@ class SynthGraph(nx.DiGraph):
     def validate(self) -> list[str]:
         """Every problem of the graph against its records: unknown or missing keys, wrong
         types, on nodes, edges and ``graph.graph``; spec sources' graphs too. Empty: valid."""
-        from synthdsl.graph.validate import record_problems
+        from synthdsl.graph.validate import graph_problems
 
-        problems = record_problems(self.graph, GraphRecord, "graph: ")
-        for n, attrs in self.nodes(data=True):
-            record = NODE_RECORDS.get(attrs.get("kind"))
-            if record is None:
-                problems.append(f"node {n!r}: unknown kind {attrs.get('kind')!r}")
-                continue
-            problems += record_problems(attrs, record, f"node {n!r} ({attrs['kind']}): ")
-            child = attrs.get("graph")
-            if isinstance(child, SynthGraph):
-                problems += [f"in {n!r}: {p}" for p in child.validate()]
-        for u, v, attrs in self.edges(data=True):
-            record = EDGE_RECORDS.get(attrs.get("kind"))
-            if record is None:
-                problems.append(f"edge {u!r} -> {v!r}: unknown kind {attrs.get('kind')!r}")
-                continue
-            problems += record_problems(attrs, record, f"edge {u!r} -> {v!r}: ")
-        return problems
+        return graph_problems(self)

@@ -61,3 +61,27 @@ def record_problems(attrs: dict, record: type, where: str = "") -> list[str]:
             problems.append(f"{where}'{k}' is {type(v).__name__} {v!r:.60}, "
                             f"expected {hints[k]}")
     return problems
+
+
+def graph_problems(g) -> list[str]:
+    """:meth:`SynthGraph.validate`: `g.graph` against ``GraphRecord``, each node against its
+    kind's record, each edge against its kind's; a spec source's graph too."""
+    from synthdsl.graph.ir import EDGE_RECORDS, NODE_RECORDS, GraphRecord
+
+    problems = record_problems(g.graph, GraphRecord, "graph: ")
+    for n, attrs in g.nodes(data=True):
+        record = NODE_RECORDS.get(attrs.get("kind"))
+        if record is None:
+            problems.append(f"node {n!r}: unknown kind {attrs.get('kind')!r}")
+            continue
+        problems += record_problems(attrs, record, f"node {n!r} ({attrs['kind']}): ")
+        child = attrs.get("graph")
+        if child is not None and hasattr(child, "validate"):
+            problems += [f"in {n!r}: {p}" for p in child.validate()]
+    for u, v, attrs in g.edges(data=True):
+        record = EDGE_RECORDS.get(attrs.get("kind"))
+        if record is None:
+            problems.append(f"edge {u!r} -> {v!r}: unknown kind {attrs.get('kind')!r}")
+            continue
+        problems += record_problems(attrs, record, f"edge {u!r} -> {v!r}: ")
+    return problems
