@@ -22,6 +22,12 @@ Run from the repository root::
 
     .venv/bin/python bench/frontend.py                 # table + bench/results/frontend.json
     .venv/bin/python bench/frontend.py --profile 10000 # cProfile of one run at that size
+    .venv/bin/python bench/frontend.py --before bench/results/frontend_before.json
+
+``frontend_before.json`` is this benchmark run on the code before the front end
+was made fast (commit 6193096, run from a worktree of that commit, on the same
+machine minutes before); ``--before`` prints it beside the new medians and
+records the speed-ups in ``frontend.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import cProfile
 import gc
 import io
+import json
 import os
 import platform
 import pstats
@@ -419,6 +426,48 @@ def print_table(results: list[dict], ratios: dict, ratios_ex_gc: dict, ratios_mi
             print(f"note: {r['nodes']} nodes: {r['warnings']} warnings, {r['errors']} errors")
 
 
+def _git_commit() -> str | None:
+    """The commit the measured code is at (with "+changes" if the tree differs from it)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "synthdsl", "grammar"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
+def side_by_side(before: dict, results: list[dict]) -> dict:
+    """Print and return, per size both reports have, the median seconds per stage before
+    and now, and the speed-up (before / now)."""
+    old = {r["target_nodes"]: r for r in before["sizes"]}
+    out = {"commit": before.get("git_commit") or before.get("commit"),
+           "measured": before.get("date") or before.get("timestamp"), "sizes": {}}
+    print()
+    print(f"side by side with {args_label(before)}: median ms before -> now (speed-up)")
+    print(f"{'nodes':>7} " + " ".join(f"{k:>24}" for k in (*STAGES, "total")))
+    for r in results:
+        b = old.get(r["target_nodes"])
+        if b is None:
+            continue
+        row = {k: {"before_s": b["median_s"][k], "now_s": r["median_s"][k],
+                   "speedup": b["median_s"][k] / r["median_s"][k]}
+               for k in (*STAGES, "total")}
+        out["sizes"][str(r["target_nodes"])] = row
+        print(f"{r['nodes']:>7,} " + " ".join(
+            f"{v['before_s'] * 1e3:>8.1f} -> {v['now_s'] * 1e3:>6.1f} ({v['speedup']:4.1f}x)"
+            for v in row.values()))
+    return out
+
+
+def args_label(report: dict) -> str:
+    commit = report.get("git_commit") or report.get("commit")
+    return f"the earlier report (commit {commit})" if commit else "the earlier report"
+
+
 #: Per-node time may grow this much from the smallest to the largest size and still be
 #: called linear: timing noise on a shared machine, cache effects of a bigger heap.
 LINEAR_TOLERANCE = 1.25
@@ -438,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25, help="rows of the profile to print")
     ap.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write")
     ap.add_argument("--no-write", action="store_true", help="do not write the JSON file")
+    ap.add_argument("--before", type=Path, metavar="JSON",
+                    help="a report of this benchmark from earlier code (e.g. "
+                         "bench/results/frontend_before.json): print the medians side by side "
+                         "and record the speed-ups")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -488,12 +541,16 @@ def main(argv: list[str] | None = None) -> int:
               + ("no faster than linear" if verdict[key] else
                  f"faster than linear (> {LINEAR_TOLERANCE}); see --profile"))
 
+    before = side_by_side(json.loads(args.before.read_text()), results) \
+        if args.before else None
+
     report = {
         "benchmark": "frontend",
         "description": "parse_spec + build_graph + check_graph on generated specs "
                        "(no weights, no compile); medians of repeated runs, sizes run "
                        "round-robin",
-        **environment("torch", "networkx", "lark", "pydantic", "synthdsl"),
+        **environment("torch", "networkx", "lark", "pydantic", "synthdsl",
+                      git_commit=_git_commit()),
         "load_average_at_start": load_at_start,
         "load_average_at_end": load_average(),
         "gc_threshold": gc.get_threshold(),
@@ -508,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "growth_ratio_per_node_ex_gc": ratios_ex_gc,
         "growth_ratio_per_node_fastest_run": ratios_min,
         "verdict": verdict,
+        **({"before": before} if before else {}),
     }
     if not args.no_write:
         print()
