@@ -198,6 +198,30 @@ def bind_extractor(model: nn.Module, graphs: tuple[fx.Graph, fx.Graph],
     return extractor
 
 
+def _resolvable(model: nn.Module, graphs) -> bool:
+    """Whether every module and attribute the graphs read exists on `model` (a trace
+    keeps the tensor constants it met on the model it traced: ``_tensor_constant0``)."""
+    for graph in graphs:
+        for node in graph.nodes:
+            if node.op in ("get_attr", "call_module"):
+                owner = model
+                for part in str(node.target).split("."):
+                    owner = getattr(owner, part, None)
+                    if owner is None:
+                        return False
+    return True
+
+
+def cut_extractor(model: nn.Module, graphs: tuple[fx.Graph, fx.Graph], names: list[str],
+                  class_name: str) -> fx.GraphModule:
+    """The extractor of a cut on `model` from the cut's graphs; a model of the kind that
+    keeps tensor constants from its trace (the graphs were made on another model) is
+    traced itself instead."""
+    if _resolvable(model, graphs):
+        return bind_extractor(model, graphs, class_name)
+    return bind_extractor(model, cut_graphs(model, names), class_name)
+
+
 def build_extractor(model: nn.Module, traces: Traces, names: list[str]) -> fx.GraphModule:
     """`model` cut at the nodes `names`, from its traces (:func:`extractor_graphs`)."""
     return bind_extractor(model, extractor_graphs(model, traces, names), traces.class_name)

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from synthdsl.library.cuts import (Traces, _concrete_args, _copy_tensors, _fx_tracer_kwargs,  # noqa: F401
-                                   bind_extractor, cut_graphs, cut_points, graph_node_names,
+                                   cut_extractor, cut_graphs, cut_points, graph_node_names,
                                    protect_returned_values, traces_of)
 
 #: Options a call of a whole source may take, to choose what it returns.
@@ -116,7 +116,7 @@ class CutPlan(PartPlan):
 
     def bind(self, model: nn.Module) -> "Part":
         names = list(self.names)
-        extractor = bind_extractor(model, self.graphs, self.class_name)
+        extractor = cut_extractor(model, self.graphs, names, self.class_name)
         source = self.source
 
         def run(*args):
