@@ -22,8 +22,15 @@ from synthdsl.lang.parse import parse_file, parse_spec
 if TYPE_CHECKING:
     from synthdsl.graph.ir import SynthGraph
 
-#: Constructors a source may use.
+#: Constructors of the built-in kinds of source; the kinds a spec may use are those the
+#: library registers (`synthdsl.library.sources.SOURCE_KINDS`, :func:`_source_kinds`).
 SOURCE_CONSTRUCTORS = ("timm", "spec")
+
+
+def _source_kinds() -> tuple[str, ...]:
+    from synthdsl.library.sources import SOURCE_KINDS
+
+    return tuple(SOURCE_KINDS)
 #: Methods of a source model that a spec may call as parts.
 PART_METHODS = ("forward_features", "forward_head")
 #: Keyword arguments of `timm(...)` that synthdsl consumes itself.
@@ -62,12 +69,12 @@ class StatementBuilder:
             constructor=st.constructor, target=st.target, target_span=st.target_span,
             weights=None, weights_span=None, pretrained=False,
             label=f"{st.constructor}:{st.target}")
-        if st.constructor not in SOURCE_CONSTRUCTORS:
+        kinds = _source_kinds()
+        if st.constructor not in kinds:
             self.error("S201", f"unknown source constructor '{st.constructor}'",
                        st.constructor_span,
-                       hint=did_you_mean(st.constructor, SOURCE_CONSTRUCTORS)
-                       or "sources are made with " + ", ".join(f"{c}(...)" for c in
-                                                               SOURCE_CONSTRUCTORS))
+                       hint=did_you_mean(st.constructor, kinds)
+                       or "sources are made with " + ", ".join(f"{c}(...)" for c in kinds))
         if st.constructor == "spec":
             self.add_spec_source(st, attrs)
             return
