@@ -38,6 +38,7 @@ def check_shapes(ctx: CheckContext) -> None:
 
 def _run_all(ctx: CheckContext) -> None:
     g = ctx.g
+    spelled: dict[torch.Size, tuple] = {}  # a meta shape -> how the spec spells it
     for n in g.topological_order():
         node = g.nodes[n]
         kind = node["kind"]
@@ -62,7 +63,10 @@ def _run_all(ctx: CheckContext) -> None:
         if isinstance(out, tuple):
             node["shapes"] = tuple(ctx.shape_of(t) for t in out)
         else:
-            node["shape"] = ctx.shape_of(out)
+            shape = spelled.get(out.shape)
+            if shape is None:
+                shape = spelled[out.shape] = ctx.shape_of(out)
+            node["shape"] = shape
     for u, succ in g.adj.items():  # each data edge carries its value's shape
         shape = g.nodes[u].get("shape")
         if shape is not None:
@@ -347,15 +351,16 @@ def _run_cached(ctx: CheckContext, key, fn, args, error):
         hit = ctx.meta_outputs.get(sig)
     except TypeError:
         hit, sig = None, None
-    if hit is not None:
-        return torch.empty(hit[0], dtype=hit[1], device="meta")
+    if hit is not None:  # a new tensor object, as contiguous as torch.empty makes it
+        return hit[2].detach()
     try:
         with torch.no_grad():
             out = fn(*args)
     except Exception as e:  # noqa: BLE001
         raise error(e) from None
     if sig is not None and isinstance(out, torch.Tensor):
-        ctx.meta_outputs[sig] = (tuple(out.shape), out.dtype)
+        ctx.meta_outputs[sig] = (tuple(out.shape), out.dtype,
+                                 torch.empty(out.shape, dtype=out.dtype, device="meta"))
     return out
 
 
