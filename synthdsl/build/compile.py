@@ -5,6 +5,14 @@ The fx graph is written by hand in the graph's topological order (the pattern of
 ``call_module`` per part or layer, one ``call_function`` per operation, and an
 output. Nothing is traced. Pretrained parts keep their own names, so
 ``state_dict()`` keys read ``vgg.features.0.weight``.
+
+Compile executes what the check planned: the part plans it kept
+(``graph.graph["plans"]``) are bound to the installed models, and the sources
+come from the run's cache (``graph.graph["sources"]``): a source with a
+checkpoint is the check's meta model, filled tensor by tensor from the reader
+the check read its header from; any other is built for real once. Every fx node
+says where it came from in ``node.meta["synth"]`` (spec node, name, kind, span,
+file, line, shape), which :func:`spec_shapes` reads without a forward pass.
 """
 
 from __future__ import annotations

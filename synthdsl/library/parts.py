@@ -13,9 +13,17 @@ A part is one of:
 * timm feature stages (``feature_info`` indices):   ``c3, c4 = r50(x, stages=[3, 4])``
 
 Cuts trace the model with timm's own fx rules (its not-traced modules and
-functions) and keep only what the cut needs; stages use timm's
+functions, `library.cuts`) and keep only what the cut needs; stages use timm's
 ``forward_intermediates`` where the model has it (pruned with
 ``prune_intermediate_layers``), and otherwise cut at the stage's module.
+
+A plan is data, one dataclass per kind of part (:class:`ModulesPlan`,
+:class:`MethodPlan`, :class:`CutPlan`, :class:`StagesPlan`, :class:`SpecPlan`):
+:func:`make_plan` makes it from a model and a part node and changes neither;
+:meth:`PartPlan.bind` executes it on a model, giving a :class:`Part` (the
+modules to install, the eager call, the fx nodes to write). The check keeps its
+plans on the graph (``graph.graph["plans"]``) and the compiler binds them to the
+models it installs, so nothing is planned, or traced, twice.
 """
 
 from __future__ import annotations

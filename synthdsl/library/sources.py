@@ -29,10 +29,8 @@ import torch
 from torch import nn
 
 from synthdsl.lang.errors import SynthError, did_you_mean
-from synthdsl.library.checkpoints import (  # noqa: F401 - the names the checks use
-    MAX_HEADER_BYTES, MAX_TENSORS, SAFETENSORS_DTYPES, ReaderCache, checkpoint_shapes,
-    load_torch as _load_torch, read_safetensors, read_state_dict, reason as _reason,
-    safetensors_header as _safetensors_header, sniff as _sniff, weights_format)
+from synthdsl.library.checkpoints import (  # noqa: F401 - read_state_dict, _reason: used here
+    ReaderCache, checkpoint_shapes, read_state_dict, reason as _reason, weights_format)
 from synthdsl.library.cuts import graph_node_names
 from synthdsl.library.parts import PartPlan, feature_info, make_plan
 
