@@ -105,6 +105,11 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             if not has_hidden_state(model):
                 models[s], bound[s], lazy[s] = model, parts, _open(node, sources)
                 continue
+        if device == "meta":  # a structure only: the check's meta model serves
+            model, parts = sources.take(s)
+            if model is not None:
+                models[s], bound[s] = model, parts
+                continue
         models[s] = sources.real(s, device if load_weights else "cpu", load_weights)
     parts: dict[str, Part] = {}
     for n in graph.of_kind("part"):
