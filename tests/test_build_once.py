@@ -191,5 +191,20 @@ def test_fx_nodes_name_the_spec_line_and_shape():
     lines = {n.meta["synth"]["node"]: n.meta["synth"]["line"]
              for n in model.graph_module.graph.nodes if "synth" in n.meta}
     assert lines["h.1"] == 5 and lines["x"] == 2
-    assert all(n.meta["synth"]["shape"] is not None
-               for n in model.graph_module.graph.nodes if "synth" in n.meta)
+    nodes = [n for n in model.graph_module.graph.nodes if n.op != "output"]
+    assert all("synth" in n.meta for n in nodes)  # the method's owner and the call too
+    assert all(n.meta["synth"]["shape"] is not None for n in nodes if n.meta["synth"]["value"])
+    assert {n.meta["stack_trace"] for n in nodes if n.meta["synth"]["node"] == "a_b"} == {
+        'File "<spec>", line 4, in a_b\n    a, b = r(x, stages=[1, 2])'}
+
+
+def test_a_runtime_error_names_the_spec_node_and_line():
+    model = synthdsl.compile_spec("synth E\ninput x: [B, 8]\n"
+                                  "h = Linear(x, out=4) |> ReLU\n"
+                                  "y = Linear(h, out=2)\noutput y\n")
+    with pytest.raises(RuntimeError) as e:
+        model(torch.randn(2, 9))
+    assert e.value.__notes__ == ["in the spec: 'h' (layer) at <spec>:3:5"]
+    with pytest.raises(RuntimeError) as e:
+        model.forward_train(torch.randn(2, 9))
+    assert e.value.__notes__ == ["in the spec: 'h' (layer) at <spec>:3:5"]

@@ -17,6 +17,7 @@ file, line, shape), which :func:`spec_shapes` reads without a forward pass.
 
 from __future__ import annotations
 
+import itertools
 import operator
 
 import torch
@@ -245,11 +246,13 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
                    as_dict: bool = False) -> fx.Graph:
     g = fx.Graph()
     env: dict[str, list[fx.Node]] = {}
+    lines = str(graph.graph.get("text", "")).splitlines()
     for n in graph.topological_order():
         node = graph.nodes[n]
         kind = node["kind"]
         if kind in ("source", "checkpoint", "output", "loss"):
             continue
+        before = len(g.nodes)
         args = () if kind == "item" else tuple(_value(graph, env, i) for i in node["inputs"])
         name = n.replace(".", "_").replace(":", "_")  # `hidden.0` → `hidden_0`
         if kind == "input":
@@ -272,6 +275,13 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
             several = len(values) > 1 and i < len(shapes)
             v.meta["synth"] = _synth_meta(n, node, shapes[i] if several else node.get("shape"),
                                           i if len(values) > 1 else None)
+        # every fx node the spec node wrote (a cut's extractor call, a method's owner too)
+        # points at its line; fx prints it beside the generated code when a call fails
+        trace = _stack_trace(graph, node, lines)
+        for v in itertools.islice(reversed(g.nodes), len(g.nodes) - before):
+            v.meta.setdefault("synth", {**_synth_meta(n, node, None, None), "value": False})
+            if v.op != "placeholder":
+                v.meta["stack_trace"] = trace
         env[n] = values
     outputs = inference_outputs(graph) if outputs is None else outputs
     values = {name: _value(graph, env, n) for name, n in outputs}
@@ -290,7 +300,18 @@ def _synth_meta(n: str, node, shape, index: int | None) -> dict:
     span = node["span"]
     return {"node": n, "name": node["name"], "kind": node["kind"], "span": str(span),
             "file": getattr(span, "file", None), "line": getattr(span, "line", None),
-            "shape": tuple(shape) if shape is not None else None, "index": index}
+            "shape": tuple(shape) if shape is not None else None, "index": index,
+            "value": True}
+
+
+def _stack_trace(graph: SynthGraph, node, lines: list[str]) -> str:
+    """The spec line of a node in the form of a Python traceback frame, which torch.fx
+    writes as a comment above the node's line of generated code."""
+    span = node["span"]
+    line = getattr(span, "line", None) or 0
+    file = getattr(span, "file", None) or graph.graph.get("file") or "<spec>"
+    text = lines[line - 1].strip() if 0 < line <= len(lines) else node["label"]
+    return f'File "{file}", line {line}, in {node["name"]}\n    {text}'
 
 
 def spec_shapes(module: fx.GraphModule | SynthModule) -> dict[str, tuple | None]:
@@ -307,7 +328,7 @@ def spec_shapes(module: fx.GraphModule | SynthModule) -> dict[str, tuple | None]
     several: dict[str, dict[int, tuple | None]] = {}
     for fx_node in gm.graph.nodes:
         synth = fx_node.meta.get("synth")
-        if synth is None:
+        if synth is None or not synth.get("value", True):
             continue
         if synth.get("index") is None:
             single.setdefault(synth["node"], synth.get("shape"))

@@ -88,7 +88,11 @@ class SynthModule(nn.Module):
         return self.graph_module.code
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return type(self._graph_module).forward(self, *args, **kwargs)
+        try:
+            return type(self._graph_module).forward(self, *args, **kwargs)
+        except Exception as e:
+            _note_spec_node(self._graph_module, e)
+            raise
 
     def forward_train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Every declared output and every value a `loss` reads, by name (a teacher's
@@ -97,7 +101,11 @@ class SynthModule(nn.Module):
         if gm is None:
             out = self.forward(*args, **kwargs)
             return out if isinstance(out, dict) else {self.output_names[0]: out}
-        return type(gm).forward(self, *args, **kwargs)
+        try:
+            return type(gm).forward(self, *args, **kwargs)
+        except Exception as e:
+            _note_spec_node(gm, e)
+            raise
 
     @property
     def losses(self) -> list[dict]:
@@ -204,3 +212,30 @@ class SynthModule(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.trainable_parameters())
         return {"params": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def spec_node_of(gm: fx.GraphModule, error: BaseException) -> dict | None:
+    """The ``meta["synth"]`` (spec node, name, kind, span, shape) of the fx node whose line
+    of `gm`'s generated forward raised `error`, or None when it was not raised there."""
+    code = type(gm).forward.__code__
+    lineno, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    lines = getattr(gm, "_lineno_map", None)
+    if lineno is None or not lines:
+        return None
+    index = lines.get(lineno - code.co_firstlineno)
+    if index is None:
+        return None
+    node = next((n for i, n in enumerate(gm.graph.nodes) if i == index), None)
+    return node.meta.get("synth") if node is not None else None
+
+
+def _note_spec_node(gm: fx.GraphModule, error: BaseException) -> None:
+    """Say in the error which spec line's node failed (once, at the outermost module)."""
+    synth = spec_node_of(gm, error)
+    notes = getattr(error, "__notes__", [])
+    if synth is not None and not any(n.startswith("in the spec:") for n in notes):
+        error.add_note(f"in the spec: '{synth['name']}' ({synth['kind']}) at {synth['span']}")
