@@ -36,6 +36,19 @@ def _fx_tracer_kwargs() -> dict:
             "autowrap_functions": list(get_notrace_functions())}
 
 
+class TimmTracer(fx.Tracer):
+    """torch.fx's own tracer with timm's rules: its not-traced modules kept as leaves, its
+    not-traced functions wrapped (what the pictures trace with, by module)."""
+
+    def __init__(self) -> None:
+        kwargs = _fx_tracer_kwargs()
+        super().__init__(autowrap_functions=tuple(kwargs["autowrap_functions"]))
+        self._leaves = tuple(kwargs["leaf_modules"])
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, self._leaves) or super().is_leaf_module(m, qualname)
+
+
 def _concrete_args(model: nn.Module) -> dict[str, Any]:
     """Bind every optional forward() argument to its default, so traces take one branch."""
     params = list(inspect.signature(model.forward).parameters.values())[1:]

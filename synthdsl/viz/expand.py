@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 from torch import fx, nn
 
+from synthdsl.library.cuts import TimmTracer
+
 
 class ExpandError(ValueError):
     """A source that cannot be opened (unknown name, or a source that failed the check)."""
@@ -47,19 +49,6 @@ class Expansion:
     groups: tuple[Group, ...]
     edges: tuple[tuple[str, str], ...]   # (group path, group path), data flow between groups
     note: str | None = None
-
-
-class _TimmTracer(fx.Tracer):
-    """torch.fx's tracer, with timm's not-traced modules kept as leaves."""
-
-    def __init__(self) -> None:
-        from timm.layers import get_notrace_functions, get_notrace_modules
-
-        super().__init__(autowrap_functions=tuple(get_notrace_functions()))
-        self._leaves = tuple(get_notrace_modules())
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self._leaves) or super().is_leaf_module(m, qualname)
 
 
 def _concrete_args(model: nn.Module) -> dict[str, Any]:
@@ -101,7 +90,7 @@ def trace_groups(model: nn.Module, depth: int = 1, prefix: str = ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = _TimmTracer().trace(model, concrete_args=_concrete_args(model) or None)
+            graph = TimmTracer().trace(model, concrete_args=_concrete_args(model) or None)
     except Exception as e:  # noqa: BLE001 - a model timm's rules cannot trace
         first = (str(e).strip().splitlines() or [""])[0][:200]
         note = (f"could not trace it ({type(e).__name__}: {first}); groups follow its "
