@@ -8,11 +8,11 @@ import time
 import torch
 
 from synthdsl.build.artifact import lock_data, save_compiled, verify_lock, write_lock
-from synthdsl.build.compile import compile_graph
-from synthdsl.checks import check_graph, fmt_shape
+from synthdsl.build.compile import compile_graph, spec_shapes
+from synthdsl.checks import check_graph
 from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, print_warnings, read_text
 from synthdsl.graph import SynthGraph, build_graph
-from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, render_all
+from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, fmt_shape, render_all
 from synthdsl.lang.parse import parse_file
 from synthdsl.library.cache import sources_of
 from synthdsl.library.parts import cut_points, feature_info
@@ -59,6 +59,10 @@ def cmd_compile(args) -> int:
     if args.code:
         print(model.code.strip())
         print()
+    # the shapes come from the plan the check made, written into the fx graph; the one
+    # forward pass shows the module runs, and where a size follows from a symbolic one
+    # other than the batch the plan cannot know it, so what the run gives is printed
+    planned = spec_shapes(model)
     inputs = model.example_inputs(batch_size=args.batch_size)
     with torch.no_grad():
         out = model.eval()(*inputs)
@@ -66,8 +70,9 @@ def cmd_compile(args) -> int:
     print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
     for name, x in zip(model.input_names, inputs):
         print(f"  input  {name}: {fmt_shape(x.shape)}")
-    for name, y in outs.items():
-        print(f"  output {name}: {fmt_shape(y.shape)}")
+    for (name, y), node in zip(outs.items(), graph.outputs):
+        shape = _concrete(planned.get(graph.nodes[node]["of"]), args.batch_size)
+        print(f"  output {name}: {fmt_shape(shape if shape == tuple(y.shape) else y.shape)}")
     t = model.parameter_totals()
     print(f"  {t['params']:,} parameters: {t['trainable']:,} trainable, {t['frozen']:,} frozen")
     if model.frozen_norm_layers:
@@ -76,6 +81,13 @@ def cmd_compile(args) -> int:
         save_compiled(model, args.output)
         print(f"  wrote {args.output} (weights, spec, provenance and lock)")
     return EXIT_OK
+
+
+def _concrete(shape, batch_size: int) -> tuple | None:
+    """A planned shape with its symbolic dimensions at the size example inputs give them."""
+    if not isinstance(shape, tuple) or not all(isinstance(d, (int, str)) for d in shape):
+        return None
+    return tuple(batch_size if isinstance(d, str) else d for d in shape)
 
 
 def cmd_nodes(args) -> int:
