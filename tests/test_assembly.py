@@ -12,7 +12,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import synthdsl
 from synthdsl import SynthError
 from synthdsl.cli import run
-from synthdsl.library.parts import _concrete_args, _fx_tracer_kwargs
+from synthdsl.library.cuts import _concrete_args, _fx_tracer_kwargs
 from tests.conftest import randomize_, save_checkpoint
 
 

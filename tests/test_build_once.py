@@ -18,7 +18,7 @@ import synthdsl
 from synthdsl.build.compile import compile_graph, spec_shapes
 from synthdsl.graph import build_graph
 from synthdsl.lang.parse import parse_spec
-from synthdsl.library import parts
+from synthdsl.library import cuts, parts
 from synthdsl.library.cache import sources_of
 from synthdsl.library.sources import SOURCE_KINDS
 
@@ -146,7 +146,7 @@ def test_compile_executes_the_plans_of_the_check(monkeypatch, checkpoint):
 
     monkeypatch.setattr(parts, "make_plan", refuse)
     monkeypatch.setattr(type(SOURCE_KINDS["timm"]), "plan", refuse)
-    monkeypatch.setattr(parts, "traces_of", refuse)
+    monkeypatch.setattr(cuts, "traces_of", refuse)
     for g in graphs:
         m = compile_graph(g, seed=0).eval()
         with torch.no_grad():
@@ -196,6 +196,21 @@ def test_fx_nodes_name_the_spec_line_and_shape():
     assert all(n.meta["synth"]["shape"] is not None for n in nodes if n.meta["synth"]["value"])
     assert {n.meta["stack_trace"] for n in nodes if n.meta["synth"]["node"] == "a_b"} == {
         'File "<spec>", line 4, in a_b\n    a, b = r(x, stages=[1, 2])'}
+
+
+def test_the_plan_carries_each_value_dtype_into_the_fx_meta():
+    model = synthdsl.compile_spec("synth D\ninput x: [B, 3, 32, 32]\n"
+                                  'source r = timm("test_resnet")\n'
+                                  "a, b = r(x, stages=[1, 2])\n"
+                                  "h = GlobalAvgPool(b) |> Linear(out=4)\n"
+                                  "output h, a\n")
+    graph = model.graph
+    assert graph.nodes["h.1"]["dtype"] == "float32"
+    assert graph.nodes["a_b"]["dtypes"] == ("float32", "float32")
+    values = [n for n in model.graph_module.graph.nodes
+              if "synth" in n.meta and n.meta["synth"]["value"]]
+    assert values and all(n.meta["synth"]["dtype"] == "float32" for n in values)
+    assert graph.validate() == []
 
 
 def test_a_runtime_error_names_the_spec_node_and_line():

@@ -164,6 +164,21 @@ def test_render_all_reads_a_file_the_text_does_not_belong_to(tmp_path):
     assert "2 | logits = nothing(x)\n  |          ^^^^^^^" in out
 
 
+def test_render_all_reads_each_file_once_however_many_errors_it_has(tmp_path, monkeypatch):
+    from synthdsl.lang import errors as errors_module
+
+    spec = tmp_path / "spec.synth"
+    spec.write_text(TEXT)
+    reads = []
+    read = errors_module._read_text
+    monkeypatch.setattr(errors_module, "_read_text", lambda f: reads.append(f) or read(f))
+    errs = SynthErrors([SynthError("S1", f"problem {i}", span(3, 5, 3, 11, file=str(spec)))
+                        for i in range(MAX_REPORTED + 5)])
+    out = render_all(errs, TEXT)
+    assert out.count("3 | h = Linear(x, out=8)") == MAX_REPORTED
+    assert reads == [str(spec)]
+
+
 def test_synth_errors_sort_by_place_and_flatten():
     spanless = SynthError("S000", "no place")
     late = SynthError("S101", "late", span(5, 1))

@@ -96,7 +96,7 @@ def test_interpolated_position_embedding():
 
 def test_check_reads_headers_only(donor, monkeypatch):
     _, ckpt = donor
-    from synthdsl.library import weights
+    from synthdsl.library import checkpoints as weights
 
     def refuse(*a, **k):
         raise AssertionError("the check read tensor data")
@@ -113,7 +113,7 @@ def test_check_reads_headers_only(donor, monkeypatch):
 
 def test_only_kept_tensors_are_read(donor, monkeypatch):
     _, ckpt = donor
-    from synthdsl.library import weights
+    from synthdsl.library import checkpoints as weights
 
     read: list[str] = []
     original = weights.SafetensorsReader.get

@@ -343,7 +343,7 @@ def test_a_returned_view_survives_an_in_place_op_on_its_base():
     """`f` is a view of `a` that nothing else reads; ReLU(inplace) on `a` comes later."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from synthdsl.library.parts import _protect_returned_values
+    from synthdsl.library.cuts import protect_returned_values as _protect_returned_values
 
     class Net(torch.nn.Module):
         def __init__(self):

@@ -18,11 +18,16 @@ import os
 from pathlib import Path
 
 import torch
+import safetensors.torch
 
+from synthdsl.build.compile import compile_graph
+from synthdsl.checks import check_graph
 from synthdsl.files import atomic_path, write_text as atomic_write_text
+from synthdsl.graph import SynthGraph, build_graph, spec_texts
 from synthdsl.lang.errors import SynthError
-from synthdsl.graph import SynthGraph
+from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import file_sha256, read_state_dict, safetensors_metadata
+from synthdsl.library.peft import merge_lora
 
 FORMAT = "synthdsl-compiled/1"
 
@@ -60,7 +65,6 @@ def lock_data(graph: SynthGraph) -> dict:
 
 def save_compiled(model, path: str | Path) -> Path:
     """Write `model` (a SynthModule) as safetensors with its spec, provenance and lock."""
-    from safetensors.torch import save_file
 
     graph = model.graph
     base = Path(graph.graph.get("base_dir", "."))
@@ -76,7 +80,7 @@ def save_compiled(model, path: str | Path) -> Path:
     }
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        safetensors.torch.save_file(state, str(tmp), metadata=meta)
     return Path(path)
 
 
@@ -91,10 +95,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def load_compiled(path: str | Path):
     """Rebuild the module saved by :func:`save_compiled`, from that file alone."""
-    from synthdsl.checks import check_graph
-    from synthdsl.build.compile import compile_graph
-    from synthdsl.graph import spec_texts
-    from synthdsl.lang.parse import parse_spec
 
     path = Path(path)
     meta = read_metadata(path)
@@ -107,7 +107,6 @@ def load_compiled(path: str | Path):
                             weights=False)
     model = compile_graph(graph, load_weights=False)
     saved = set(json.loads(meta.get("adapters", "[]")))
-    from synthdsl.library.peft import merge_lora
 
     for name, m in list(model.named_modules()):
         if hasattr(m, "lora_A") and name not in saved:  # merged before saving
@@ -126,7 +125,6 @@ def load_compiled(path: str | Path):
 
 
 def _build(spec):
-    from synthdsl.graph import build_graph
 
     return build_graph(spec)
 

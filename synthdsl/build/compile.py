@@ -18,7 +18,6 @@ file, line, shape), which :func:`spec_shapes` reads without a forward pass.
 from __future__ import annotations
 
 import itertools
-import operator
 
 import torch
 from torch import fx, nn
@@ -34,8 +33,8 @@ from synthdsl.library.peft import add_lora
 from synthdsl.library.sources import SOURCE_KINDS
 
 SOURCE_KINDS["spec"].compile = lambda graph, **kw: compile_graph(graph, **kw)
-from synthdsl.library.weights import (ModuleReader, TensorReader, file_sha256, has_hidden_state,
-                                      materialize, persistent_tensors, transform)
+from synthdsl.library.checkpoints import ModuleReader, TensorReader, file_sha256
+from synthdsl.library.weights import has_hidden_state, materialize, persistent_tensors, transform
 
 
 def _install(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -270,11 +269,13 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
                                     {**spec.defaults(), **node["options"]}, name=name)]
         else:  # pragma: no cover
             raise InternalError(f"unknown node kind {kind!r}")
-        shapes = node.get("shapes") or ()
+        shapes, dtypes = node.get("shapes") or (), node.get("dtypes") or ()
         for i, v in enumerate(values if kind != "item" else ()):  # an item's is its part's
             several = len(values) > 1 and i < len(shapes)
-            v.meta["synth"] = _synth_meta(n, node, shapes[i] if several else node.get("shape"),
-                                          i if len(values) > 1 else None)
+            v.meta["synth"] = _synth_meta(
+                n, node, shapes[i] if several else node.get("shape"),
+                i if len(values) > 1 else None,
+                dtypes[i] if several and i < len(dtypes) else node.get("dtype"))
         # every fx node the spec node wrote (a cut's extractor call, a method's owner too)
         # points at its line; fx prints it beside the generated code when a call fails
         trace = _stack_trace(graph, node, lines)
@@ -293,14 +294,16 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
     return g
 
 
-def _synth_meta(n: str, node, shape, index: int | None) -> dict:
+def _synth_meta(n: str, node, shape, index: int | None, dtype: str | None = None) -> dict:
     """What an fx node says of where it came from: the spec node, its name and kind, its
     span (``file:line:col``; file and line apart too), its output shape with symbolic
-    dimensions by name (``('B', 10)``), and which of several values it is."""
+    dimensions by name (``('B', 10)``) and dtype (``float32``), and which of several
+    values it is."""
     span = node["span"]
     return {"node": n, "name": node["name"], "kind": node["kind"], "span": str(span),
             "file": getattr(span, "file", None), "line": getattr(span, "line", None),
-            "shape": tuple(shape) if shape is not None else None, "index": index,
+            "shape": tuple(shape) if shape is not None else None, "dtype": dtype,
+            "index": index,
             "value": True}
 
 

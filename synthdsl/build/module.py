@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from synthdsl.graph import SynthGraph
 from synthdsl.library.layers import NORM_WITH_STATS
+from synthdsl.library.peft import merge_lora
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,6 @@ class SynthModule(nn.Module):
 
     def merge_adapters(self) -> list[str]:
         """Fold every LoRA adapter into its layer's weight; the names of the merged layers."""
-        from synthdsl.library.peft import merge_lora
 
         merged = [name for name, m in self.named_modules() if hasattr(m, "lora_A")]
         for name in merged:

@@ -32,7 +32,6 @@ from synthdsl.checks.structure import check_cycles
 from synthdsl.checks.training import check_training
 from synthdsl.checks.unused import check_unused
 from synthdsl.graph import SynthGraph
-from synthdsl.lang.errors import fmt_shape  # noqa: F401 - its home is lang.errors
 
 #: The passes `check_graph` runs, in order. Each reads what the earlier ones left
 #: on the context: sources before shapes (the meta models), shapes before

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from synthdsl.graph import SynthGraph
-from synthdsl.graph.counts import all_buffers, all_parameters  # noqa: F401 - for the passes
 from synthdsl.lang.errors import Collector, SynthError, SynthErrors, fmt_shape
 from synthdsl.library.parts import PartPlan
 

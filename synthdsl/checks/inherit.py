@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from synthdsl.checks.context import CheckContext
-from synthdsl.lang.errors import SynthError, did_you_mean
+from synthdsl.lang.errors import did_you_mean
 from synthdsl.lang.options import INHERIT_OPTIONS, spoken
 from synthdsl.library.cache import sources_of
 from synthdsl.library.sources import _reason

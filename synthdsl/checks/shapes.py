@@ -18,8 +18,8 @@ import weakref
 import torch
 from torch import nn
 
-from synthdsl.checks.context import (Broken, CheckContext, all_buffers, all_parameters,
-                                     torch_reason)
+from synthdsl.checks.context import Broken, CheckContext, torch_reason
+from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
 from synthdsl.lang.parse import no_cyclic_gc
@@ -62,7 +62,9 @@ def _run_all(ctx: CheckContext) -> None:
         ctx.values[n] = out
         if isinstance(out, tuple):
             node["shapes"] = tuple(ctx.shape_of(t) for t in out)
+            node["dtypes"] = tuple(_dtype_name(t) for t in out)
         else:
+            node["dtype"] = _dtype_name(out)
             shape = spelled.get(out.shape)
             if shape is None:
                 shape = spelled[out.shape] = ctx.shape_of(out)
@@ -73,6 +75,11 @@ def _run_all(ctx: CheckContext) -> None:
             for attrs in succ.values():
                 if attrs["kind"] == "data":
                     attrs["shape"] = shape
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    """How a value's dtype is written on the graph: ``float32``, ``int64``, ..."""
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _unpacked(node, out) -> None:

@@ -10,7 +10,8 @@ checked child graphs are left on the context for the later passes.
 
 from __future__ import annotations
 
-from synthdsl.checks.context import CheckContext, all_parameters, run_check
+from synthdsl.checks.context import CheckContext, run_check
+from synthdsl.graph.counts import all_parameters
 from synthdsl.library.cache import Sources
 from synthdsl.library.sources import source_kind
 

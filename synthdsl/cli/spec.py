@@ -15,7 +15,8 @@ from synthdsl.graph import SynthGraph, build_graph
 from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, fmt_shape, render_all
 from synthdsl.lang.parse import parse_file
 from synthdsl.library.cache import sources_of
-from synthdsl.library.parts import cut_points, feature_info
+from synthdsl.library.cuts import cut_points
+from synthdsl.library.parts import feature_info
 from synthdsl.library.sources import check_arch, create_timm
 from synthdsl.viz.summary import render_provenance, render_summary
 

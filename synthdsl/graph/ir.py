@@ -55,6 +55,8 @@ class NodeRecord(TypedDict):
     broken: NotRequired[bool]          #: the check could not run it (it, or an input, failed)
     shape: NotRequired[Shape]          #: the check: its output's shape
     shapes: NotRequired[tuple[Shape, ...]]  #: the check: shapes of a call giving several values
+    dtype: NotRequired[str]            #: the check: its output's dtype (``float32``)
+    dtypes: NotRequired[tuple[str, ...]]  #: the check: dtypes of a call giving several values
     params: NotRequired[int]           #: the check: parameters it installs (a source: has)
 
 

@@ -163,6 +163,15 @@ def render_all(err: SynthError, texts: dict[str | None, str] | str | None,
                limit: int = MAX_REPORTED) -> str:
     """Render every diagnostic in `err`, capped with "... and N more"."""
     errors = flatten(err)
+    on_disk: dict[str, str | None] = {}   # each file read once, however many errors it has
+
+    def read(file: str | None) -> str | None:
+        if not file:
+            return None
+        if file not in on_disk:
+            on_disk[file] = _read_text(file)
+        return on_disk[file]
+
     blocks = []
     for e in errors[:limit]:
         file = e.span.file if e.span else None
@@ -170,8 +179,9 @@ def render_all(err: SynthError, texts: dict[str | None, str] | str | None,
             text = texts.get(file)
         else:
             text = texts
-        if text is None or (file and not isinstance(texts, dict) and _other_file(file, texts)):
-            text = _read_text(file) or text  # e.g. an error inside an imported spec
+        other = file and not isinstance(texts, dict) and read(file) not in (None, texts)
+        if text is None or other:
+            text = read(file) or text  # e.g. an error inside an imported spec
         blocks.append(render(e, text))
     if len(errors) > limit:
         blocks.append(f"... and {len(errors) - limit} more")
@@ -188,9 +198,3 @@ def _read_text(file: str | None) -> str | None:
             return f.read()
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def _other_file(file: str, text: str | None) -> bool:
-    """Whether `file` on disk is not the text we were given (an error in another spec)."""
-    on_disk = _read_text(file)
-    return on_disk is not None and on_disk != text

@@ -305,41 +305,38 @@ class SafetensorsReader(TensorReader):
             self._file = None
 
 
-class TorchReader(TensorReader):
+class _StateReader(TensorReader):
+    """Tensors held in a state dict already (``_state``)."""
+
+    _state: dict[str, torch.Tensor]
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self._state.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._state[key]
+
+
+class TorchReader(_StateReader):
     """A `.pt` file memory-mapped: tensors are views of the file until copied."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._state = load_torch(Path(path), mmap=True)
 
-    def keys(self) -> list[str]:
-        return list(self._state)
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(v.shape) for k, v in self._state.items()}
-
-    def get(self, key: str) -> torch.Tensor:
-        return self._state[key]
-
     def close(self) -> None:
         self._state = {}
 
 
-class ModuleReader(TensorReader):
+class ModuleReader(_StateReader):
     """Tensors of a model built in memory (random initialisation, or hub weights)."""
 
     def __init__(self, model: nn.Module, origin: dict[str, Any]) -> None:
         self._state = model.state_dict()
         self._origin = origin
-
-    def keys(self) -> list[str]:
-        return list(self._state)
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(v.shape) for k, v in self._state.items()}
-
-    def get(self, key: str) -> torch.Tensor:
-        return self._state[key]
 
     def origin(self, key: str) -> dict[str, Any]:
         return {**self._origin, "key": key}

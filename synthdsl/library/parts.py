@@ -37,13 +37,11 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from synthdsl.library.cuts import (Traces, _concrete_args, _copy_tensors, _fx_tracer_kwargs,  # noqa: F401
-                                   cut_extractor, cut_graphs, cut_points, graph_node_names,
-                                   protect_returned_values, traces_of)
+from synthdsl.lang.errors import did_you_mean
+from synthdsl.library.cuts import cut_extractor, cut_graphs, graph_node_names
 
 #: Options a call of a whole source may take, to choose what it returns.
 CUT_OPTIONS = ("at", "stage", "stages")
-_protect_returned_values = protect_returned_values  # the name the tests know
 
 
 class PartError(ValueError):
@@ -220,7 +218,6 @@ def feature_info(model: nn.Module) -> list[dict]:
 
 
 def _submodule(model: nn.Module, source: str, path: Sequence[str]) -> nn.Module:
-    from synthdsl.lang.errors import did_you_mean
 
     module = model
     for i, step in enumerate(path):
@@ -313,7 +310,6 @@ def _as_names(value, what: str, option: str) -> list:
 
 
 def _plan_cut(model: nn.Module, source: str, at) -> CutPlan:
-    from synthdsl.lang.errors import did_you_mean
 
     names = _as_names(at, "node name", "at")
     if not all(isinstance(n, str) for n in names):

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from synthdsl.lang.options import INHERIT_OPTIONS
-from synthdsl.library.checkpoints import (  # noqa: F401 - readers live with all checkpoint I/O
-    ModuleReader, SafetensorsReader, TensorReader, TorchReader, file_sha256, open_checkpoint)
+from synthdsl.library.checkpoints import TensorReader, TorchReader
 
 
 class ChangedError(ValueError):

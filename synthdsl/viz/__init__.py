@@ -16,6 +16,7 @@ flowchart TB
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -52,7 +53,6 @@ def format_for(path: str | os.PathLike) -> str:
 
 def render_view(view: View, fmt: str) -> str | bytes:
     """A view in `fmt`: text for dot, svg, html, mmd, json, text; bytes for png."""
-    import json
 
     if fmt == "dot":
         return render_dot(view)

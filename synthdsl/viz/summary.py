@@ -5,6 +5,8 @@ Reads only the graph, like every consumer after the check.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from synthdsl.graph import SynthGraph
 from synthdsl.graph.counts import all_parameters, count_params
 from synthdsl.lang.errors import fmt_shape
@@ -118,6 +120,5 @@ def render_provenance(model) -> str:
 
 
 def _short(path) -> str:
-    from pathlib import Path
 
     return Path(path).name if path else "?"
