@@ -22,19 +22,21 @@ import itertools
 import torch
 from torch import fx, nn
 
-from synthdsl.lang.errors import InternalError, SynthError
-from synthdsl.graph import SynthGraph
-from synthdsl.library.cache import Sources, sources_of
-from synthdsl.library.layers import LAYERS
 from synthdsl.build.module import SynthModule
+from synthdsl.graph import SynthGraph
+from synthdsl.lang.errors import InternalError, SynthError
+from synthdsl.library.cache import Sources, sources_of
+from synthdsl.library.checkpoints import ModuleReader, TensorReader, file_sha256
+from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.library.parts import Part, SpecPlan
 from synthdsl.library.peft import add_lora
 from synthdsl.library.sources import SOURCE_KINDS
-
-SOURCE_KINDS["spec"].compile = lambda graph, **kw: compile_graph(graph, **kw)
-from synthdsl.library.checkpoints import ModuleReader, TensorReader, file_sha256
 from synthdsl.library.weights import has_hidden_state, materialize, persistent_tensors, transform
+
+# A `spec(...)` source is another spec compiled whole: the source layer sits below the
+# compiler, so the compiler hands it the way to do that.
+SOURCE_KINDS["spec"].compile = lambda graph, **kw: compile_graph(graph, **kw)
 
 
 def _install(root: nn.Module, path: str, module: nn.Module) -> None:

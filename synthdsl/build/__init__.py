@@ -1,0 +1,1 @@
+"""The checked graph → one nn.Module: compile, the module, artifacts."""
