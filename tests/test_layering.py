@@ -98,3 +98,12 @@ def test_only_the_console_script_imports_the_cli():
     users = [str(p.relative_to(PACKAGE)) for p in _modules() if _part(p) != "cli"
              and any(n.split(".")[:2] == ["synthdsl", "cli"] for n, _ in _imports(p))]
     assert not users
+
+
+def test_every_folder_is_a_regular_package():
+    """A folder without `__init__.py` still imports (as a namespace package) but is left
+    out of walks over the package and of some wheels: every folder has one."""
+    folders = {p.parent for p in _modules()} | {PACKAGE}
+    missing = [str(f.relative_to(PACKAGE.parent)) for f in sorted(folders)
+               if not (f / "__init__.py").is_file()]
+    assert not missing
