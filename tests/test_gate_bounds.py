@@ -1,0 +1,71 @@
+"""The check's time and memory stay bounded on small adversarial specs, and
+values that apply themselves are refused by the check, not by compile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from synthdsl.checks import check_graph
+from synthdsl.graph import build_graph
+from synthdsl.lang.errors import SynthErrors
+from synthdsl.lang.parse import parse_spec
+
+LIMIT_S = 60
+LIMIT_BYTES = 2 * 1024 ** 3
+
+CHECK_IN_A_CHILD = textwrap.dedent("""
+    import resource, sys
+    from synthdsl.checks import check_graph
+    from synthdsl.graph import build_graph
+    from synthdsl.lang.errors import SynthErrors
+    from synthdsl.lang.parse import parse_spec
+    # the imports map a lot of address space; the check itself may take LIMIT more
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    limit = mapped + int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    text = sys.stdin.read()
+    try:
+        check_graph(build_graph(parse_spec(text)))
+    except SynthErrors as e:
+        for err in e.errors:
+            print(err.code, err.message)
+    else:
+        print("ok")
+""")
+
+
+def check_bounded(text: str) -> list[str]:
+    """Check ``text`` in a child with a memory and time limit; its diagnostics, one a line."""
+    done = subprocess.run([sys.executable, "-c", CHECK_IN_A_CHILD, str(LIMIT_BYTES)],
+                          input=text, text=True, capture_output=True, timeout=LIMIT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+def errors(text: str) -> list[tuple[str, str, int]]:
+    with pytest.raises(SynthErrors) as info:
+        check_graph(build_graph(parse_spec(text)))
+    return [(e.code, e.message, e.span.line if e.span else None) for e in info.value.errors]
+
+
+# -- one cycle per strongly connected component -----------------------------------
+
+def test_values_that_all_add_each_other_are_one_cycle_in_bounded_memory():
+    names = [f"v{i}" for i in range(14)]
+    body = "\n".join(f"{v} = add({', '.join(w for w in names if w != v)})" for v in names)
+    out = check_bounded(f"synth Dense\ninput x: [B, 4]\n{body}\noutput v0\n")
+    assert out == ["S104 cycle: 'v0' → 'v1' → 'v0'"]
+
+
+def test_two_separate_loops_are_two_reports_and_a_loop_with_a_chord_is_one():
+    text = ("synth L\ninput x: [B, 4]\n"
+            "a = add(x, c)\nb = ReLU(a)\nc = add(b, a)\n"   # a → b → c → a, plus a → c
+            "p = add(x, q)\nq = ReLU(p)\n"
+            "output c, q\n")
+    got = [(c, m) for c, m, _ in errors(text) if c == "S104"]
+    assert got == [("S104", "cycle: 'a' → 'c' → 'a'"), ("S104", "cycle: 'p' → 'q' → 'p'")]
