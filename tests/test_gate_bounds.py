@@ -69,3 +69,33 @@ def test_two_separate_loops_are_two_reports_and_a_loop_with_a_chord_is_one():
             "output c, q\n")
     got = [(c, m) for c, m, _ in errors(text) if c == "S104"]
     assert got == [("S104", "cycle: 'a' → 'c' → 'a'"), ("S104", "cycle: 'p' → 'q' → 'p'")]
+
+
+# -- applications that apply themselves ----------------------------------------------
+
+@pytest.mark.parametrize("body, chain, line, column", [
+    ("h = h(x)\noutput h", "'h' → 'h'", 3, 5),
+    ("a = b(x)\nb = a(x)\noutput b", "'a' → 'b' → 'a'", 3, 5),
+    ("h = g(x)\ng = h\noutput g", "'h' → 'g' → 'h'", 3, 5),            # through an alias
+    ("z = a(x)\na = b(x)\nb = a(x)\noutput z", "'a' → 'b' → 'a'", 4, 5),  # z only uses it
+])
+def test_a_value_that_applies_itself_is_a_cycle_at_its_position(body, chain, line, column):
+    text = f"synth H\ninput x: [B, 4]\n{body}\n"
+    with pytest.raises(SynthErrors) as info:
+        check_graph(build_graph(parse_spec(text)))
+    got = [(e.code, e.message, e.span.line, e.span.column) for e in info.value.errors]
+    name = chain.split(" ")[0]
+    assert got == [("S104", f"{name} is defined in terms of itself: {chain}", line, column)]
+
+
+@pytest.mark.parametrize("body", [
+    "a = b(x)\nb = c(x)\nc = Linear(x, out=4)",   # applications of later applications
+    "c = Linear(x, out=4)\nb = c(x)\na = b(x)",   # in order
+])
+def test_an_application_of_an_application_shares_the_first_layer_and_is_checked(body):
+    text = f"synth H\ninput x: [B, 4]\n{body}\noutput a\n"
+    g = check_graph(build_graph(parse_spec(text)))
+    assert g.graph["errors"] == []
+    assert g.nodes["b"]["shares"] == "c" and g.nodes["a"]["shares"] == "c"
+    assert g.nodes["a"]["kind"] == "layer" and g.nodes["a"]["shape"] == ("B", 4)
+    assert not g.nodes["a"].get("broken")

@@ -179,6 +179,8 @@ class _Builder(StatementBuilder):
             elif isinstance(st, ast.OutputStmt):
                 for ref in st.names:
                     self.add_output(ref)
+        self.apply_refs = dict(self.pending)
+        self.applied: set[str] = set()
         for node_id, ref in self.pending:
             self.resolve_apply(node_id, ref)
         if not self.spec.of_type(ast.OutputStmt):
@@ -283,21 +285,44 @@ class _Builder(StatementBuilder):
             else:
                 self.g.add_edge(src, node_id, kind="data", positions=[pos])
 
-    def resolve_apply(self, node_id: str, ref: ast.Ref) -> None:
-        """`b = a(y)`: apply again the module that made `a`, sharing its parameters."""
+    def resolve_apply(self, node_id: str, ref: ast.Ref,
+                      stack: tuple[tuple[str, ast.Ref], ...] = ()) -> None:
+        """`b = a(y)`: apply again the module that made `a`, sharing its parameters.
+
+        An applied value made by another application is resolved first; a chain
+        of applications that comes back to itself (`h = h(x)`, `a = b(x)` with
+        `b = a(x)`) is an S104 cycle, reported once, at the value written first.
+        """
+        if node_id in self.applied:
+            return
+        self.applied.add(node_id)
+        stack = (*stack, (node_id, ref))
         node = self.g.nodes[node_id]
         target = self.lookup(ref)
         seen = {node_id}
         while target is not None and self.g.nodes[target]["kind"] in ("item", "apply"):
             t = self.g.nodes[target]
+            on_stack = [n for n, _ in stack]
+            if t["kind"] == "apply" and target in on_stack:
+                self.report_apply_cycle(stack[on_stack.index(target):])
+                target = None
+                break
             if target in seen:
                 target = None
                 break
             seen.add(target)
-            target = t["inputs"][0] if t["kind"] == "item" else t.get("shares")
+            if t["kind"] == "item":
+                target = t["inputs"][0]
+                continue
+            if target not in self.applied:
+                self.resolve_apply(target, self.apply_refs[target], stack)
+            if t["kind"] == "apply":  # still unresolved: its own diagnostic is already out
+                target = None
         if target is None:
             node["invalid"] = True
             return
+        while self.g.nodes[target].get("shares"):  # share with the first value, as its others do
+            target = self.g.nodes[target]["shares"]
         t = self.g.nodes[target]
         if t["kind"] not in ("part", "layer"):
             node["invalid"] = True
@@ -320,6 +345,24 @@ class _Builder(StatementBuilder):
         if t["kind"] == "part":
             self.g.add_edge(t["source"], node_id, kind="member")
         self.g.add_edge(target, node_id, kind="share")
+
+    def report_apply_cycle(self, cycle: tuple[tuple[str, ast.Ref], ...]) -> None:
+        """One S104 for applications that apply each other, naming every value and alias."""
+        nodes = self.g.nodes
+        i = min(range(len(cycle)), key=lambda k: nodes[cycle[k][0]]["span"].start)
+        cycle = cycle[i:] + cycle[:i]
+        names = []
+        for k, (node_id, ref) in enumerate(cycle):
+            names.append(nodes[node_id]["name"])
+            following = nodes[cycle[(k + 1) % len(cycle)][0]]["name"]
+            if ref.name != following:  # reached through an alias: name it too
+                names.append(ref.name)
+        names.append(names[0])
+        chain = " → ".join(f"'{n}'" for n in names)
+        self.error("S104", f"'{names[0]}' is defined in terms of itself: {chain}", cycle[0][1].span,
+                   hint="a value cannot apply itself; apply a layer or part written earlier")
+        for node_id, _ in cycle:
+            nodes[node_id]["invalid"] = True
 
     def add_output(self, ref: ast.Ref) -> None:
         node_id = f"output:{ref.name}"
