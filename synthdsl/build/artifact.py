@@ -22,7 +22,8 @@ import safetensors.torch
 
 from synthdsl.build.compile import compile_graph
 from synthdsl.checks import check_graph
-from synthdsl.files import atomic_path, write_text as atomic_write_text
+from synthdsl.files import LOCK_MAX_BYTES, NotReadable, atomic_path, read_regular
+from synthdsl.files import write_text as atomic_write_text
 from synthdsl.graph import SynthGraph, build_graph, spec_texts
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.parse import parse_spec
@@ -85,7 +86,12 @@ def save_compiled(model, path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    meta = safetensors_metadata(Path(path))  # the header size-checked, then parsed
+    try:
+        meta = safetensors_metadata(Path(path))  # the header size-checked, then parsed
+    except NotReadable as e:  # a FIFO, a device, a directory: refused, never opened
+        raise SynthError("S209", f"'{path}' is not a compiled synthdsl artifact: {e}",
+                         hint="name a file written by `synth compile SPEC -o FILE.safetensors`"
+                         ) from None
     if meta.get("format") != FORMAT:
         raise SynthError("S209", f"'{path}' is not a compiled synthdsl artifact "
                          "(its metadata has no spec)",
@@ -141,7 +147,13 @@ def verify_lock(graph: SynthGraph, spec_path: str | Path) -> list[SynthError]:
     if not lock_file.exists():
         return []
     try:
-        locked = json.loads(lock_file.read_text("utf-8"))["checkpoints"]
+        raw = read_regular(lock_file, LOCK_MAX_BYTES, "lock file")
+    except OSError as e:  # a FIFO, a device, a directory or too large: never read
+        return [SynthError("S206", f"lock file '{lock_file.name}' cannot be read: "
+                           f"{e if isinstance(e, NotReadable) else e.strerror or e}",
+                           hint="remove it, or write it again with `synth lock SPEC`")]
+    try:
+        locked = json.loads(raw.decode("utf-8"))["checkpoints"]
     except (ValueError, KeyError, TypeError):
         return [SynthError("S206", f"lock file '{lock_file.name}' is not valid",
                            hint="write it again with `synth lock SPEC`")]

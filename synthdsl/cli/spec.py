@@ -7,10 +7,12 @@ import time
 
 import torch
 
-from synthdsl.build.artifact import lock_data, save_compiled, verify_lock, write_lock
+from synthdsl.build.artifact import (checkpoints, lock_data, save_compiled, verify_lock,
+                                     write_lock)
 from synthdsl.build.compile import compile_graph, spec_shapes
 from synthdsl.checks import check_graph
-from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, print_warnings, read_text
+from synthdsl.cli.common import (EXIT_OK, EXIT_SPEC_ERROR, check_output, print_warnings,
+                                 read_text)
 from synthdsl.graph import SynthGraph, build_graph
 from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, fmt_shape, render_all
 from synthdsl.lang.parse import parse_file
@@ -52,7 +54,9 @@ def cmd_lock(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    check_output(args.output, [args.file], "compiled module")
     graph = checked(args.file)
+    check_output(args.output, checkpoints(graph), "compiled module")  # nor a weights file
     print_warnings(graph, read_text(args.file))
     t0 = time.perf_counter()
     model = compile_graph(graph, seed=args.seed)

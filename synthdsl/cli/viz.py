@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from synthdsl.checks import check_graph
-from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
+from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, check_output, read_text
 from synthdsl.graph import build_graph
 from synthdsl.lang.errors import SynthErrors, render, render_all
 from synthdsl.lang.parse import parse_file
@@ -17,6 +17,7 @@ from synthdsl.viz import (GraphvizFailed, GraphvizNotFound, VizError, format_for
 
 def cmd_viz(args) -> int:
     to_file = args.output not in (None, "-")
+    check_output(args.output, [args.file], "drawing")
     try:
         fmt = args.format or (format_for(args.output) if to_file else "text")
     except VizError as e:

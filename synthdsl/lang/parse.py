@@ -25,6 +25,7 @@ from lark import Lark, Tree
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken)
 
+from synthdsl.files import SPEC_MAX_BYTES, NotReadable, read_regular
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.transform import KEYWORDS, AstBuilder, span_of
@@ -141,11 +142,18 @@ def build_ast(tree: Tree, text: str, file: str | None = None) -> ast.Spec:
 def parse_file(path: str | Path) -> ast.Spec:
     path = Path(path)
     try:
-        text = path.read_text("utf-8")
+        text = read_regular(path, SPEC_MAX_BYTES, "spec file").decode("utf-8")
     except FileNotFoundError:
         raise SynthError("S000", f"spec file '{path}' does not exist") from None
+    except NotReadable as e:  # a FIFO, a device, a directory, or too large: never read
+        said = str(e).replace(f"spec file '{path}' is", "it is", 1)
+        raise SynthError("S000", f"spec file '{path}' cannot be read as UTF-8 text: {said}",
+                         hint="name a .synth text file") from None
     except (UnicodeDecodeError, IsADirectoryError) as e:
         raise SynthError("S000", f"spec file '{path}' cannot be read as UTF-8 text: {e}") from None
+    except OSError as e:
+        raise SynthError("S000", f"spec file '{path}' cannot be read: "
+                         f"{e.strerror or e}") from None
     return parse_spec(text, str(path))
 
 

@@ -30,6 +30,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from synthdsl.files import WEIGHTS_MAX_BYTES, regular_file
+
 #: A safetensors header larger than this is refused before it is parsed.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: A checkpoint with more tensors than this is refused.
@@ -117,6 +119,7 @@ def safetensors_header(path: Path) -> dict:
 
 def safetensors_metadata(path: Path) -> dict[str, str]:
     """The ``__metadata__`` table of a safetensors file (its header validated first)."""
+    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
     size = Path(path).stat().st_size
     with open(path, "rb") as f:
         return _read_header(f, size)[2]
@@ -200,6 +203,7 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint (a `.pt` file's memory-mapped)."""
+    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
     if weights_format(path) == "safetensors":
         return dict(read_safetensors(path, list(safetensors_header(path))))
     return load_torch(path, mmap=True)
@@ -207,6 +211,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a checkpoint, without reading tensor data where possible."""
+    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
     if weights_format(path) == "safetensors":
         return {k: tuple(v["shape"]) for k, v in safetensors_header(path).items()}
     return {k: tuple(v.shape) for k, v in load_torch(path, mmap=True).items()}
@@ -244,6 +249,7 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """The sha256 of a file (cached while its size and modification time are unchanged)."""
+    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
     st = os.stat(path)
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
@@ -344,6 +350,7 @@ class ModuleReader(_StateReader):
 
 def open_checkpoint(path: str | Path) -> TensorReader:
     """A reader of the checkpoint at `path` (the format follows the suffix)."""
+    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
     if weights_format(Path(path)) == "safetensors":
         return SafetensorsReader(path)
     return TorchReader(path)
