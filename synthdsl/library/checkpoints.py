@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
+import pickle
 import re
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -167,10 +170,83 @@ def sniff(path: Path) -> str | None:
     return None
 
 
+class _Inert:
+    """What :class:`_RecordLister` makes of every global and call: nothing runs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, *args, **kwargs) -> "_Inert":
+        return _Inert()
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    __setitem__ = append = extend = __setstate__
+
+
+class _RecordLister(pickle.Unpickler):
+    """The storages a checkpoint's ``data.pkl`` names (record key -> bytes it needs); every
+    global is an inert placeholder, so no code ever runs."""
+
+    def __init__(self, f) -> None:
+        super().__init__(f)
+        self.storages: dict[str, int] = {}
+
+    def find_class(self, module: str, name: str) -> _Inert:
+        found = _Inert()
+        found.name = name
+        return found
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            dtype = torch.storage._get_dtype_from_pickle_storage_type(pid[1].name)
+            need = int(pid[4]) * torch.empty((), dtype=dtype).element_size()
+            self.storages[str(pid[2])] = max(self.storages.get(str(pid[2]), 0), need)
+        return _Inert()
+
+
+def zip_records(path: Path) -> bool | None:
+    """Whether a zip-format `.pt` file may be memory-mapped (None: not such a file).
+
+    A memory map reads a tensor where its record starts, as many bytes as the tensor needs:
+    a compressed record would read as its compressed bytes, a short one on into its
+    neighbours. So the zip directory is read first: a record of another size than its
+    tensor is refused (ValueError); compressed records answer False (load them without
+    mmap, which decompresses)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    with archive:
+        infos = archive.infolist()
+        pkl = [i for i in infos if i.filename.count("/") == 1
+               and i.filename.endswith("/data.pkl")]
+        if len(pkl) != 1:
+            return None
+        prefix = pkl[0].filename[:-len("data.pkl")] + "data/"
+        records = {i.filename[len(prefix):]: i for i in infos if i.filename.startswith(prefix)}
+        lister = _RecordLister(io.BytesIO(archive.read(pkl[0])))
+        try:
+            lister.load()
+        except Exception:  # noqa: BLE001 - torch.load says what is wrong with the table
+            return None
+    for key, need in lister.storages.items():
+        size = records[key].file_size if key in records else None
+        if size != need:
+            raise ValueError(f"its record 'data/{key}' holds {size or 0:,} bytes but the "
+                             f"tensor stored there needs {need:,}: the file is damaged or "
+                             "cut short")
+    return all(records[k].compress_type == zipfile.ZIP_STORED for k in lister.storages)
+
+
 def load_torch(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
     """The state dict of a `.pt`/`.pth` file, tensors only (``weights_only=True``),
-    memory-mapped where the format allows. A file that does not load is looked at
-    (:func:`sniff`) to say what it really is."""
+    memory-mapped where the format allows (:func:`zip_records`: not where a record is
+    compressed). A file that does not load is looked at (:func:`sniff`) to say what it
+    really is."""
+    if zip_records(path) is False:
+        mmap = False
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -215,6 +291,13 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     if weights_format(path) == "safetensors":
         return {k: tuple(v["shape"]) for k, v in safetensors_header(path).items()}
     return {k: tuple(v.shape) for k, v in load_torch(path, mmap=True).items()}
+
+
+def checkpoint_dtypes(path: Path) -> dict[str, torch.dtype]:
+    """Tensor names and dtypes of a checkpoint (a safetensors file's from its header)."""
+    if weights_format(path) == "safetensors":
+        return {k: SAFETENSORS_DTYPES[v["dtype"]][1] for k, v in safetensors_header(path).items()}
+    return {k: v.dtype for k, v in load_torch(path, mmap=True).items()}
 
 
 def reason(e: Exception) -> str:
@@ -268,6 +351,9 @@ class TensorReader:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
+    def dtypes(self) -> dict[str, torch.dtype]:
+        raise NotImplementedError
+
     def get(self, key: str) -> torch.Tensor:
         raise NotImplementedError
 
@@ -298,6 +384,9 @@ class SafetensorsReader(TensorReader):
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v["shape"]) for k, v in self._header.items()}
 
+    def dtypes(self) -> dict[str, torch.dtype]:
+        return {k: SAFETENSORS_DTYPES[v["dtype"]][1] for k, v in self._header.items()}
+
     def get(self, key: str) -> torch.Tensor:
         if key not in self._header:
             raise KeyError(key)
@@ -321,6 +410,9 @@ class _StateReader(TensorReader):
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self._state.items()}
+
+    def dtypes(self) -> dict[str, torch.dtype]:
+        return {k: v.dtype for k, v in self._state.items()}
 
     def get(self, key: str) -> torch.Tensor:
         return self._state[key]
@@ -380,6 +472,10 @@ class ReaderCache:
     def shapes(self, path: str | Path) -> dict[str, tuple[int, ...]]:
         """Tensor names and shapes of a checkpoint, read from its header or table."""
         return self.open(path).shapes()
+
+    def dtypes(self, path: str | Path) -> dict[str, torch.dtype]:
+        """Tensor names and dtypes of a checkpoint, read from its header or table."""
+        return self.open(path).dtypes()
 
     def close(self) -> None:
         """Close every reader (memory maps and handles go); later uses open afresh."""

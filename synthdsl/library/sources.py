@@ -30,9 +30,11 @@ from torch import nn
 
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.library.checkpoints import (  # noqa: F401 - read_state_dict, _reason: used here
-    ReaderCache, checkpoint_shapes, read_state_dict, reason as _reason, weights_format)
+    ReaderCache, checkpoint_dtypes, checkpoint_shapes, read_state_dict, reason as _reason,
+    weights_format)
 from synthdsl.library.cuts import graph_node_names
 from synthdsl.library.parts import PartPlan, feature_info, make_plan
+from synthdsl.library.weights import dtype_problems
 
 
 class SourceKind(ABC):
@@ -112,6 +114,40 @@ def create_timm(arch: str, kwargs: Mapping[str, Any], device: str | torch.device
     return model.eval()
 
 
+#: timm keyword arguments that make timm read weights (or a pretrained config naming them)
+#: itself, from a file, a folder or a URL: behind the checks of `weights=`, its provenance
+#: and `synth lock`. They are refused; `weights="..."` loads a local file.
+FILE_KWARGS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+#: What a string option naming a file or URL looks like.
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".h5")
+
+
+def _names_a_file(value: Any) -> bool:
+    if isinstance(value, str):
+        return "://" in value or value.lower().endswith(_WEIGHT_SUFFIXES)
+    if isinstance(value, (list, tuple)):
+        return any(_names_a_file(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_names_a_file(v) for v in value.values())
+    return False
+
+
+def check_file_kwargs(node: Mapping[str, Any]) -> SynthError | None:
+    """A timm option that would load weights from a file or URL behind `weights=` (S402,
+    at the option)."""
+    for name, value in node.get("create_kwargs", {}).items():
+        if name in FILE_KWARGS or _names_a_file(value):
+            span = node.get("option_spans", {}).get(name, node.get("span"))
+            what = (f"timm's {name}= would read weights or their configuration itself"
+                    if name in FILE_KWARGS else f"{name}={value!r} names a file or URL")
+            return SynthError(
+                "S402", f"{node['constructor']}('{node['target']}') does not take {name}=: "
+                f"{what}, behind the weights checks, their provenance and `synth lock`",
+                span, hint='name a local checkpoint with weights="..." (or hub weights with '
+                           "pretrained=true)")
+    return None
+
+
 def check_arch(node: Mapping[str, Any]) -> SynthError | None:
     """An unknown timm architecture, with the closest names as suggestions."""
     import timm
@@ -174,13 +210,36 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
         return SynthError("S205", f"weights file '{path.name}' does not fit "
                           f"{node['constructor']}('{node['target']}')", span, notes=problems,
                           hint="check the architecture and its options (num_classes, in_chans)")
+    try:
+        dtypes = readers.dtypes(path) if readers is not None else checkpoint_dtypes(path)
+    except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
+        return SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}", span)
+    problems = dtype_problems(model_state_dtypes(model), dtypes)
+    if problems:
+        return _dtype_error(node, path, problems)
     return None
+
+
+def model_state_dtypes(model: nn.Module) -> dict[str, torch.dtype]:
+    return {k: v.dtype for k, v in model.state_dict().items()}
+
+
+def _dtype_error(node: Mapping[str, Any], path: Path, problems: list[str]) -> SynthError:
+    more = len(problems) - 5
+    return SynthError("S205", f"weights file '{path.name}' holds tensors of another dtype kind "
+                      f"than {node['constructor']}('{node['target']}'): casting them would "
+                      "change their values", node["weights_span"],
+                      notes=problems[:5] + ([f"... and {more} more"] if more > 0 else []),
+                      hint="save the checkpoint with the model's dtypes (float16 into float32 "
+                           "is fine; integer or bool into float is not)")
 
 
 def build_source(node: Mapping[str, Any], device: str = "cpu",
                  load_weights: bool = True) -> nn.Module:
     """The timm model of a `source` node, with its weights when it names them."""
     pretrained = node.get("pretrained", False) and load_weights
+    if (refused := check_file_kwargs(node)) is not None:
+        raise refused
     try:
         model = create_timm(node["target"], node["create_kwargs"], device, pretrained=pretrained)
     except Exception as e:  # noqa: BLE001
@@ -207,6 +266,10 @@ def build_source(node: Mapping[str, Any], device: str = "cpu",
             raise SynthError("S205", f"weights file '{path.name}' does not fit "
                              f"{node['constructor']}('{node['target']}')", node["weights_span"],
                              notes=problems)
+        problems = dtype_problems(model_state_dtypes(model),
+                                  {k: v.dtype for k, v in state.items()})
+        if problems:
+            raise _dtype_error(node, path, problems)
         model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -217,9 +280,11 @@ class TimmKind(SourceKind):
     name = "timm"
 
     def check(self, node):
-        return check_arch(node)
+        return check_arch(node) or check_file_kwargs(node)
 
     def build(self, node, device="cpu", load_weights=True):
+        if (refused := check_file_kwargs(node)) is not None:
+            raise refused
         if str(device) == "meta":
             return create_timm(node["target"], node["create_kwargs"], "meta")
         return build_source(node, device, load_weights)

@@ -9,7 +9,7 @@ are here too.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -40,6 +40,29 @@ def has_hidden_state(model: nn.Module) -> bool:
                if not k.startswith("_"))
 
 
+def dtype_kind(dtype: torch.dtype) -> str:
+    """``bool``, ``integer``, ``float`` or ``complex``: what casting between kinds changes."""
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "integer"
+
+
+def dtype_problems(expected: Mapping[str, torch.dtype],
+                   found: Mapping[str, torch.dtype]) -> list[str]:
+    """Tensors whose checkpoint dtype is of another kind than the model's (an integer or
+    bool tensor into a float one, or the reverse): a cast would change their values.
+    Precision changes within a kind (float16 into float32) are not problems."""
+    problems = []
+    for k, want in expected.items():
+        have = found.get(k)
+        if have is not None and dtype_kind(have) != dtype_kind(want):
+            problems.append(f"'{k}' is {str(have).removeprefix('torch.')} in the checkpoint, "
+                            f"the model holds it as {str(want).removeprefix('torch.')}")
+    return problems
+
+
 def _set_tensor(module: nn.Module, name: str, value: torch.Tensor, is_param: bool) -> None:
     *path, leaf = name.split(".")
     owner = module.get_submodule(".".join(path)) if path else module
@@ -65,6 +88,9 @@ def materialize(module: nn.Module, key_of: Callable[[str], str], reader: TensorR
         if tuple(value.shape) != tuple(t.shape):
             raise ChangedError(f"'{key}' now has shape {list(value.shape)}, the model expects "
                                f"{list(t.shape)}")
+        problems = dtype_problems({key: t.dtype}, {key: value.dtype})
+        if problems:
+            raise ChangedError(problems[0] + ": a cast would change its values")
         # a memory-mapped tensor is copied out of the file; safetensors already gives a copy
         value = value.to(dtype=t.dtype, copy=isinstance(reader, TorchReader))
         _set_tensor(module, name, value, is_param)
