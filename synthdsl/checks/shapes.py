@@ -337,10 +337,11 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
 
 def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
     spec = OPS[node["op"]]
-    if bad := spec.check_options(node["options"]):
+    shapes = [ctx.shape_of(a) for a in args]
+    if bad := spec.check_options(node["options"], shapes):
         msg, option = bad
         raise SynthError("S402", msg, node["option_spans"].get(option, node["span"]))
-    if msg := spec.check([ctx.shape_of(a) for a in args], node["options"],
+    if msg := spec.check(shapes, node["options"],
                          [ctx.describe(i) for i in node["inputs"]]):
         raise SynthError("S301", msg, node["span"], notes=ctx.described_inputs(node))
     options = {**spec.defaults(), **node["options"]}

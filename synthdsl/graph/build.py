@@ -49,9 +49,41 @@ __all__ = ["PART_METHODS", "SOURCE_CONSTRUCTORS", "SOURCE_OPTIONS", "SynthGraph"
 # ---- names -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
+def _module_attributes() -> frozenset[str]:
+    """Every attribute of the compiled module: a value name becomes a child of the fx
+    `GraphModule` and of :class:`synthdsl.build.module.SynthModule`, so a name that is
+    already one of their attributes (``graph``, ``code``, ``_modules``, ``losses``, ...)
+    cannot be. The GraphModule's come from the class and an instance; the SynthModule's
+    from its class's source (its methods and properties, and what ``__init__`` and the
+    other methods set on ``self``), since the graph layer does not import the compiler."""
+    import ast as pyast
+
+    from torch import fx
+
+    names = set(dir(fx.GraphModule)) | set(vars(fx.GraphModule(nn.Module(), fx.Graph())))
+    source = Path(__file__).resolve().parents[1] / "build" / "module.py"
+    tree = pyast.parse(source.read_text("utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, pyast.ClassDef) and n.name == "SynthModule")
+    for node in pyast.walk(cls):
+        if isinstance(node, (pyast.FunctionDef, pyast.AsyncFunctionDef)) and node in cls.body:
+            names.add(node.name)
+        elif isinstance(node, pyast.Attribute) and isinstance(node.ctx, pyast.Store) \
+                and isinstance(node.value, pyast.Name) and node.value.id == "self":
+            names.add(node.attr)
+        elif isinstance(node, pyast.Call) and pyast.unparse(node.func) == "object.__setattr__" \
+                and len(node.args) >= 2 and isinstance(node.args[1], pyast.Constant):
+            names.add(node.args[1].value)
+        elif isinstance(node, (pyast.Assign, pyast.AnnAssign)) and node in cls.body:
+            targets = node.targets if isinstance(node, pyast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, pyast.Name))
+    return frozenset(names)
+
+
 @functools.lru_cache(maxsize=4096)
 def _reserved(name: str) -> bool:
-    return keyword.iskeyword(name) or hasattr(nn.Module, name) or name == "self"
+    return keyword.iskeyword(name) or hasattr(nn.Module, name) or name == "self" \
+        or name in _module_attributes()
 
 
 class _Builder(StatementBuilder):

@@ -42,6 +42,11 @@ class Option:
     types: tuple[type, ...]
     default: Any = _REQUIRED
     doc: str = ""
+    #: The option's valid range: ``check(value, shapes, options)`` says what was expected
+    #: (the rest of "expects ..., found ...") when a value of the right type is outside it;
+    #: `shapes` are the input shapes, `options` every option's value (defaults included).
+    check: Callable[[Any, Sequence[Shape], dict], str | None] | None = field(
+        default=None, compare=False)
 
     @property
     def required(self) -> bool:
@@ -114,7 +119,144 @@ class LayerSpec:
                                     hint=f"add {opt.name}=... to the call")
             else:
                 args[opt.name] = opt.default
+        for opt in self.options:
+            if opt.name in kwargs and (bad := out_of_range(opt, kwargs[opt.name], shapes, args)):
+                raise LayerArgError(f"{self.name} {bad}", option=opt.name)
         return _rename(self, {**self.infer(list(shapes) if self.many else shape), **args})
+
+
+def show_value(value: Any) -> str:
+    """A value as a spec writes it: lists in brackets, strings in double quotes."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else repr(value)
+
+
+def out_of_range(opt: Option, value: Any, shapes: Sequence[Shape], options: dict) -> str | None:
+    """"option 'x' expects ..., found ..." when `value` is outside the option's range."""
+    if opt.check is None:
+        return None
+    expected = opt.check(value, shapes, options)
+    if expected is None:
+        return None
+    return f"option '{opt.name}' expects {expected}, found {show_value(value)}"
+
+
+# -- option ranges ------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ints(low: int, what: str, count: int | None = None):
+    """A whole number >= low, or (with `count`) a list of `count` of them."""
+    if count is None:
+        expected = f"{what} (a whole number >= {low})"
+    else:
+        expected = f"{what}: a whole number >= {low}, or a list of {count} of them"
+
+    def check(value, shapes, options):
+        if value is None:
+            return None
+        items = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and (count is None or len(value) != count):
+            return expected
+        return None if all(_is_int(v) and v >= low for v in items) else expected
+    return check
+
+
+def _number(low: float, high: float | None = None, low_open: bool = False):
+    """A number in [low, high] (or (low, ...) with `low_open`)."""
+    def check(value, shapes, options):
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        if ok:
+            return None
+        if high is None:
+            return f"a number {'>' if low_open else '>='} {low:g}"
+        return f"a number from {low:g} to {high:g}"
+    return check
+
+
+def _choice(*names: str):
+    def check(value, shapes, options):
+        return None if value in names else "one of " + ", ".join(f'"{n}"' for n in names)
+    return check
+
+
+def _dim(value, shapes, options):
+    """A dimension of the input."""
+    rank = len(shapes[0])
+    return None if -rank <= value < rank else \
+        f"a dimension from {-rank} to {rank - 1} (the input has rank {rank})"
+
+
+def _flatten_end(value, shapes, options):
+    if msg := _dim(value, shapes, options):
+        return msg
+    rank, start = len(shapes[0]), options["start"]
+    if -rank <= start < rank and value % rank < start % rank:
+        return f"a dimension at or after start={start}"
+    return None
+
+
+def _pairs(value) -> tuple:
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _conv_padding(value, shapes, options):
+    if isinstance(value, str):
+        if value not in ("same", "valid"):
+            return '"same", "valid", a whole number >= 0, or a list of 2 of them'
+        stride = options["stride"]
+        if value == "same" and any(s != 1 for s in _pairs(stride)):
+            return f'a number or "valid" with stride={show_value(stride)} ("same" needs stride 1)'
+        return None
+    return _ints(0, "the padding", 2)(value, shapes, options)
+
+
+def _conv_groups(value, shapes, options):
+    if value < 1:
+        return "a whole number >= 1"
+    channels, out = shapes[0][1], options["out"]
+    if _is_int(channels) and channels % value:
+        return f"a divisor of the input's {channels} channels"
+    if _is_int(out) and out >= 1 and out % value:
+        return f"a divisor of out={out}"
+    return None
+
+
+def _pool_padding(value, shapes, options):
+    if msg := _ints(0, "the padding", 2)(value, shapes, options):
+        return msg
+    kernel = options["kernel"]
+    kernels = _pairs(kernel)
+    if all(_is_int(k) for k in kernels) and any(2 * p > k for p, k in zip(_pairs(value), kernels)):
+        return f"at most half the kernel ({show_value(kernel)})"
+    return None
+
+
+def _ensemble_weights(value, shapes, options):
+    if value is None:
+        return None
+    if options["mode"] != "weighted":
+        return f'none with mode={show_value(options["mode"])} (weights go with mode="weighted")'
+    n = len(shapes)
+    if len(value) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and v > 0 for v in value):
+        return f"{n} positive numbers, one per member"
+    return None
+
+
+def _ensemble_learnable(value, shapes, options):
+    if value and options["mode"] != "weighted":
+        return f'false with mode={show_value(options["mode"])} (learnable goes with ' \
+               'mode="weighted")'
+    return None
 
 
 #: Spec option names that differ from the torch constructor's.
@@ -218,46 +360,60 @@ def register_layer(spec: LayerSpec) -> LayerSpec:
     return spec
 
 
-def _o(name: str, types, default=_REQUIRED, doc: str = "") -> Option:
-    return Option(name, types if isinstance(types, tuple) else (types,), default, doc)
+def _o(name: str, types, default=_REQUIRED, doc: str = "", check=None) -> Option:
+    return Option(name, types if isinstance(types, tuple) else (types,), default, doc, check)
 
 
 _INT_OR_PAIR = (int, tuple)
 
+_SIZE = _ints(1, "a size")
+_EPS = _number(0, low_open=True)
+_MOMENTUM = _number(0, 1)
+
 register_layer(LayerSpec(
     "Linear", nn.Linear,
-    (_o("out", int, doc="output features"), _o("bias", bool, True)),
+    (_o("out", int, doc="output features", check=_SIZE), _o("bias", bool, True)),
     infer=lambda s: {"in_features": s[-1]}, ranks=(2, 3, 4),
     doc="affine map over the last dimension; in_features from the input"))
 register_layer(LayerSpec(
     "Conv2d", nn.Conv2d,
-    (_o("out", int, doc="output channels"), _o("kernel", _INT_OR_PAIR, 3),
-     _o("stride", _INT_OR_PAIR, 1), _o("padding", (int, tuple, str), 0),
-     _o("dilation", _INT_OR_PAIR, 1), _o("groups", int, 1), _o("bias", bool, True)),
+    (_o("out", int, doc="output channels", check=_SIZE),
+     _o("kernel", _INT_OR_PAIR, 3, check=_ints(1, "the kernel size", 2)),
+     _o("stride", _INT_OR_PAIR, 1, check=_ints(1, "the stride", 2)),
+     _o("padding", (int, tuple, str), 0, check=_conv_padding),
+     _o("dilation", _INT_OR_PAIR, 1, check=_ints(1, "the dilation", 2)),
+     _o("groups", int, 1, check=_conv_groups), _o("bias", bool, True)),
     infer=lambda s: {"in_channels": s[1]}, ranks=(4,),
     doc="2-D convolution; in_channels from the input"))
 register_layer(LayerSpec(
-    "BatchNorm2d", nn.BatchNorm2d, (_o("eps", float, 1e-5), _o("momentum", float, 0.1)),
+    "BatchNorm2d", nn.BatchNorm2d,
+    (_o("eps", float, 1e-5, check=_EPS), _o("momentum", float, 0.1, check=_MOMENTUM)),
     infer=lambda s: {"num_features": s[1]}, ranks=(4,),
     doc="batch normalisation over channels; num_features from the input"))
 register_layer(LayerSpec(
-    "BatchNorm1d", nn.BatchNorm1d, (_o("eps", float, 1e-5), _o("momentum", float, 0.1)),
+    "BatchNorm1d", nn.BatchNorm1d,
+    (_o("eps", float, 1e-5, check=_EPS), _o("momentum", float, 0.1, check=_MOMENTUM)),
     infer=lambda s: {"num_features": s[1]}, ranks=(2, 3),
     doc="batch normalisation over features; num_features from the input"))
 register_layer(LayerSpec(
-    "LayerNorm", nn.LayerNorm, (_o("eps", float, 1e-5),),
+    "LayerNorm", nn.LayerNorm, (_o("eps", float, 1e-5, check=_EPS),),
     infer=lambda s: {"normalized_shape": s[-1]}, ranks=None,
     doc="layer normalisation over the last dimension"))
 register_layer(LayerSpec("ReLU", nn.ReLU, doc="max(x, 0)"))
-register_layer(LayerSpec("GELU", nn.GELU, (_o("approximate", str, "none"),), doc="GELU"))
+register_layer(LayerSpec("GELU", nn.GELU,
+                         (_o("approximate", str, "none", check=_choice("none", "tanh")),),
+                         doc="GELU"))
 register_layer(LayerSpec("SiLU", nn.SiLU, doc="x * sigmoid(x)"))
 register_layer(LayerSpec("Sigmoid", nn.Sigmoid, doc="logistic function"))
 register_layer(LayerSpec("Tanh", nn.Tanh, doc="hyperbolic tangent"))
-register_layer(LayerSpec("Softmax", nn.Softmax, (_o("dim", int, -1),), doc="softmax"))
-register_layer(LayerSpec("Dropout", nn.Dropout, (_o("p", float, 0.5),), doc="dropout"))
+register_layer(LayerSpec("Softmax", nn.Softmax, (_o("dim", int, -1, check=_dim),),
+                         doc="softmax"))
+register_layer(LayerSpec("Dropout", nn.Dropout, (_o("p", float, 0.5, check=_number(0, 1)),),
+                         doc="dropout"))
 register_layer(LayerSpec("Identity", nn.Identity, doc="passes its input through"))
 register_layer(LayerSpec(
-    "Flatten", nn.Flatten, (_o("start", int, 1), _o("end", int, -1)),
+    "Flatten", nn.Flatten,
+    (_o("start", int, 1, check=_dim), _o("end", int, -1, check=_flatten_end)),
     doc="flatten dimensions start..end into one"))
 register_layer(LayerSpec(
     "GlobalAvgPool", lambda flatten: GlobalPool("avg", flatten), (_o("flatten", bool, True),),
@@ -265,18 +421,18 @@ register_layer(LayerSpec(
 register_layer(LayerSpec(
     "GlobalMaxPool", lambda flatten: GlobalPool("max", flatten), (_o("flatten", bool, True),),
     ranks=(3, 4, 5), doc="max over every dimension after channels: [B, C, H, W] → [B, C]"))
-register_layer(LayerSpec(
-    "MaxPool2d", nn.MaxPool2d,
-    (_o("kernel", _INT_OR_PAIR, 2), _o("stride", (int, tuple, type(None)), None),
-     _o("padding", _INT_OR_PAIR, 0)), ranks=(4,), doc="2-D max pooling"))
-register_layer(LayerSpec(
-    "AvgPool2d", nn.AvgPool2d,
-    (_o("kernel", _INT_OR_PAIR, 2), _o("stride", (int, tuple, type(None)), None),
-     _o("padding", _INT_OR_PAIR, 0)), ranks=(4,), doc="2-D average pooling"))
+for _pool, _module in (("MaxPool2d", nn.MaxPool2d), ("AvgPool2d", nn.AvgPool2d)):
+    register_layer(LayerSpec(
+        _pool, _module,
+        (_o("kernel", _INT_OR_PAIR, 2, check=_ints(1, "the kernel size", 2)),
+         _o("stride", (int, tuple, type(None)), None, check=_ints(1, "the stride", 2)),
+         _o("padding", _INT_OR_PAIR, 0, check=_pool_padding)), ranks=(4,),
+        doc=f"2-D {'max' if _pool.startswith('Max') else 'average'} pooling"))
 register_layer(LayerSpec(
     "Ensemble", Ensemble,
-    (_o("mode", str, "mean", "mean, weighted or vote"),
-     _o("weights", (tuple, type(None)), None, "one positive weight per member"),
-     _o("learnable", bool, False, "weights trained as parameters")),
+    (_o("mode", str, "mean", "mean, weighted or vote", check=_choice("mean", "weighted", "vote")),
+     _o("weights", (tuple, type(None)), None, "one positive weight per member",
+        check=_ensemble_weights),
+     _o("learnable", bool, False, "weights trained as parameters", check=_ensemble_learnable)),
     infer=lambda shapes: {"n": len(shapes)}, many=True,
     doc="combine several members' outputs: mean, weighted mean or majority vote"))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from synthdsl.lang.errors import fmt_shape as _fmt
-from synthdsl.library.layers import Option
+from synthdsl.library.layers import Option, out_of_range
 
 Shape = tuple[int, ...]
 
@@ -190,8 +190,11 @@ class OpSpec:
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
-    def check_options(self, kwargs: dict[str, Any]) -> tuple[str, str] | None:
-        """(why, which option) when an option is unknown or of the wrong type."""
+    def check_options(self, kwargs: dict[str, Any],
+                      shapes: Sequence[Shape] | None = None) -> tuple[str, str] | None:
+        """(why, which option) when an option is unknown, of the wrong type or (given the
+        input shapes) outside its range. A dimension or index that does not fit the inputs
+        (concat, stack, select) is the shape rule's to report, as a mismatch of the inputs."""
         for name, value in kwargs.items():
             opt = self.option(name)
             if opt is None:
@@ -203,6 +206,11 @@ class OpSpec:
         missing = [o.name for o in self.options if o.required and o.name not in kwargs]
         if missing:
             return f"{self.name} needs option '{missing[0]}' ({self.option(missing[0]).type_name()})", None
+        if shapes:
+            options = {**self.defaults(), **kwargs}
+            for name, value in kwargs.items():
+                if bad := out_of_range(self.option(name), value, shapes, options):
+                    return f"{self.name} {bad}", name
         return None
 
     def check(self, shapes: Sequence[Shape], kwargs: dict[str, Any],
@@ -236,6 +244,36 @@ def register_op(spec: OpSpec) -> OpSpec:
     return spec
 
 
+def _reshape_shape(value, shapes, options):
+    if not value or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
+                            for d in value) or list(value).count(-1) > 1:
+        return "the sizes after the batch: positive whole numbers, with at most one -1"
+    return None
+
+
+def _resize_size(value, shapes, options):
+    if value is None:
+        return None
+    spatial = len(shapes[0]) - 2
+    items = value if isinstance(value, tuple) else (value,)
+    if (isinstance(value, tuple) and spatial > 0 and len(value) != spatial) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in items):
+        return (f"a size >= 1, or a list of {max(spatial, 1)} of them "
+                "(one per spatial dimension)")
+    return None
+
+
+def _resize_scale(value, shapes, options):
+    return None if value is None or value > 0 else "a number > 0"
+
+
+def _resize_mode(value, shapes, options):
+    modes = ("nearest", "bilinear", "bicubic", "area", "nearest-exact")
+    if value not in modes:
+        return "one of " + ", ".join(f'"{m}"' for m in modes)
+    return None
+
+
 register_op(OpSpec("concat", concat, 2, None, (Option("dim", (int,), 1),), _check_concat,
                    doc="join along a dimension (default 1, the channels)"))
 register_op(OpSpec("add", add, 2, None, (), _check_same_shape("add"),
@@ -248,12 +286,12 @@ register_op(OpSpec("max", maximum, 2, None, (), _check_same_shape("max"),
                    doc="elementwise maximum"))
 register_op(OpSpec("stack", stack, 2, None, (Option("dim", (int,), 1),), _check_stack,
                    doc="stack along a new dimension (default 1)"))
-register_op(OpSpec("reshape", reshape, 1, 1, (Option("shape", (tuple,)),), _check_reshape,
+register_op(OpSpec("reshape", reshape, 1, 1, (Option("shape", (tuple,), check=_reshape_shape),), _check_reshape,
                    doc="reshape the dimensions after the batch"))
 register_op(OpSpec("select", select, 1, 1, (Option("dim", (int,), 1), Option("index", (int,), 0)),
                    _check_select, doc="take one index along a dimension"))
 register_op(OpSpec("resize", resize, 1, 1,
-                   (Option("size", (int, tuple, type(None)), None),
-                    Option("scale", (float, type(None)), None),
-                    Option("mode", (str,), "bilinear")), _check_resize,
+                   (Option("size", (int, tuple, type(None)), None, check=_resize_size),
+                    Option("scale", (float, type(None)), None, check=_resize_scale),
+                    Option("mode", (str,), "bilinear", check=_resize_mode)), _check_resize,
                    doc="resize the spatial dimensions"))
