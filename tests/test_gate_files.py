@@ -210,3 +210,18 @@ def test_output_elsewhere_still_written(tiny, tmp_path, capsys):
     out = tmp_path / "new" / "m.txt"
     assert run(["viz", str(tiny), "-o", str(out)]) == 0
     assert out.is_file() and tiny.read_text() == TINY
+
+
+def test_compile_onto_a_weights_file_it_reads(tmp_path, capsys):
+    import safetensors.torch
+    import timm
+
+    weights = tmp_path / "w.safetensors"
+    state = {k: v.contiguous() for k, v in timm.create_model(ARCH).state_dict().items()}
+    safetensors.torch.save_file(state, str(weights))
+    before = weights.read_bytes()
+    spec = weights_spec(tmp_path, weights.name)
+    assert run(["compile", str(spec), "-o", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S009]" in err and "would destroy it" in err, err
+    assert weights.read_bytes() == before
