@@ -11,7 +11,7 @@ import pytest
 
 from synthdsl.checks import check_graph
 from synthdsl.graph import build_graph
-from synthdsl.lang.errors import SynthErrors
+from synthdsl.lang.errors import SynthErrors, did_you_mean
 from synthdsl.lang.parse import parse_spec
 
 LIMIT_S = 60
@@ -99,3 +99,18 @@ def test_an_application_of_an_application_shares_the_first_layer_and_is_checked(
     assert g.nodes["b"]["shares"] == "c" and g.nodes["a"]["shares"] == "c"
     assert g.nodes["a"]["kind"] == "layer" and g.nodes["a"]["shape"] == ("B", 4)
     assert not g.nodes["a"].get("broken")
+
+
+# -- "did you mean" over many names --------------------------------------------------
+
+def test_ten_thousand_unknown_names_are_checked_in_bounded_time():
+    body = "\n".join(f"v{i} = add(x, u{i})" for i in range(10_000))
+    out = check_bounded(f"synth Many\ninput x: [B, 4]\n{body}\noutput v0\n")
+    assert len(out) == 10_000 and all(line.startswith("S101 unknown name 'u") for line in out)
+
+
+def test_a_close_name_among_thousands_is_still_suggested():
+    names = [f"value_{i}" for i in range(5000)]
+    assert did_you_mean("valeu_4321", names) is not None
+    assert "'value_4321'" in did_you_mean("valeu_4321", names)
+    assert did_you_mean("zzzz", names) is None

@@ -22,6 +22,8 @@ error[S105]: output 'logits' is not defined
 from __future__ import annotations
 
 import difflib
+import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -112,9 +114,48 @@ def flatten(err: SynthError) -> list[SynthError]:
     return list(err.errors) if isinstance(err, SynthErrors) else [err]
 
 
+#: Above this many candidates, only the few sharing most letter pairs with the name are
+#: compared in full (a spec with thousands of values and as many unknown names must not
+#: take minutes); below it, every candidate is.
+_FULL_COMPARE = 2000
+_SHORTLIST = 20
+_COMMON_PAIR = 500  # a letter pair in more candidates than this says too little to count
+
+
+def _pairs(word: str) -> set[str]:
+    return {word[i:i + 2] for i in range(len(word) - 1)} or {word}
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_index(candidates: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each letter pair, the (distinct) candidates that contain it."""
+    index: dict[str, list[str]] = {}
+    for c in dict.fromkeys(candidates):
+        for pair in _pairs(c):
+            index.setdefault(pair, []).append(c)
+    return index
+
+
+def _shortlist(name: str, candidates: tuple[str, ...]) -> list[str]:
+    index = _pair_index(candidates)
+    lists = [index[p] for p in _pairs(name) if p in index]
+    rare = [ls for ls in lists if len(ls) <= _COMMON_PAIR]
+    if not rare and lists:  # every pair is common: count the rarest one alone
+        rare = [min(lists, key=len)[:_COMMON_PAIR * 4]]
+    counts = Counter()
+    for ls in rare:
+        counts.update(ls)
+    return sorted(c for c, _ in counts.most_common(_SHORTLIST))
+
+
 def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str | None:
     """A hint naming the closest candidates, or None when nothing is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=0.6)
+    candidates = tuple(candidates)
+    if len(candidates) > _FULL_COMPARE:
+        pool = _shortlist(name, candidates)
+    else:
+        pool = sorted(set(candidates))
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     if not close:
         return None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
