@@ -114,3 +114,15 @@ def test_a_close_name_among_thousands_is_still_suggested():
     assert did_you_mean("valeu_4321", names) is not None
     assert "'value_4321'" in did_you_mean("valeu_4321", names)
     assert did_you_mean("zzzz", names) is None
+
+
+def test_an_application_of_an_applied_part_is_checked_and_compiles():
+    import torch
+
+    from synthdsl.pipeline import compile_spec
+    text = ('synth P\ninput x: [B, 32, 8, 8]\nsource r = timm("test_resnet", pretrained=false)\n'
+            "c = r.layer1(x)\nb = c(x)\na = b(x)\noutput a\n")
+    g = check_graph(build_graph(parse_spec(text)))
+    assert g.nodes["a"]["shares"] == "c" and not g.nodes["a"].get("broken")
+    assert g.nodes["a"]["shape"] == ("B", 32, 8, 8)
+    assert compile_spec(text)(torch.randn(1, 32, 8, 8)).shape == (1, 32, 8, 8)
