@@ -201,19 +201,25 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
         weights_format(path)
     except ValueError as e:
         return SynthError("S203", str(e), span)
-    try:
-        found = readers.shapes(path) if readers is not None else checkpoint_shapes(path)
-    except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
-        return SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}", span)
+    def table(what: str, of_file):
+        """The file's shapes or dtypes, or the S203 that it cannot be read."""
+        try:
+            return (getattr(readers, what)(path) if readers is not None else of_file(path)), None
+        except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
+            return None, SynthError("S203", f"cannot read weights file '{path.name}': "
+                                    f"{_reason(e)}", span)
+
+    found, error = table("shapes", checkpoint_shapes)
+    if error:
+        return error
     problems = compare_state(model_state_shapes(model), found)
     if problems:
         return SynthError("S205", f"weights file '{path.name}' does not fit "
                           f"{node['constructor']}('{node['target']}')", span, notes=problems,
                           hint="check the architecture and its options (num_classes, in_chans)")
-    try:
-        dtypes = readers.dtypes(path) if readers is not None else checkpoint_dtypes(path)
-    except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
-        return SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}", span)
+    dtypes, error = table("dtypes", checkpoint_dtypes)
+    if error:
+        return error
     problems = dtype_problems(model_state_dtypes(model), dtypes)
     if problems:
         return _dtype_error(node, path, problems)
