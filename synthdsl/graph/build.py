@@ -35,6 +35,7 @@ from torch import nn
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.lang.parse import no_cyclic_gc
+from synthdsl.library.aliases import alias_hint
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
@@ -303,8 +304,10 @@ class _Builder(StatementBuilder):
                 self.error("S101", f"unknown source '{head}'", callee_span,
                            hint=did_you_mean(head, self.sources))
             else:
+                known = [*LAYERS, *OPS]
                 self.error("S101", f"unknown layer or operation '{head}'", callee_span,
-                           hint=did_you_mean(head, [*LAYERS, *OPS, *self.sources]))
+                           hint=alias_hint(head, known)
+                           or did_you_mean(head, [*known, *self.sources]))
         self.connect(inputs, node_id)
 
     def connect(self, inputs: tuple, node_id: str) -> None:

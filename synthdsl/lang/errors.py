@@ -175,6 +175,8 @@ def render(err: SynthError, text: str | None = None) -> str:
     out = [f"{err.severity}[{err.code}]: {err.message}"]
     span = err.span
     if span is not None:
+        if text is not None and text.startswith("\ufeff"):
+            text = text[1:]  # a byte-order mark is not part of the spec's first line
         lines = text.splitlines() if text is not None else []
         gutter = " " * len(str(span.line))
         out.append(f"{gutter}--> {span.file or '<spec>'}:{span.line}:{span.column}")

@@ -31,6 +31,12 @@ from synthdsl.lang.errors import SynthError
 from synthdsl.lang.transform import KEYWORDS, AstBuilder, span_of
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: The word just before an offset (white space between them): how a token's left neighbour
+#: is found for the messages below, without lark's token history.
+_WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
+#: The words a statement begins with.
+STATEMENT_WORDS = ("input", "source", "freeze", "train", "policy", "adapt", "inherit", "loss",
+                   "recipe", "output")
 
 #: How terminals are named in messages: as the user would type them.
 _TERMINAL_WORDS = {
@@ -113,6 +119,8 @@ def no_cyclic_gc():
 def parse_spec(text: str, file: str | None = None) -> ast.Spec:
     """Parse spec text into an :class:`ast.Spec`; raise :class:`SynthError` on bad syntax."""
     text = text.replace("\r\n", "\n")
+    if text.startswith("\ufeff"):  # a byte-order mark, as some editors write: not part of the spec
+        text = text[1:]
     with no_cyclic_gc():
         return build_ast(parse_tree(text, file), text, file)
 
@@ -222,6 +230,19 @@ def _translate(e: UnexpectedInput, text: str, file: str | None) -> SynthError:
     found = f"'{tok.value}'"
     if tok.type == "STRING":
         found = f"string {tok.value}"
+    before = _word_before(text, tok.start_pos)
+    if before is not None and tok.type in ("EQUAL", "COMMA") and before[0] in KEYWORDS:
+        word, start = before  # `train = ...`, `output, y = ...`: a keyword as an assigned name
+        return SynthError("S006", f"'{word}' is a keyword and cannot be used as a name",
+                          _point(text, start, file, len(word)),
+                          hint=f"choose another name, e.g. '{word}_'")
+    if (before is not None and tok.type in ("NAME", "PATTERN", "STRING") and "EQUAL" in e.expected
+            and before[0] not in KEYWORDS
+            and (meant := _misspelt_statement_word(before[0]))):
+        word, start = before  # `sourse s = ...`: a statement word misspelt
+        return SynthError("S002", f"unknown statement '{word}'; expected a statement word "
+                          "(source, input, train, ...) or an assignment `name = ...`",
+                          _point(text, start, file, len(word)), hint=f"did you mean '{meant}'?")
     hint = None
     if str(tok.value) in KEYWORDS and "NAME" in e.expected:
         hint = f"'{tok.value}' is a keyword; choose another name"
@@ -230,6 +251,39 @@ def _translate(e: UnexpectedInput, text: str, file: str | None) -> SynthError:
     elif "RPAR" in e.expected and len(e.expected) <= 4:
         hint = "a ')' may be missing before this"
     return SynthError("S002", f"unexpected {found}" + (f"; {exp}" if exp else ""), span, hint=hint)
+
+
+def _word_before(text: str, pos: int | None) -> tuple[str, int] | None:
+    """The word that ends just before offset `pos` (white space allowed between), with its
+    offset; None when the text before is not a word or `pos` is unknown."""
+    if not pos:
+        return None
+    m = _WORD_BEFORE.search(text, max(0, pos - 256), pos)
+    if m is None or (m.start() > 0 and text[m.start() - 1] in "._"):
+        return None  # `r18.train = ...` is a dotted path, not a statement word
+    return m.group(1), m.start()
+
+
+def _misspelt_statement_word(word: str) -> str | None:
+    """The statement word `word` is a slip of (one edit away, two for words of six letters or
+    more; a swap of neighbours is one edit), or None. Stricter than "did you mean", since
+    here `word` may just as well be a value's name with a missing '='."""
+    limit = 1 if len(word) <= 5 else 2
+    best = min(STATEMENT_WORDS, key=lambda w: _edits(word.lower(), w))
+    return best if _edits(word.lower(), best) <= limit else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`."""
+    prev2, prev = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
 
 
 def _eof_hint(expected) -> str | None:
