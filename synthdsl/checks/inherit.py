@@ -12,7 +12,6 @@ the statement's record (``mapping``, ``skipped``, ``target_path``, ``mode``,
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from synthdsl.lang.errors import did_you_mean
 from synthdsl.lang.options import INHERIT_OPTIONS, spoken
 from synthdsl.library.cache import sources_of
 from synthdsl.library.sources import _reason
+from synthdsl.library.rename import Renamer, RenameTimeout, rename_problem
 from synthdsl.library.weights import persistent_tensors, transform
 
 
@@ -72,7 +72,13 @@ def check_inheritance(ctx: CheckContext) -> None:
                     hint="map it by name with rename=[...], or use the .pt/.pth file")
             continue
         strip = ".".join(rec["donor_path"]) + "." if rec["donor_path"] else ""
-        mapping, problems, skipped = map_tensors(targets, donor, opts, strip)
+        try:
+            mapping, problems, skipped = map_tensors(targets, donor, opts, strip)
+        except RenameTimeout as e:
+            ctx.err("S402", str(e), spans.get("rename", rec["span"]),
+                    hint="write the pattern without nested repetition, e.g. "
+                    "'[a-z0-9_.]*Z' for '([a-z0-9_.]|[a-z0-9_.])*Z'")
+            continue
         mapped = []
         for tname, key in mapping:
             meta = torch.empty(donor[key], device="meta")
@@ -162,14 +168,10 @@ def inherit_option_problem(opts: dict) -> tuple[str, str] | None:
         return "map", f'inherit map= is {spoken(maps)}, found {opts["map"]!r}'
     if "rename" in opts:
         r = opts["rename"]
-        if not isinstance(r, tuple) or len(r) % 2 or not all(isinstance(x, str) for x in r):
-            return "rename", ("inherit rename= takes pairs of strings: "
-                              '[\"regex\", \"replacement\", ...]')
-        for pat in r[::2]:
-            try:
-                re.compile(pat)
-            except re.error as e:
-                return "rename", f"inherit rename= pattern {pat!r} is not a regular expression: {e}"
+        problem = rename_problem(r) if isinstance(r, tuple) else \
+            'inherit rename= takes pairs of strings: ["regex", "replacement", ...]'
+        if problem:
+            return "rename", problem
     if "rows" in opts:
         r = opts["rows"]
         ok = (isinstance(r, int) and not isinstance(r, bool) and r > 0) or (
@@ -195,14 +197,11 @@ def map_tensors(targets: dict[str, tuple], donor: dict[str, tuple], opts: dict,
     """Pair target tensors (local names) with donor keys: by name (after `rename`) or by
     order. Returns the pairs, count problems, and what is left unpaired on either side."""
     renamed: dict[str, str] = {}
-    pairs = list(opts.get("rename", ()))
+    rename = Renamer(opts.get("rename", ()))  # RenameTimeout: S402 at rename=, by the caller
     for key in donor:
         name = key[len(strip):] if strip and key.startswith(strip) else key
-        for pat, rep in zip(pairs[::2], pairs[1::2]):
-            if re.fullmatch(pat, key):
-                name = re.sub(pat, rep, key, count=1)
-                break
-        renamed[name] = key
+        new = rename(key) if rename.rules else None
+        renamed[name if new is None else new] = key
     if opts.get("map", "name") == "order":
         tkeys, dkeys = list(targets), list(donor)
         n = min(len(tkeys), len(dkeys))
