@@ -52,7 +52,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 #: Most bytes a spec (``.synth``) file may have; a spec is text written by a person.
-SPEC_MAX_BYTES = 16 * 2**20
+SPEC_MAX_BYTES = 2 * 2**20
 #: Most bytes a lock file (``SPEC.lock``, a JSON table of digests) may have.
 LOCK_MAX_BYTES = 16 * 2**20
 #: Most bytes a weights checkpoint or a compiled artifact may have.
