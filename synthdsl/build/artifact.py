@@ -27,6 +27,7 @@ from synthdsl.files import write_text as atomic_write_text
 from synthdsl.graph import SynthGraph, build_graph, spec_texts
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.parse import parse_spec
+from synthdsl.build.locks import checkpoints, lock_data, verify_lock, write_lock  # noqa: F401
 from synthdsl.library.checkpoints import file_sha256, read_state_dict, safetensors_metadata
 from synthdsl.library.peft import merge_lora
 
@@ -43,25 +44,6 @@ def _specs(graph: SynthGraph, base: Path, out: dict[str, str]) -> dict[str, str]
             out[rel] = child.graph["text"]
             _specs(child, base, out)
     return out
-
-
-def checkpoints(graph: SynthGraph) -> dict[str, str]:
-    """Every checkpoint a spec reads (its imports' too): resolved path -> spec spelling."""
-    out: dict[str, str] = {}
-    for n in graph.nodes:
-        node = graph.nodes[n]
-        if node.get("weights"):
-            out[node["weights"]] = node.get("weights_text", node["weights"])
-        if node.get("constructor") == "spec" and node.get("graph") is not None:
-            out.update(checkpoints(node["graph"]))
-    return out
-
-
-def lock_data(graph: SynthGraph) -> dict:
-    files = checkpoints(graph)
-    return {"spec": graph.name,
-            "checkpoints": {text: file_sha256(path) for path, text in sorted(files.items())
-                            if Path(path).exists()}}
 
 
 def save_compiled(model, path: str | Path) -> Path:
@@ -133,50 +115,3 @@ def load_compiled(path: str | Path):
 def _build(spec):
 
     return build_graph(spec)
-
-
-def write_lock(graph: SynthGraph, spec_path: str | Path) -> Path:
-    lock = Path(str(spec_path) + ".lock")
-    atomic_write_text(lock, json.dumps(lock_data(graph), indent=2, sort_keys=True) + "\n")
-    return lock
-
-
-def verify_lock(graph: SynthGraph, spec_path: str | Path) -> list[SynthError]:
-    """Checkpoints that changed (or vanished) since `SPEC.lock` was written."""
-    lock_file = Path(str(spec_path) + ".lock")
-    if not lock_file.exists():
-        return []
-    try:
-        raw = read_regular(lock_file, LOCK_MAX_BYTES, "lock file")
-    except OSError as e:  # a FIFO, a device, a directory or too large: never read
-        return [SynthError("S206", f"lock file '{lock_file.name}' cannot be read: "
-                           f"{e if isinstance(e, NotReadable) else e.strerror or e}",
-                           hint="remove it, or write it again with `synth lock SPEC`")]
-    try:
-        locked = json.loads(raw.decode("utf-8"))["checkpoints"]
-    except (ValueError, KeyError, TypeError):
-        return [SynthError("S206", f"lock file '{lock_file.name}' is not valid",
-                           hint="write it again with `synth lock SPEC`")]
-    spans = {}
-    for n in graph.nodes:
-        node = graph.nodes[n]
-        if node.get("weights"):
-            spans[node.get("weights_text")] = (node["weights"], node["weights_span"])
-    errors = []
-    for text, digest in sorted(locked.items()):
-        path, span = spans.get(text, (None, None))
-        if path is None:
-            continue  # no longer named by the spec (e.g. in an imported spec): not ours
-        if not Path(path).exists():
-            errors.append(SynthError("S206", f"weights file '{text}' is locked but missing",
-                                     span))
-        elif file_sha256(path) != digest:
-            errors.append(SynthError(
-                "S206", f"weights file '{text}' changed since it was locked", span,
-                notes=[f"locked sha256 {digest[:16]}…, now {file_sha256(path)[:16]}…"],
-                hint="if the change is intended, lock again with `synth lock SPEC`"))
-    for text, (path, span) in sorted(spans.items()):
-        if text not in locked:
-            errors.append(SynthError("S206", f"weights file '{text}' is not in the lock file",
-                                     span, hint="lock again with `synth lock SPEC`"))
-    return errors

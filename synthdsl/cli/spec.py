@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import sys
 import time
+from pathlib import Path
 
 import torch
 
-from synthdsl.build.artifact import (checkpoints, lock_data, save_compiled, verify_lock,
-                                     write_lock)
-from synthdsl.build.compile import compile_graph, spec_shapes
-from synthdsl.checks import check_graph
-from synthdsl.cli.common import (EXIT_OK, EXIT_SPEC_ERROR, check_output, print_warnings,
-                                 read_text)
-from synthdsl.graph import SynthGraph, build_graph
-from synthdsl.lang.errors import SynthError, SynthErrors, did_you_mean, fmt_shape, render_all
-from synthdsl.lang.parse import parse_file
+from synthdsl.build.artifact import save_compiled
+from synthdsl.build.locks import checkpoints, has_lock, lock_data, lock_path, write_lock
+from synthdsl.build.compile import spec_shapes
+from synthdsl.cli.common import EXIT_OK, check_output, print_warnings, read_text
+from synthdsl.graph import SynthGraph
+from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.library.cache import sources_of
 from synthdsl.library.cuts import cut_points
 from synthdsl.library.parts import feature_info
 from synthdsl.library.sources import check_arch, create_timm
+from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.viz.summary import render_provenance, render_summary
 
 
-def checked(path: str) -> SynthGraph:
-    """The checked graph of the spec at `path`; raises its errors."""
-    return check_graph(build_graph(parse_file(path)))
+def checked(path: str, lock: bool = True) -> SynthGraph:
+    """The checked graph of the spec at `path`; raises its errors. Its lock (`SPEC.lock`)
+    is verified before any checkpoint is read, unless `lock` is False."""
+    return check_spec(Path(path), lock=lock)
 
 
 def cmd_summary(args) -> int:
@@ -34,19 +33,20 @@ def cmd_summary(args) -> int:
     print(render_summary(graph))
     if args.inheritance:
         print()
-        print(render_provenance(compile_graph(graph, seed=0)))
+        print(render_provenance(compile_locked(graph, seed=0)))
     return EXIT_OK
 
 
 def cmd_lock(args) -> int:
-    graph = checked(args.file)
     if args.verify:
-        errors = verify_lock(graph, args.file)
-        if errors:
-            print(render_all(SynthErrors(errors), read_text(args.file)), file=sys.stderr)
-            return EXIT_SPEC_ERROR
-        print(f"{args.file}: checkpoints match {args.file}.lock")
+        if not has_lock(args.file):
+            raise SynthError("S206", f"'{args.file}' has no lock file: expected "
+                             f"'{lock_path(args.file)}'",
+                             hint="write one with `synth lock SPEC`")
+        checked(args.file)  # the lock verified first: its errors are raised before the check
+        print(f"{args.file}: checkpoints match {lock_path(args.file)}")
         return EXIT_OK
+    graph = checked(args.file, lock=False)  # a new lock replaces the old one: not verified
     lock = write_lock(graph, args.file)
     n = len(lock_data(graph)["checkpoints"])
     print(f"wrote {lock} ({n} checkpoint{'s' if n != 1 else ''})")
@@ -59,7 +59,7 @@ def cmd_compile(args) -> int:
     check_output(args.output, checkpoints(graph), "compiled module")  # nor a weights file
     print_warnings(graph, read_text(args.file))
     t0 = time.perf_counter()
-    model = compile_graph(graph, seed=args.seed)
+    model = compile_locked(graph, seed=args.seed)
     t1 = time.perf_counter()
     if args.code:
         print(model.code.strip())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from synthdsl.build.artifact import save_compiled
-from synthdsl.pipeline import check_spec, compile_graph
+from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec
 from synthdsl.train.distributed import barrier
@@ -123,9 +123,9 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     `unlabelled` choose the training samples; `eval_split` ("test", "train" or "none") is
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
     preprocessing; `teacher` names a run, artifact or spec to distil from."""
-    graph = check_spec(Path(spec))
+    graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
-    model = compile_graph(graph, seed=resolved.seed)
+    model = compile_locked(graph, seed=resolved.seed)
     data_spec = DataSpec(data, tuple(classes) if classes else None, shots,
                          shots_seed if shots_seed is not None else resolved.seed, unlabelled)
     preprocess = preprocess_for(model, mean, std, normalize)
