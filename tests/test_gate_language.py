@@ -116,3 +116,28 @@ def test_a_byte_order_mark_keeps_first_line_columns():
 def test_a_byte_order_mark_elsewhere_is_still_an_error():
     e = _error(HEAD + "\ufeffoutput x\n")
     assert e.code == "S001" and e.span.line == 3
+
+
+def test_a_spec_of_too_many_statements_is_s008_at_the_first_one_beyond(tmp_path, capsys):
+    from synthdsl.lang.parse import MAX_STATEMENTS
+
+    n = MAX_STATEMENTS + 5
+    lines = ["synth C", "input x: [B, 8]", "v0 = ReLU(x)"]
+    lines += [f"v{i} = ReLU(v{i - 1})" for i in range(1, n - 2)] + [f"output v{n - 4}"]
+    spec = tmp_path / "chain.synth"
+    spec.write_text("\n".join(lines) + "\n")
+    assert run(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S008]" in err and f"at most {MAX_STATEMENTS:,} are read" in err
+    assert f"chain.synth:{MAX_STATEMENTS + 2}:1" in err
+
+
+def test_a_spec_file_over_its_size_limit_says_both_sizes(tmp_path, capsys):
+    from synthdsl.files import SPEC_MAX_BYTES
+
+    spec = tmp_path / "big.synth"
+    spec.write_text("synth A\n" + "# padding\n" * (SPEC_MAX_BYTES // 10 + 1))
+    assert run(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S000]" in err and f"more than the {SPEC_MAX_BYTES:,}" in err
+    assert "UTF-8" not in err

@@ -30,6 +30,9 @@ from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.transform import KEYWORDS, AstBuilder, span_of
 
+#: Most statements a spec may have (S008 beyond): checking one takes about half a
+#: millisecond, so a spec stays checked in seconds.
+MAX_STATEMENTS = 20_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The word just before an offset (white space between them): how a token's left neighbour
 #: is found for the messages below, without lark's token history.
@@ -140,6 +143,15 @@ def parse_tree(text: str, file: str | None = None) -> Tree:
 def build_ast(tree: Tree, text: str, file: str | None = None) -> ast.Spec:
     """The second half of :func:`parse_spec`: the AST of a tree from :func:`parse_tree`
     (names, numbers and strings checked: S004-S008)."""
+    statements = tree.children[1:]
+    if len(statements) > MAX_STATEMENTS:
+        first = next((t for t in statements[MAX_STATEMENTS].iter_subtrees_topdown()
+                      for tok in t.children if isinstance(tok, lark.Token)), None)
+        tok = next(c for c in first.children if isinstance(c, lark.Token)) if first else None
+        raise SynthError("S008", f"the spec has {len(statements):,} statements; at most "
+                         f"{MAX_STATEMENTS:,} are read",
+                         span_of(tok, file) if tok is not None else _point(text, 0, file),
+                         hint="split it into specs that import each other with spec(\"...\")")
     try:
         spec = AstBuilder(file, _kept_terminals()).transform(tree)
     except RecursionError:
@@ -154,7 +166,11 @@ def parse_file(path: str | Path) -> ast.Spec:
     except FileNotFoundError:
         raise SynthError("S000", f"spec file '{path}' does not exist") from None
     except NotReadable as e:  # a FIFO, a device, a directory, or too large: never read
-        said = str(e).replace(f"spec file '{path}' is", "it is", 1)
+        said = str(e)
+        if said.startswith(f"spec file '{path}' has "):  # too large: the sizes say it all
+            raise SynthError("S000", said, hint="split it into specs that import each other "
+                             'with spec("...")') from None
+        said = said.replace(f"spec file '{path}' is", "it is", 1)
         raise SynthError("S000", f"spec file '{path}' cannot be read as UTF-8 text: {said}",
                          hint="name a .synth text file") from None
     except (UnicodeDecodeError, IsADirectoryError) as e:
