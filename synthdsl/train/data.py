@@ -42,7 +42,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from synthdsl.files import WEIGHTS_MAX_BYTES, NotReadable, regular_file
 from synthdsl.train.errors import DataError
+from synthdsl.train.npz import read_npz
 from synthdsl.train.images import FolderImages, ImageData, TensorImages
 
 #: The datasets that ship with the dependencies, by name.
@@ -137,10 +139,11 @@ def _hwc_to_chw(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _npz(path: Path, split: str) -> ImageData:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+    try:  # sizes checked against the zip directory before anything is allocated
+        regular_file(path, WEIGHTS_MAX_BYTES, "data file")  # a FIFO or a device: not opened
+        with open(path, "rb") as f:
+            arrays = read_npz(f, str(path))
+    except (OSError, NotReadable) as e:
         raise DataError(f"cannot read '{path}' as an .npz of arrays: {e}") from e
 
     def pick(*names: str) -> np.ndarray | None:
