@@ -1,0 +1,261 @@
+"""What a compiled artifact's metadata holds, checked before anything is built from it.
+
+A compiled artifact is a safetensors file. Its ``__metadata__`` has three strings:
+
+* ``format``: ``"synthdsl-compiled/2"``;
+* ``artifact``: one JSON object, :class:`Record`: every spec the module was compiled
+  from, as text (the main spec first, then each spec it imports, each with the import
+  strings it writes mapped to the spec they named when it was compiled), the
+  provenance of every tensor, the lock, and the LoRA adapters kept unmerged;
+* ``digest``: ``sha256:`` of the record and of every tensor (name, dtype, shape, bytes),
+  so an artifact edited or damaged since it was written is told apart from one that is not
+  an artifact at all.
+
+An artifact carries everything: loading it opens no path its metadata names. The embedded
+specs are placed in a virtual folder tree (:func:`place`) whose every import resolves to
+an embedded text, exactly as the graph builder resolves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthdsl.lang.errors import SynthError
+from synthdsl.library.checkpoints import SAFETENSORS_DTYPES
+
+FORMAT = "synthdsl-compiled/2"
+#: Names of a spec inside an artifact are for display; at most this long.
+MAX_NAME = 255
+#: Most ``..`` steps the imports of all embedded specs may take together.
+MAX_UP_STEPS = 256
+#: Most places the embedded specs may take (every import of every imported spec).
+MAX_PLACES = 10_000
+
+DTYPE_CODES = {dtype: code for code, (_, dtype) in SAFETENSORS_DTYPES.items()}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class EmbeddedSpec(_Strict):
+    """One spec's text, and the spec each of its `spec("...")` imports named."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    text: str
+    imports: dict[str, int] = {}
+
+
+class LockRecord(_Strict):
+    spec: str
+    checkpoints: dict[str, str]
+
+
+class Record(_Strict):
+    """The ``artifact`` metadata entry."""
+
+    specs: list[EmbeddedSpec] = Field(min_length=1)
+    provenance: dict[str, dict[str, Any]]
+    lock: LockRecord
+    adapters: list[str]
+
+
+def s209(path: Path, why: str) -> SynthError:
+    return SynthError("S209", f"'{path.name}' is not a compiled synthdsl artifact: {why}",
+                      hint="name a file written by `synth compile SPEC -o FILE.safetensors` "
+                      "or by `synth train`")
+
+
+def s210(path: Path, why: str, notes: Iterable[str] = ()) -> SynthError:
+    return SynthError("S210", f"artifact '{path.name}' does not agree with itself: {why}",
+                      notes=list(notes),
+                      hint="it was edited or damaged after it was written; compile it again, "
+                      "or use an unmodified copy")
+
+
+def parse_record(path: Path, meta: dict[str, str]) -> Record:
+    """The metadata's record, validated (S209 where it is not one)."""
+    if set(meta) != {"format", "artifact", "digest"}:
+        extra = sorted(set(meta) - {"format", "artifact", "digest"})
+        missing = sorted({"format", "artifact", "digest"} - set(meta))
+        raise s209(path, "its metadata should have the keys format, artifact and digest"
+                   + (f"; missing {', '.join(missing)}" if missing else "")
+                   + (f"; unexpected {', '.join(map(repr, extra[:5]))}" if extra else ""))
+    try:
+        record = Record.model_validate_json(meta["artifact"])
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the record"
+        raise s209(path, f"its metadata entry 'artifact' is not valid: at {where}: "
+                   f"{first['msg']} ({e.error_count()} problem"
+                   f"{'s' if e.error_count() != 1 else ''})") from None
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", meta["digest"]):
+        raise s209(path, "its metadata entry 'digest' is not 'sha256:' and 64 hex digits")
+    n = len(record.specs)
+    for i, spec in enumerate(record.specs):
+        for target, j in spec.imports.items():
+            if not 0 < j < n:
+                raise s210(path, f"spec {display(spec.name)} imports {display(target)} as "
+                           f"spec #{j}, but the artifact holds specs #1 to #{n - 1}")
+    return record
+
+
+# ---- the digest ------------------------------------------------------------------------
+
+
+def _entry_line(name: str, code: str, shape: Iterable[int]) -> bytes:
+    return json.dumps([name, code, list(shape)]).encode("utf-8") + b"\n"
+
+
+def digest_of_tensors(record: str, state: dict[str, torch.Tensor]) -> str:
+    """The digest of a record and the tensors about to be written."""
+    h = hashlib.sha256(FORMAT.encode() + b"\n" + record.encode("utf-8") + b"\n")
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(_entry_line(name, DTYPE_CODES[t.dtype], t.shape))
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + h.hexdigest()
+
+
+def digest_of_file(record: str, f, data_start: int, header: dict) -> str:
+    """The same digest, from an open safetensors file (its header validated): streamed, so
+    nothing the size of a tensor is allocated."""
+    h = hashlib.sha256(FORMAT.encode() + b"\n" + record.encode("utf-8") + b"\n")
+    for name in sorted(header):
+        entry = header[name]
+        h.update(_entry_line(name, entry["dtype"], entry["shape"]))
+        start, end = entry["data_offsets"]
+        f.seek(data_start + start)
+        left = end - start
+        while left:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                raise ValueError(f"'{name}' is cut short: the file is truncated")
+            h.update(block)
+            left -= len(block)
+    return "sha256:" + h.hexdigest()
+
+
+# ---- embedding specs ---------------------------------------------------------------------
+
+
+def embed(graph) -> list[dict]:
+    """Every spec of a compiled graph as :class:`EmbeddedSpec` data: the main spec first,
+    each imported file once, its imports keyed by the string it writes."""
+    specs: list[dict] = []
+    index: dict[str, int] = {}
+
+    def add(g, file: str | None) -> int:
+        i = len(specs)
+        if file is not None:
+            index[file] = i
+        entry = {"name": safe_name(Path(g.graph.get("file") or "spec.synth").name),
+                 "text": g.graph.get("text", ""), "imports": {}}
+        specs.append(entry)
+        for s in g.of_kind("source"):
+            node = g.nodes[s]
+            child = node.get("graph")
+            if node["constructor"] != "spec" or child is None:
+                continue
+            resolved = node["path_resolved"]
+            j = index.get(resolved)
+            entry["imports"][node["target"]] = add(child, resolved) if j is None else j
+        return i
+
+    add(graph, None)
+    return specs
+
+
+def safe_name(name: str) -> str:
+    """A spec's file name as one harmless path component, for display and placing."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:MAX_NAME].lstrip(".")
+    return name or "spec.synth"
+
+
+def display(text: str) -> str:
+    """Text from an artifact, quoted for a message: no control characters, bounded."""
+    text = text if len(text) <= 200 else text[:200] + "…"
+    return repr(text)
+
+
+def printable(text: str) -> str:
+    """Text from an artifact as one line of printable characters, bounded."""
+    return re.sub(r"[^\x20-\x7e]", "?", text[:200])
+
+
+def _up_steps(target: str) -> int:
+    return sum(1 for part in PurePosixPath(target.replace("\\", "/")).parts if part == "..")
+
+
+def place(path: Path, record: Record) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Where each embedded spec stands in a virtual folder tree, as the graph builder will
+    resolve it: (the main spec's file, the text at every import's resolved path, a label for
+    each path in diagnostics). S210 where two imports would resolve to one path but name
+    different specs, where the imports form a cycle, or where they would take too many places.
+
+    The tree's root is deep enough that no chain of ``..`` climbs out of it, so every import
+    resolves inside it; none of its folders exists, so resolving reads nothing."""
+    specs = record.specs
+    _acyclic(path, record)
+    steps = sum(_up_steps(t) for s in specs for t in s.imports)
+    if steps > MAX_UP_STEPS:
+        raise s210(path, f"its specs' imports climb {steps} folders with '..', more than "
+                   f"the {MAX_UP_STEPS} an artifact may")
+    root = Path(os.sep, ".synthdsl-artifact", *(["_"] * (steps + 1))).resolve()
+    name = safe_name(specs[0].name)  # one component: never a path of its own
+    main = str(root / name)
+    texts: dict[str, str] = {}
+    owner: dict[str, int] = {}
+    labels: dict[str, str] = {main: f"{path.name}: {name}"}
+    todo = [(0, main, labels[main])]
+    while todo:
+        i, file, label = todo.pop()
+        base = Path(file).resolve().parent
+        for target, j in sorted(specs[i].imports.items()):
+            key = str((base / target).resolve())
+            if owner.setdefault(key, j) != j:
+                raise s210(path, f"the import {display(target)} of {display(specs[i].name)} "
+                           "resolves where another import names a different spec")
+            if key in texts:
+                continue
+            if len(texts) >= MAX_PLACES:
+                raise s210(path, f"its specs import each other in more than {MAX_PLACES} "
+                           "places")
+            texts[key] = specs[j].text
+            labels[key] = f"{label} > {printable(target)}"
+            todo.append((j, key, labels[key]))
+    return main, texts, labels
+
+
+def _acyclic(path: Path, record: Record) -> None:
+    specs = record.specs
+    users = [0] * len(specs)  # how many specs import each one
+    for s in specs:
+        for j in set(s.imports.values()):
+            users[j] += 1
+    todo, done = [i for i, n in enumerate(users) if n == 0], 0
+    while todo:
+        done += 1
+        for j in set(specs[todo.pop()].imports.values()):
+            users[j] -= 1
+            if users[j] == 0:
+                todo.append(j)
+    if done != len(specs):
+        raise s210(path, "its specs import each other in a cycle")
+
+
+def imports_written(spec) -> Iterator[tuple[str, Any]]:
+    """Each `spec("...")` a parsed spec writes: the string and its span."""
+    for st in spec.statements:
+        if getattr(st, "constructor", None) == "spec" and hasattr(st, "target_span") \
+                and isinstance(getattr(st, "target", None), str):
+            yield st.target, st.target_span
