@@ -23,6 +23,7 @@ import torch
 from torch import fx, nn
 
 from synthdsl.build.module import SynthModule
+from synthdsl.checks.probes import probed
 from synthdsl.graph import SynthGraph
 from synthdsl.lang.errors import InternalError, SynthError
 from synthdsl.library.cache import Sources, sources_of
@@ -342,6 +343,19 @@ def spec_shapes(module: fx.GraphModule | SynthModule) -> dict[str, tuple | None]
     for n, shapes in several.items():
         single[n] = tuple(shapes[i] for i in sorted(shapes))
     return single
+
+
+def example_dims(graph: SynthGraph) -> dict[str, int]:
+    """Sizes for the symbolic dimensions that are more than a batch size (``H``, ``W``,
+    ``T``), for example inputs: sizes the check ran the whole graph with on meta, every
+    layer keeping its sizes. Empty when every symbol is a batch size (any size serves).
+
+    >>> from synthdsl.pipeline import check_spec
+    >>> example_dims(check_spec("synth A input x: [B, 3, H, W] y = Conv2d(x, out=4, "
+    ...                         "kernel=3) output y"))
+    {'H': 32, 'W': 32}
+    """
+    return dict(probed(graph).example_dims)
 
 
 def _value(graph: SynthGraph, env: dict[str, list[fx.Node]], n: str) -> fx.Node:

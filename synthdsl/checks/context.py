@@ -10,17 +10,137 @@ runs a list of passes and writes the summary keys every later stage reads.
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from synthdsl.graph import SynthGraph
+from synthdsl.lang.ast import Span
 from synthdsl.lang.errors import Collector, SynthError, SynthErrors, fmt_shape
 from synthdsl.library.parts import PartPlan
 
-#: Probe sizes for symbolic dimensions: large primes no real layer size is likely to equal.
-PROBES = (9973, 9967, 9949, 9941, 9931, 9929, 9923, 9907)
+#: Where probe sizes start: symbolic dimensions get distinct primes just below this one
+#: (9973, 9967, ...), lower when an input has so many symbolic dimensions that their
+#: product would not fit a tensor's size, and never a number the spec writes.
+PROBE_TOP = 9973
+
+#: The product of an input's sizes, probes included, stays below this many values.
+PROBE_ROOM = 2 ** 50
+
+#: The smallest probe size.
+PROBE_FLOOR = 17
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+def literal_numbers(g: SynthGraph) -> set[int]:
+    """Every whole number the spec writes: input sizes, options, source keywords."""
+    found: set[int] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, bool):
+            return
+        if isinstance(v, int):
+            found.add(v)
+        elif isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 63:
+            found.add(int(v))
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+
+    for n in g.nodes:
+        node = g.nodes[n]
+        for key in ("dims", "options", "create_kwargs"):
+            walk(node.get(key))
+    return found
+
+
+def choose_probes(g: SynthGraph, symbols: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Two assignments of probe sizes to `symbols`: distinct primes, no two alike across
+    both, none a number the spec writes. The check runs every node under both: a size
+    that is the same in both is fixed, one that moves follows from a symbol."""
+    if not symbols:
+        return {}, {}
+    avoid = literal_numbers(g)
+    most, fixed = 1, 1
+    for n in g.of_kind("input"):
+        dims = g.nodes[n]["dims"]
+        most = max(most, sum(isinstance(d, str) for d in dims))
+        product = 1
+        for d in dims:
+            if isinstance(d, int) and d > 0:
+                product *= d
+        fixed = max(fixed, product)
+    top = min(PROBE_TOP, int((PROBE_ROOM / fixed) ** (1 / most)))
+    top = max(top, PROBE_FLOOR)
+    want = 2 * len(symbols)
+    primes = [p for p in range(top, PROBE_FLOOR - 1, -1) if p not in avoid and _is_prime(p)]
+    p = top + 1
+    while len(primes) < want:  # too few below the top: continue above it
+        if p not in avoid and _is_prime(p):
+            primes.append(p)
+        p += 1
+    primes = primes[:want]
+    return dict(zip(symbols, primes)), dict(zip(symbols, primes[len(symbols):]))
+
+
+class Derived(str):
+    """A size that follows from symbolic ones but is none of them (``H-2``, ``?``): it
+    reads as its expression, and equals only the same size."""
+
+    key: tuple
+
+    def __new__(cls, text: str, key: tuple) -> "Derived":
+        s = super().__new__(cls, text)
+        s.key = key
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Derived) and other.key == self.key
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+def spell_dim(d1: int, d2: int, probes: dict[str, int], probes2: dict[str, int]):
+    """How a size reads, from its values under the two probe assignments: a number when
+    both agree, the symbol both probes belong to, else the one expression ``a*S+b`` in a
+    symbol that fits both (``H-2``, ``4*T``), else ``?``."""
+    if d1 == d2:
+        return d1
+    fits = []
+    for s, p in probes.items():
+        q = probes2[s]
+        if d1 == p and d2 == q:
+            return s
+        a, rest = divmod(d1 - d2, p - q)
+        if rest or a < 1:
+            continue
+        b = d1 - a * p
+        if d2 == a * q + b and abs(b) < min(p, q) // 2:
+            fits.append((s, a, b))
+    if len(fits) != 1:
+        return Derived("?", (d1, d2))
+    s, a, b = fits[0]
+    text = (f"{a}*{s}" if a != 1 else s) + (f"+{b}" if b > 0 else f"{b}" if b < 0 else "")
+    return Derived(text, (d1, d2))
 
 
 class Broken(Exception):
@@ -41,8 +161,12 @@ class CheckContext:
             self.errors.add(d)
         symbols = sorted({d for n in g.of_kind("input") for d in g.nodes[n]["dims"]
                           if isinstance(d, str)})
-        self.probes = dict(zip(symbols, PROBES))
+        # every node runs twice on meta, once per assignment (see checks.probes)
+        self.probes, self.probes2 = choose_probes(g, symbols)
         self.symbol_of = {v: k for k, v in self.probes.items()}
+        self.spelled: dict[int, Any] = {}          # a size of the first run -> how it reads
+        self.values2: dict[str, Any] = {}          # node -> its meta value(s), second run
+        self.made: dict[str, list] = {}            # part node -> tensors made inside it
         self.models: dict[str, nn.Module] = {}      # timm source -> its model (on meta)
         self.children: dict[str, SynthGraph] = {}   # spec sources, checked
         self.plans: dict[str, PartPlan] = {}        # part node -> its plan (on meta)
@@ -67,8 +191,32 @@ class CheckContext:
     # -- values ------------------------------------------------------------------
 
     def shape_of(self, t: torch.Tensor) -> tuple:
-        """A meta tensor's shape, with probe sizes spelled as their symbols again."""
-        return tuple(self.symbol_of.get(int(d), int(d)) for d in t.shape)
+        """A meta tensor's shape (of the first run), with probe sizes spelled as their
+        symbols again and sizes that follow from them as their expressions."""
+        return tuple(self.symbol_of.get(int(d)) or self.spelled.get(int(d), int(d))
+                     for d in t.shape)
+
+    def spell(self, t1: torch.Tensor, t2: torch.Tensor | None) -> tuple:
+        """A value's shape from both runs: what is fixed, what is a symbol, what follows
+        from one. Sizes that follow from symbols are remembered for `shape_of`."""
+        if t2 is None or len(t1.shape) != len(t2.shape):
+            return self.shape_of(t1)
+        out = []
+        for d1, d2 in zip(t1.shape, t2.shape):
+            d = spell_dim(int(d1), int(d2), self.probes, self.probes2)
+            if isinstance(d, Derived):
+                self.spelled.setdefault(int(d1), d)
+            out.append(d)
+        return tuple(out)
+
+    def reason(self, e: Exception) -> str:
+        """What torch said, with probe sizes (and sizes that follow from them) spelled
+        as the spec spells them: probe values never reach a message."""
+        text = torch_reason(e)
+        table = {**{str(v): s for s, v in self.probes.items()},
+                 **{str(v): s for s, v in self.probes2.items()},
+                 **{str(k): str(v) for k, v in self.spelled.items()}}
+        return re.sub(r"\d+", lambda m: table.get(m.group(0), m.group(0)), text)
 
     def describe(self, n: str) -> str:
         """How the spec spells a value: its name, or the call that makes it if it has none."""
@@ -76,6 +224,26 @@ class CheckContext:
         if n == node["name"] or node["kind"] == "input":
             return f"'{node['name']}'"
         return f"{node['label']}(...)"
+
+    def dim_span(self, n: str, i: int):
+        """Where dimension `i` of input `n` is written (the input's span if not found)."""
+        span = self.g.nodes[n]["span"]
+        text = str(self.g.graph.get("text") or "")
+        part = text[span.start:span.end] if span is not None else ""
+        open_ = part.find("[")
+        if open_ < 0:
+            return span
+        at = span.start + open_ + 1
+        for k, piece in enumerate(part[open_ + 1:].split(",")):
+            body = piece.split("]")[0]
+            if k == i:
+                lead = len(body) - len(body.lstrip())
+                start, end = at + lead, at + len(body.rstrip())
+                line = text.count("\n", 0, start) + 1
+                column = start - (text.rfind("\n", 0, start) + 1) + 1
+                return Span(span.file, line, column, line, column + end - start, start, end)
+            at += len(piece) + 1
+        return span
 
     def described_inputs(self, node) -> list[str]:
         return [f"input {i + 1} {self.describe(src)} has shape "

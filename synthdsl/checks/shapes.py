@@ -18,7 +18,11 @@ import weakref
 import torch
 from torch import nn
 
-from synthdsl.checks.context import Broken, CheckContext, torch_reason
+from synthdsl.checks.budget import current_budget, input_too_big
+from synthdsl.checks.context import Broken, CheckContext
+from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, probed,
+                                    record_activations, run_cached, spec_outputs, start,
+                                    symbolic_error)
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
@@ -26,7 +30,7 @@ from synthdsl.lang.parse import no_cyclic_gc
 from synthdsl.library.layers import LAYERS, LayerArgError
 from synthdsl.library.ops import OPS
 from synthdsl.library.cache import sources_of
-from synthdsl.library.parts import PartError, UsedTensors, plan_part
+from synthdsl.library.parts import PartError, plan_part
 
 
 def check_shapes(ctx: CheckContext) -> None:
@@ -38,7 +42,8 @@ def check_shapes(ctx: CheckContext) -> None:
 
 def _run_all(ctx: CheckContext) -> None:
     g = ctx.g
-    spelled: dict[torch.Size, tuple] = {}  # a meta shape -> how the spec spells it
+    spelled: dict[tuple, tuple] = {}  # meta shapes of both runs -> how the spec spells it
+    start(ctx)
     for n in g.topological_order():
         node = g.nodes[n]
         kind = node["kind"]
@@ -52,6 +57,12 @@ def _run_all(ctx: CheckContext) -> None:
         try:
             out = RUNNERS[kind](ctx, n, node, args)
             _unpacked(node, out)
+            measure = Measured() if kind == "part" else None
+            try:  # the same node under the other probe sizes
+                out2 = again(ctx, n, node, [ctx.values2[i] for i in node["inputs"]],
+                             ctx.probes2, measure)
+            except Again as e:
+                raise symbolic_error(ctx, n, node, e) from None
         except SynthError as e:
             ctx.errors.add(e)
             ctx.broken.add(n)
@@ -59,22 +70,38 @@ def _run_all(ctx: CheckContext) -> None:
         except Broken:
             ctx.broken.add(n)
             continue
-        ctx.values[n] = out
+        ctx.values[n], ctx.values2[n] = out, out2
+        if kind in ("input", "part", "layer", "op"):
+            made = ctx.made.pop(n, None)
+            record_activations(ctx, n, out, out2, made,
+                               measure.made if measure is not None and made is not None
+                               else None)
         if isinstance(out, tuple):
-            node["shapes"] = tuple(ctx.shape_of(t) for t in out)
+            node["shapes"] = tuple(_plain(ctx.spell(t, t2)) for t, t2 in zip(out, out2))
             node["dtypes"] = tuple(_dtype_name(t) for t in out)
         else:
             node["dtype"] = _dtype_name(out)
-            shape = spelled.get(out.shape)
+            key = (out.shape, getattr(out2, "shape", None))
+            shape = spelled.get(key)
             if shape is None:
-                shape = spelled[out.shape] = ctx.shape_of(out)
+                shape = spelled[key] = _plain(ctx.spell(out, out2))
             node["shape"] = shape
+    for o in g.outputs:  # a spec used as a source gives its outputs' sizes from these
+        if o in ctx.values and isinstance(ctx.values[o], torch.Tensor):
+            probed(g).outputs[o] = (tuple(ctx.values[o].shape), tuple(ctx.values2[o].shape))
+    if not ctx.errors.errors:
+        probed(g).example_dims = find_example_dims(ctx, current_budget().activations)
     for u, succ in g.adj.items():  # each data edge carries its value's shape
         shape = g.nodes[u].get("shape")
         if shape is not None:
             for attrs in succ.values():
                 if attrs["kind"] == "data":
                     attrs["shape"] = shape
+
+
+def _plain(shape: tuple) -> tuple:
+    """A shape as the graph keeps it: numbers and plain strings."""
+    return tuple(str(d) if isinstance(d, str) else d for d in shape)
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -101,7 +128,19 @@ def _unpacked(node, out) -> None:
 
 # -- the simple kinds -----------------------------------------------------------
 
+#: The largest size a dimension may have (2^48): beyond it no tensor could be made, and
+#: far beyond it a size does not fit torch's 64-bit sizes.
+MAX_DIM = 2 ** 48
+
+
 def _run_input(ctx: CheckContext, n, node, args) -> torch.Tensor:
+    for i, d in enumerate(node["dims"]):
+        if isinstance(d, int) and d > MAX_DIM:
+            raise SynthError("S007", f"dimension {i} of input '{node['name']}' is {d}, out of "
+                             f"range: a size is at most 2^48 = {MAX_DIM}", ctx.dim_span(n, i),
+                             hint="a tensor of this size could never be made")
+    if e := input_too_big(ctx, n, node):
+        raise e
     dims = [ctx.probes[d] if isinstance(d, str) else d for d in node["dims"]]
     return torch.empty(dims, device="meta")
 
@@ -174,12 +213,12 @@ def _run_part(ctx: CheckContext, n, node, args):
             raise SynthError(code, str(e), span, hint=e.hint) from None
         except Exception as e:  # noqa: BLE001 - tracing the model failed
             raise SynthError("S303", f"'{node['source']}' cannot be cut here",
-                             node["span"], notes=[torch_reason(e)],
+                             node["span"], notes=[ctx.reason(e)],
                              hint="cut at another node, or use a submodule part") from None
         ctx.plans[n] = plan
         sources_of(ctx.g).keep_part(node["source"], n, plan)  # compile executes it
         _record_params(ctx, n, plan.modules)
-    recorder = UsedTensors()
+    recorder = Measured()
     try:
         with torch.no_grad(), recorder:
             out = plan.call(*args)
@@ -195,6 +234,7 @@ def _run_part(ctx: CheckContext, n, node, args):
                          hint="take a part that returns one tensor, or cut it with at=")
     if shared is None:
         _claim(ctx, n, node, recorder.ids)
+    ctx.made[n] = recorder.made
     return out
 
 
@@ -253,13 +293,7 @@ def _run_spec_part(ctx: CheckContext, n, node, args):
                 raise SynthError("S109", f"spec '{node['source']}' is already used by "
                                  f"'{ctx.g.nodes[first]['name']}'", node["span"],
                                  hint="to share it, apply the first value again")
-    child_syms = child.graph.get("symbols", {})
-    outs = []
-    for o in child.outputs:
-        shape = child.nodes[o]["shape"]
-        outs.append(torch.empty([bound.get(d, child_syms.get(d)) if isinstance(d, str)
-                                 else d for d in shape], device="meta"))
-    return outs[0] if len(outs) == 1 else tuple(outs)
+    return spec_outputs(ctx, node, args, second=False)
 
 
 def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
@@ -286,7 +320,7 @@ def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
                 f"features but '{src}' has {shape[-1]}", node["span"],
                 notes=[*notes, f"its first layer '{where}' is {layer}"])
     return SynthError("S301", f"part '{node['label']}' cannot take its input",
-                      node["span"], notes=[*notes, torch_reason(e)])
+                      node["span"], notes=[*notes, ctx.reason(e)])
 
 
 # -- new layers and operations ------------------------------------------------------
@@ -304,7 +338,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
         except Exception as e:  # noqa: BLE001
             raise SynthError("S301", f"'{ctx.g.nodes[shared]['name']}' applied again "
                              "cannot take this input", node["span"],
-                             notes=[*ctx.described_inputs(node), torch_reason(e)]) from None
+                             notes=[*ctx.described_inputs(node), ctx.reason(e)]) from None
     shapes = [tuple(a.shape) for a in args]
     try:
         build = spec.constructor_args(shapes, node["options"])
@@ -314,6 +348,12 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
         raise SynthError(code, str(e), span, hint=e.hint,
                          notes=ctx.described_inputs(node) if code == "S301" else ()) from None
     node["build"] = build
+    if spec.name == "Linear" and len(shapes[0]) >= 4:
+        ctx.warn("W003", f"Linear applies to the last dimension of "
+                 f"{ctx.describe(node['inputs'][0])}, a map of shape "
+                 f"{fmt_shape(ctx.shape_of(args[0]))}", node["span"],
+                 hint="flatten it (Flatten) or pool it (GlobalAvgPool) first; a map whose "
+                 "channels are last may mean it")
     # one meta module per distinct layer, and one meta run per distinct input: a spec
     # of thousands of nodes has few distinct ones, and meta kernels dominate the check
     key = (spec.name, tuple(sorted(build.items(), key=lambda kv: kv[0])))
@@ -327,12 +367,12 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
             module = spec.build(**build)
     except Exception as e:  # noqa: BLE001
         raise SynthError("S402", f"{spec.name} cannot be built with these options",
-                         node["span"], notes=[torch_reason(e)]) from None
+                         node["span"], notes=[ctx.reason(e)]) from None
     ctx.layers[n] = module
     _record_params(ctx, n, {node["module"]: module}, _layer_table)
-    return _run_cached(ctx, key, module, args, lambda e: SynthError(
+    return run_cached(ctx, key, module, args, lambda e: SynthError(
         "S301", f"{spec.name} cannot take its input", node["span"],
-        notes=[*ctx.described_inputs(node), torch_reason(e)]))
+        notes=[*ctx.described_inputs(node), ctx.reason(e)]))
 
 
 def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
@@ -345,31 +385,11 @@ def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
                          [ctx.describe(i) for i in node["inputs"]]):
         raise SynthError("S301", msg, node["span"], notes=ctx.described_inputs(node))
     options = {**spec.defaults(), **node["options"]}
-    return _run_cached(
+    return run_cached(
         ctx, ("op", spec.name, tuple(sorted(options.items()))),
         lambda *a: spec.fn(*a, **options), args,
         lambda e: SynthError("S301", f"{spec.name} cannot take its inputs", node["span"],
-                             notes=[*ctx.described_inputs(node), torch_reason(e)]))
-
-
-def _run_cached(ctx: CheckContext, key, fn, args, error):
-    """`fn(*args)` on meta tensors, remembered by `key` and the inputs' shapes."""
-    sig = (key, tuple((tuple(a.shape), a.dtype) for a in args))
-    try:
-        hit = ctx.meta_outputs.get(sig)
-    except TypeError:
-        hit, sig = None, None
-    if hit is not None:  # a new tensor object, as contiguous as torch.empty makes it
-        return hit[2].detach()
-    try:
-        with torch.no_grad():
-            out = fn(*args)
-    except Exception as e:  # noqa: BLE001
-        raise error(e) from None
-    if sig is not None and isinstance(out, torch.Tensor):
-        ctx.meta_outputs[sig] = (tuple(out.shape), out.dtype,
-                                 torch.empty(out.shape, dtype=out.dtype, device="meta"))
-    return out
+                             notes=[*ctx.described_inputs(node), ctx.reason(e)]))
 
 
 def _record_params(ctx: CheckContext, n: str, modules: dict[str, nn.Module],

@@ -16,11 +16,13 @@ from synthdsl.lang.errors import SynthError, SynthErrors, flatten, render, rende
 from synthdsl.lang.parse import parse_file
 
 
-def _check(spec: Spec):
+def _check(spec: Spec, budget: str | None = None):
     from synthdsl.checks import check_graph
+    from synthdsl.checks.budget import budget_limits
     from synthdsl.graph import build_graph
 
-    return check_graph(build_graph(spec), raise_errors=False)
+    with budget_limits(budget):  # --budget params=16GiB,activations=8GiB
+        return check_graph(build_graph(spec), raise_errors=False)
 
 
 def _lock_errors(graph, path: str) -> list:
@@ -32,7 +34,7 @@ def _lock_errors(graph, path: str) -> list:
 def cmd_check(args) -> int:
     text = read_text(args.file)
     try:
-        graph = _check(parse_file(args.file))
+        graph = _check(parse_file(args.file), getattr(args, "budget", None))
     except SynthError as e:  # syntax: stops at the first error
         errors, warnings = flatten(e), []
     else:

@@ -9,7 +9,8 @@ import torch
 
 from synthdsl.build.artifact import save_compiled
 from synthdsl.build.locks import checkpoints, has_lock, lock_data, lock_path, write_lock
-from synthdsl.build.compile import spec_shapes
+from synthdsl.build.compile import example_dims, spec_shapes
+from synthdsl.checks.budget import budget_limits
 from synthdsl.cli.common import EXIT_OK, check_output, print_warnings, read_text
 from synthdsl.graph import SynthGraph
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
@@ -21,14 +22,16 @@ from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.viz.summary import render_provenance, render_summary
 
 
-def checked(path: str, lock: bool = True) -> SynthGraph:
+def checked(path: str, lock: bool = True, budget: str | None = None) -> SynthGraph:
     """The checked graph of the spec at `path`; raises its errors. Its lock (`SPEC.lock`)
-    is verified before any checkpoint is read, unless `lock` is False."""
-    return check_spec(Path(path), lock=lock)
+    is verified before any checkpoint is read, unless `lock` is False. `budget` (the
+    ``--budget`` flag: ``params=16GiB,activations=8GiB``) changes the check's limits."""
+    with budget_limits(budget):
+        return check_spec(Path(path), lock=lock)
 
 
 def cmd_summary(args) -> int:
-    graph = checked(args.file)
+    graph = checked(args.file, budget=getattr(args, "budget", None))
     print_warnings(graph, read_text(args.file))
     print(render_summary(graph))
     if args.inheritance:
@@ -55,7 +58,7 @@ def cmd_lock(args) -> int:
 
 def cmd_compile(args) -> int:
     check_output(args.output, [args.file], "compiled module")
-    graph = checked(args.file)
+    graph = checked(args.file, budget=getattr(args, "budget", None))
     check_output(args.output, checkpoints(graph), "compiled module")  # nor a weights file
     print_warnings(graph, read_text(args.file))
     t0 = time.perf_counter()
@@ -68,7 +71,7 @@ def cmd_compile(args) -> int:
     # forward pass shows the module runs, and where a size follows from a symbolic one
     # other than the batch the plan cannot know it, so what the run gives is printed
     planned = spec_shapes(model)
-    inputs = model.example_inputs(batch_size=args.batch_size)
+    inputs = model.example_inputs(batch_size=args.batch_size, **example_dims(graph))
     with torch.no_grad():
         out = model.eval()(*inputs)
     outs = out if isinstance(out, dict) else {model.output_names[0]: out}

@@ -153,12 +153,21 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _ints(low: int, what: str, count: int | None = None):
-    """A whole number >= low, or (with `count`) a list of `count` of them."""
+#: The largest whole number a size option takes (2^48): beyond it no tensor could be
+#: made, and far beyond it a number does not fit torch's 64-bit sizes. Sizes below it
+#: that no machine could hold are the budget's to refuse (S305).
+MAX_SIZE = 2 ** 48
+
+
+def _ints(low: int, what: str, count: int | None = None, high: int = MAX_SIZE):
+    """A whole number in [low, high], or (with `count`) a list of `count` of them."""
     if count is None:
         expected = f"{what} (a whole number >= {low})"
+        too_big = f"{what} (a whole number from {low} to 2^48 = {high})"
     else:
         expected = f"{what}: a whole number >= {low}, or a list of {count} of them"
+        too_big = f"{what}: a whole number from {low} to 2^48 = {high}, or a list of " \
+            f"{count} of them"
 
     def check(value, shapes, options):
         if value is None:
@@ -166,7 +175,9 @@ def _ints(low: int, what: str, count: int | None = None):
         items = value if isinstance(value, tuple) else (value,)
         if isinstance(value, tuple) and (count is None or len(value) != count):
             return expected
-        return None if all(_is_int(v) and v >= low for v in items) else expected
+        if not all(_is_int(v) and v >= low for v in items):
+            return expected
+        return None if all(v <= high for v in items) else too_big
     return check
 
 
@@ -222,6 +233,8 @@ def _conv_padding(value, shapes, options):
 def _conv_groups(value, shapes, options):
     if value < 1:
         return "a whole number >= 1"
+    if value > MAX_SIZE:
+        return f"a whole number from 1 to 2^48 = {MAX_SIZE}"
     channels, out = shapes[0][1], options["out"]
     if _is_int(channels) and channels % value:
         return f"a divisor of the input's {channels} channels"

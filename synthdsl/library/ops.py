@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from synthdsl.lang.errors import fmt_shape as _fmt
-from synthdsl.library.layers import Option, out_of_range
+from synthdsl.library.layers import MAX_SIZE, Option, out_of_range
 
 Shape = tuple[int, ...]
 
@@ -248,6 +248,8 @@ def _reshape_shape(value, shapes, options):
     if not value or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
                             for d in value) or list(value).count(-1) > 1:
         return "the sizes after the batch: positive whole numbers, with at most one -1"
+    if any(d > MAX_SIZE for d in value):
+        return f"the sizes after the batch: whole numbers up to 2^48 = {MAX_SIZE}"
     return None
 
 
@@ -260,11 +262,19 @@ def _resize_size(value, shapes, options):
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in items):
         return (f"a size >= 1, or a list of {max(spatial, 1)} of them "
                 "(one per spatial dimension)")
+    if any(d > MAX_SIZE for d in items):
+        return f"sizes up to 2^48 = {MAX_SIZE}"
     return None
 
 
+#: The largest factor `resize` scales by.
+MAX_SCALE = 2.0 ** 16
+
+
 def _resize_scale(value, shapes, options):
-    return None if value is None or value > 0 else "a number > 0"
+    if value is None or 0 < value <= MAX_SCALE:
+        return None
+    return "a number > 0" if value <= 0 else f"a number from 0 to {MAX_SCALE:g} (not 0)"
 
 
 def _resize_mode(value, shapes, options):
