@@ -315,3 +315,40 @@ def test_honest_artifact_round_trips_with_lora_and_provenance(tmp_path):
         assert loaded.provenance == model.provenance
     assert "h.0.lora_A" in load_compiled(a).state_dict()
     assert "h.0.lora_A" not in load_compiled(b).state_dict()
+
+
+# ---- artifacts of the first format ---------------------------------------------------------
+
+
+def _v1(folder: Path, model, spec_text: str, imports: dict[str, str]) -> Path:
+    out = folder / "v1.safetensors"
+    meta = {"format": "synthdsl-compiled/1", "spec": spec_text, "spec_file": "main.synth",
+            "imports": json.dumps(imports), "provenance": json.dumps(model.provenance),
+            "lock": json.dumps({"spec": "Main", "checkpoints": {}}), "adapters": "[]"}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out),
+              metadata=meta)
+    return out
+
+
+def test_first_format_artifacts_still_load_from_their_own_table(tmp_path):
+    (tmp_path / "enc").mkdir()
+    enc = "synth Enc\ninput x: [B, 8]\nh = Linear(x, out=6)\noutput h\n"
+    (tmp_path / "enc" / "enc.synth").write_text(enc)
+    main = ('synth Main\ninput x: [B, 8]\nsource e = spec("enc/enc.synth")\n'
+            "f = e(x)\ny = Linear(f, out=3)\noutput y\n")
+    (tmp_path / "main.synth").write_text(main)
+    model = synthdsl.compile_spec(tmp_path / "main.synth", seed=0).eval()
+    art = _v1(tmp_path, model, main, {"enc/enc.synth": enc})
+    (tmp_path / "enc" / "enc.synth").write_text(SECRET)
+    with opened() as seen:
+        loaded = load_compiled(art)
+    assert [p for p in seen if p.endswith(".synth")] == []
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    secret = sentinel(tmp_path)
+    bad = _v1(tmp_path, model, main.replace("enc/enc.synth", str(secret)), {})
+    with opened() as seen:
+        e = load_error(bad)
+    assert e.code == "S210" and SECRET not in full_text(e)
+    assert_not_opened(seen, secret)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
@@ -29,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthdsl.lang.errors import SynthError
+from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import SAFETENSORS_DTYPES
 
 FORMAT = "synthdsl-compiled/2"
@@ -259,3 +261,55 @@ def imports_written(spec) -> Iterator[tuple[str, Any]]:
         if getattr(st, "constructor", None) == "spec" and hasattr(st, "target_span") \
                 and isinstance(getattr(st, "target", None), str):
             yield st.target, st.target_span
+
+
+# ---- the first format --------------------------------------------------------------------
+
+#: Artifacts written before specs were embedded with their imports' strings: the spec text,
+#: and the imported texts keyed by their path relative to the main spec's folder.
+FORMAT_1 = "synthdsl-compiled/1"
+_KEYS_1 = {"format", "spec", "spec_file", "imports", "provenance", "lock", "adapters"}
+
+
+def record_from_v1(path: Path, meta: dict[str, str]) -> Record:
+    """The record of a first-format artifact (which has no digest). Each import a spec
+    writes is found in its table by the path it names, relative to the spec that writes it;
+    one that is not there is S210 (a file is never read in its place)."""
+    if missing := sorted(_KEYS_1 - set(meta)):
+        raise s209(path, f"its metadata lacks {', '.join(missing)}")
+    try:
+        table = json.loads(meta["imports"])
+        data = {k: json.loads(meta[k]) for k in ("provenance", "lock", "adapters")}
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise ValueError("'imports' is not a table of texts")
+    except (ValueError, TypeError) as e:
+        raise s209(path, f"its metadata is not valid: {e}") from None
+    specs: list[dict] = [{"name": safe_name(meta["spec_file"]), "text": meta["spec"],
+                          "imports": {}}]
+    index: dict[str, int] = {}
+    todo = [(0, "")]
+    while todo:
+        i, where = todo.pop()
+        try:
+            parsed = parse_spec(specs[i]["text"])
+        except SynthError:
+            continue  # reported when the record is built
+        for target, _ in imports_written(parsed):
+            rel = posixpath.normpath(posixpath.join(posixpath.dirname(where),
+                                                    target.replace("\\", "/")))
+            if rel not in table:
+                continue  # reported as not embedded
+            if rel not in index:
+                if len(specs) >= MAX_PLACES:
+                    raise s210(path, f"it imports more than {MAX_PLACES} specs")
+                index[rel] = len(specs)
+                specs.append({"name": safe_name(posixpath.basename(rel)), "text": table[rel],
+                              "imports": {}})
+                todo.append((index[rel], rel))
+            specs[i]["imports"][target] = index[rel]
+    try:
+        return Record.model_validate({"specs": specs, **data})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise s209(path, f"its metadata is not valid: at "
+                   f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
