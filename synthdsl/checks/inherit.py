@@ -54,13 +54,12 @@ def check_inheritance(ctx: CheckContext) -> None:
         if target in ctx.broken or rec["donor"] in ctx.broken:
             continue
         tpath = ".".join((tnode["module"], *rec["sub"]))
-        tmod = modules.get(tpath)
-        if tmod is None:
+        targets = _target_tensors(ctx, target, tpath)
+        if not targets and tpath not in modules:
             ctx.err("S202", f"'{tnode['name']}' has no submodule "
                     f"'{'.'.join(rec['sub'])}'", rec["target_span"],
                     hint=did_you_mean(tpath, modules))
             continue
-        targets = {n: tuple(t.shape) for n, t, _ in persistent_tensors(tmod)}
         donor = _donor_tensors(ctx, rec)
         if donor is None:
             continue
@@ -119,6 +118,22 @@ def check_inheritance(ctx: CheckContext) -> None:
         edge["tensors"] = edge.get("tensors", 0) + len(mapped)
         edge["params"] = edge.get("params", 0) + sum(m["numel"] for m in mapped)
         edge["mode"] = "partial" if not strict or edge.get("mode") == "partial" else "strict"
+
+
+def _target_tensors(ctx: CheckContext, target: str, tpath: str) -> dict[str, tuple]:
+    """The tensors the target node installs at or below `tpath`, by name relative to it:
+    a part installs only what it uses (a method or a cut keeps the modules its trace
+    calls, at their own paths), so they are read from what the node installs."""
+    part = ctx.plans.get(target)
+    roots = part.modules if part is not None else {
+        ctx.g.nodes[target]["module"]: ctx.layers[target]} if target in ctx.layers else {}
+    out: dict[str, tuple] = {}
+    for path, module in roots.items():
+        for name, t, _ in persistent_tensors(module):
+            full = f"{path}.{name}"
+            if full.startswith(tpath + "."):
+                out[full[len(tpath) + 1:]] = tuple(t.shape)
+    return out
 
 
 def _donor_label(ctx: CheckContext, rec) -> str:

@@ -6,13 +6,22 @@ timm refuses them) and, when it names weights, its checkpoint's header is
 compared with the architecture (S203, S205). A spec source is checked with the
 same passes as its parent; its problems are the parent's. The models and the
 checked child graphs are left on the context for the later passes.
+
+What each part names of its source is checked here too, from the model alone
+(`library.partcheck`): a submodule or method it does not have (S202, with the
+closest names), a method option the method does not take or a value of the wrong
+type (S402, at the option), an item or slice outside a sequential module's children
+(S202, at the brackets). Such a part is broken, so the shapes pass skips it.
 """
 
 from __future__ import annotations
 
 from synthdsl.checks.context import CheckContext, run_check
 from synthdsl.graph.counts import all_parameters
+from synthdsl.lang.ast import Span
+from synthdsl.lang.errors import SynthError
 from synthdsl.library.cache import Sources
+from synthdsl.library.partcheck import PartError, part_problem
 from synthdsl.library.sources import source_kind
 
 
@@ -47,6 +56,47 @@ def check_sources(ctx: CheckContext) -> None:
         node["params"] = sum(p.numel() for p in model.parameters())
         if ctx.weights and (e := kind.weights_problem(node, model, sources.readers)):
             ctx.errors.add(e)
+        _check_parts(ctx, s, model)
+
+
+def _check_parts(ctx: CheckContext, s: str, model) -> None:
+    """Every part of source `s` names what the model has (see the module's docstring)."""
+    for p in ctx.g.successors(s):
+        node = ctx.g.nodes[p]
+        if node["kind"] != "part" or node.get("shares") or node.get("invalid"):
+            continue
+        problem = part_problem(model, node)
+        if problem is not None:
+            ctx.errors.add(part_error(ctx.g, node, problem))
+            ctx.broken.add(p)
+
+
+def part_error(graph, node, e: PartError) -> SynthError:
+    """A part's PartError as a diagnostic at the place it is about."""
+    if e.at == "option" and e.option in node["option_spans"]:
+        span = node["option_spans"][e.option]
+    elif e.at == "index":
+        span = index_span(graph, node)
+    else:
+        span = node["callee_span"]
+    return SynthError(e.code, str(e), span, hint=e.hint)
+
+
+def index_span(graph, node) -> Span:
+    """Where a part's item or slice (``[0:9]``) is written: between the end of its callee
+    and its arguments; the callee's span where the spec's text is not at hand."""
+    callee, text = node["callee_span"], graph.graph.get("text")
+    if not isinstance(text, str) or node.get("index") is None:
+        return callee
+    open_ = text.find("[", callee.end, node["span"].end)
+    close = text.find("]", open_, node["span"].end) if open_ >= 0 else -1
+    if open_ < 0 or close < 0 or text[callee.end:open_].strip():
+        return callee
+    def place(offset: int) -> tuple[int, int]:
+        line = text.count("\n", 0, offset) + 1
+        return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+    (line, column), (end_line, end_column) = place(open_), place(close + 1)
+    return Span(callee.file, line, column, end_line, end_column, open_, close + 1)
 
 
 def _spec_source(ctx: CheckContext, s: str, node) -> None:

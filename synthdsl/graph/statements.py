@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.lang.parse import parse_file, parse_spec
+from synthdsl.library.partcheck import PART_METHODS as _PART_METHODS
 
 if TYPE_CHECKING:
     from synthdsl.graph.ir import SynthGraph
@@ -31,8 +32,8 @@ def _source_kinds() -> tuple[str, ...]:
     from synthdsl.library.sources import SOURCE_KINDS
 
     return tuple(SOURCE_KINDS)
-#: Methods of a source model that a spec may call as parts.
-PART_METHODS = ("forward_features", "forward_head")
+#: Methods of a source model that a spec may call as parts (the library's list).
+PART_METHODS = _PART_METHODS
 #: Keyword arguments of `timm(...)` that synthdsl consumes itself.
 SOURCE_OPTIONS = ("weights", "pretrained")
 

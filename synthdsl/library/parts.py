@@ -28,6 +28,7 @@ models it installs, so nothing is planned, or traced, twice.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -38,19 +39,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from synthdsl.lang.errors import did_you_mean
+from synthdsl.library.partcheck import (  # noqa: F401 - PartError, PART_METHODS: re-exported
+    PART_METHODS, PartError, method_options, part_problem, picked_children, submodule)
 from synthdsl.library.cuts import cut_extractor, cut_graphs, graph_node_names
+from synthdsl.library.traced import TraceError, bind_traced, resolvable, trace_method
 
 #: Options a call of a whole source may take, to choose what it returns.
 CUT_OPTIONS = ("at", "stage", "stages")
-
-
-class PartError(ValueError):
-    """What the spec asked of a source that the source does not have."""
-
-    def __init__(self, message: str, hint: str | None = None, option: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-        self.option = option
 
 
 # ---- the plan: what a part takes, as data --------------------------------------------
@@ -93,13 +88,20 @@ class ModulesPlan(PartPlan):
 
 @dataclass(frozen=True, eq=False)
 class MethodPlan(PartPlan):
-    """One of the model's (or a submodule's) methods: ``net.forward_features(x)``."""
+    """One of the model's methods: ``net.forward_features(x)``. With `graphs` (its train
+    and eval traces, options bound) only what the trace uses is the part's
+    (:mod:`synthdsl.library.traced`); a method torch.fx cannot trace runs on the whole
+    model."""
 
     path: tuple[str, ...] = ()
     method: str = ""
     options: dict = field(default_factory=dict)
+    graphs: tuple[fx.Graph, fx.Graph] | None = None
 
     def bind(self, model: nn.Module) -> "Part":
+        if self.graphs is not None:
+            return _bind_traced(self, model, _graphs_for(model, self.graphs, lambda: trace_method(
+                model, self.method, self.options)), self.method, single=True)
         owner = model.get_submodule(".".join(self.path)) if self.path else model
         fn, method, options, source = getattr(owner, self.method), self.method, \
             dict(self.options), self.source
@@ -109,6 +111,34 @@ class MethodPlan(PartPlan):
             return [g.create_node("call_method", method, (node, *args), options, name=name)]
 
         return Part({self.source: model}, lambda *a: fn(*a, **options), emit, self)
+
+
+def _graphs_for(model: nn.Module, graphs, retrace):
+    """The plan's traces, or the model's own where they read tensor constants that the
+    traced model kept and `model` lacks."""
+    return graphs if resolvable(model, graphs) else retrace()
+
+
+def _bind_traced(plan: PartPlan, model: nn.Module, graphs, what: str, single: bool) -> "Part":
+    """A traced plan bound to `model`: the modules its traces use, and one call of the
+    source's container module in the compiled graph."""
+    traced = bind_traced(model, plan.source, graphs, what)
+    source, fn = plan.source, traced.fn
+
+    def emit(g, args, name):
+        owner = g.create_node("get_attr", source, name=f"{name}_owner")
+        out = g.create_node("call_function", fn, (owner, *args),
+                            name=name if single else f"{name}_stages")
+        if single:
+            return [out]
+        return [g.create_node("call_function", operator.getitem, (out, i),
+                              name=f"{name}_{i}") for i in range(plan.outputs)]
+
+    def run(*args):
+        out = traced.run(*args)
+        return out if single else tuple(out)
+
+    return Part(traced.modules, run, emit, plan)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,17 +174,28 @@ def _cut_plan(model: nn.Module, source: str, names: list, describe: str) -> CutP
 
 @dataclass(frozen=True, eq=False)
 class StagesPlan(PartPlan):
-    """timm feature stages through ``forward_intermediates``; `prune` (no other part uses
-    the source) drops what runs after the last stage when it is bound."""
+    """timm feature stages through ``forward_intermediates``. With `prune` (no other part
+    uses the source) the model is pruned after the last stage when it is bound; otherwise
+    the method is traced (`graphs`), stopping after the last stage, so the part owns only
+    what runs up to it. A model torch.fx cannot trace runs it eagerly, stopping early
+    where timm lets it."""
 
     stages: tuple[int, ...] = ()
     prune: bool = False
+    graphs: tuple[fx.Graph, fx.Graph] | None = None
+
+    @property
+    def kwargs(self) -> dict:
+        return _stage_kwargs(self.stages, self.prune)
 
     def bind(self, model: nn.Module) -> "Part":
-        stages, source = list(self.stages), self.source
+        stages, source, kwargs = list(self.stages), self.source, self.kwargs
+        if self.graphs is not None:
+            return _bind_traced(self, model, _graphs_for(model, self.graphs, lambda: trace_method(
+                model, "forward_intermediates", kwargs)), "stages", single=False)
         if self.prune:
             model.prune_intermediate_layers(stages, prune_norm=True, prune_head=True)
-        kwargs = {"indices": stages, "intermediates_only": True}
+        kwargs = {k: v for k, v in kwargs.items() if k in _accepts(model)}
 
         def run(*args):
             return tuple(model.forward_intermediates(*args, **kwargs))
@@ -167,6 +208,17 @@ class StagesPlan(PartPlan):
                                   name=f"{name}_{i}") for i in range(len(stages))]
 
         return Part({source: model}, run, emit, self)
+
+
+def _stage_kwargs(stages, prune: bool) -> dict:
+    kwargs = {"indices": list(stages), "intermediates_only": True}
+    if not prune:
+        kwargs["stop_early"] = True
+    return kwargs
+
+
+def _accepts(model: nn.Module) -> set[str]:
+    return set(inspect.signature(model.forward_intermediates).parameters)
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,17 +270,7 @@ def feature_info(model: nn.Module) -> list[dict]:
 
 
 def _submodule(model: nn.Module, source: str, path: Sequence[str]) -> nn.Module:
-
-    module = model
-    for i, step in enumerate(path):
-        child = module._modules.get(step)
-        if child is None:
-            where = ".".join((source, *path[:i]))
-            raise PartError(f"'{where}' has no submodule '{step}'",
-                            hint=did_you_mean(step, module._modules)
-                            or "its submodules: " + ", ".join(list(module._modules)[:12]))
-        module = child
-    return module
+    return submodule(model, source, path)
 
 
 def _emit_modules(paths: Sequence[str]):
@@ -252,8 +294,15 @@ def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
     options = dict(node["options"])
     index = node.get("index")
     if method:
-        getattr(_submodule(model, source, path), method)
-        return MethodPlan(source, path=path, method=method, options=options)
+        if (problem := part_problem(model, node)) is not None:
+            raise problem
+        owner = _submodule(model, source, path)
+        _, inputs = method_options(owner, method)
+        try:
+            graphs = trace_method(owner, method, options, inputs) if not path else None
+        except TraceError:
+            graphs = None  # not traceable: the method runs on the whole model
+        return MethodPlan(source, path=path, method=method, options=options, graphs=graphs)
 
     cut = {k: options.pop(k) for k in CUT_OPTIONS if k in options}
     if options:
@@ -278,20 +327,7 @@ def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
     qual = ".".join((source, *path))
     if index is None:
         return ModulesPlan(source, paths=(qual,))
-    children = list(module._modules.items())
-    if not children or not isinstance(module, (nn.Sequential, nn.ModuleList)):
-        raise PartError(f"'{qual}' is a {type(module).__name__}, not a sequence of layers; "
-                        "it cannot be sliced")
-    start, stop, item = index
-    try:
-        picked = [children[start]] if item else children[slice(start, stop)]
-    except IndexError:
-        raise PartError(f"index {start} is out of range: '{qual}' has {len(children)} "
-                        "layers") from None
-    if not picked:
-        raise PartError(f"the slice [{'' if start is None else start}:"
-                        f"{'' if stop is None else stop}] of '{qual}' is empty "
-                        f"(it has {len(children)} layers)")
+    picked = picked_children(module, qual, index)
     return ModulesPlan(source, paths=tuple(f"{qual}.{k}" for k, _ in picked))
 
 
@@ -341,9 +377,16 @@ def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool
                                 f"/{d.get('reduction')})" for i, d in enumerate(info)))
     stages = [s % len(info) for s in stages]
     if hasattr(model, "forward_intermediates") and hasattr(model, "prune_intermediate_layers"):
+        graphs = None
+        if not exclusive:  # traced up to the last stage: the part owns only that
+            try:
+                graphs = trace_method(model, "forward_intermediates",
+                                      _stage_kwargs(stages, prune=False))
+            except TraceError:
+                graphs = None  # run eagerly on the whole model, stopping early
         return StagesPlan(source, outputs=len(stages),
                           describe="stages " + ", ".join(map(str, stages)),
-                          stages=tuple(stages), prune=exclusive)
+                          stages=tuple(stages), prune=exclusive, graphs=graphs)
     names = [info[s]["module"] for s in stages]
     return _cut_plan(model, source, names, f"cut at {', '.join(f'stage {s}' for s in stages)}")
 
