@@ -167,6 +167,7 @@ class CheckContext:
         self.spelled: dict[int, Any] = {}          # a size of the first run -> how it reads
         self.values2: dict[str, Any] = {}          # node -> its meta value(s), second run
         self.made: dict[str, list] = {}            # part node -> tensors made inside it
+        self.exact: dict[str, tuple] = {}          # node -> its shape, derived sizes apart
         self.models: dict[str, nn.Module] = {}      # timm source -> its model (on meta)
         self.children: dict[str, SynthGraph] = {}   # spec sources, checked
         self.plans: dict[str, PartPlan] = {}        # part node -> its plan (on meta)
@@ -224,6 +225,15 @@ class CheckContext:
         if n == node["name"] or node["kind"] == "input":
             return f"'{node['name']}'"
         return f"{node['label']}(...)"
+
+    @staticmethod
+    def call_span(node):
+        """A call's own text: a pipe's stage (``Linear(out=5)``) without what flows in."""
+        span, callee = node.get("span"), node.get("callee_span")
+        if span is None or callee is None or callee.start <= span.start:
+            return span
+        return Span(span.file, callee.line, callee.column, span.end_line, span.end_column,
+                    callee.start, span.end)
 
     def dim_span(self, n: str, i: int):
         """Where dimension `i` of input `n` is written (the input's span if not found)."""

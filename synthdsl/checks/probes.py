@@ -314,7 +314,7 @@ def symbolic_error(ctx: CheckContext, n: str, node, err: Again) -> SynthError:
         shape = ctx.g.nodes[node["inputs"][0]].get("shape")
         return SynthError(
             "S304", f"{what} would depend on {words(syms)}: a layer's parameters need "
-            "sizes fixed when it is built", node["span"],
+            "sizes fixed when it is built", ctx.call_span(node),
             notes=[f"its input {ctx.describe(node['inputs'][0])} has shape "
                    f"[{', '.join(map(str, shape or ()))}]"],
             hint=f"pool the symbolic dimensions away first (GlobalAvgPool), or give "
@@ -323,7 +323,7 @@ def symbolic_error(ctx: CheckContext, n: str, node, err: Again) -> SynthError:
     what = node["label"]
     return SynthError(
         "S304", f"'{what}' runs for some sizes of {words(syms)} but not for others",
-        node["span"], notes=[*ctx.described_inputs(node), str(err)],
+        ctx.call_span(node), notes=[*ctx.described_inputs(node), str(err)],
         hint=f"give {words(syms) if syms else 'the symbolic dimensions'} a fixed size, "
         "or make what follows work for every size")
 

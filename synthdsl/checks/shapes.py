@@ -82,10 +82,11 @@ def _run_all(ctx: CheckContext) -> None:
         else:
             node["dtype"] = _dtype_name(out)
             key = (out.shape, getattr(out2, "shape", None))
-            shape = spelled.get(key)
-            if shape is None:
-                shape = spelled[key] = _plain(ctx.spell(out, out2))
-            node["shape"] = shape
+            exact = spelled.get(key)
+            if exact is None:
+                exact = spelled[key] = ctx.spell(out, out2)
+            ctx.exact[n] = exact
+            node["shape"] = _plain(exact)
     for o in g.outputs:  # a spec used as a source gives its outputs' sizes from these
         if o in ctx.values and isinstance(ctx.values[o], torch.Tensor):
             probed(g).outputs[o] = (tuple(ctx.values[o].shape), tuple(ctx.values2[o].shape))
@@ -306,18 +307,20 @@ def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
         path, layer = first
         where = f"{node['module']}.{path}" if path else node["module"]
         shape, src = args[0].shape, ctx.describe(node["inputs"][0]).strip("'")
+        shown = ctx.shape_of(args[0])
         if isinstance(layer, nn.Conv2d) and len(shape) == 4 \
                 and shape[1] != layer.in_channels:
             return SynthError(
                 "S301", f"part '{node['label']}' expects {layer.in_channels} input channels "
-                f"but '{src}' has {shape[1]}", node["span"],
+                f"but '{src}' has {shown[1]}", node["span"],
                 notes=[*notes, f"its first layer '{where}' is {layer}"],
                 hint=f"declare '{src}' with {layer.in_channels} channels, or build the "
-                f"source with in_chans={shape[1]}")
+                f"source with in_chans={shown[1]}" if isinstance(shown[1], int) else
+                f"declare '{src}' with {layer.in_channels} channels")
         if isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
             return SynthError(
                 "S301", f"part '{node['label']}' expects {layer.in_features} input "
-                f"features but '{src}' has {shape[-1]}", node["span"],
+                f"features but '{src}' has {shown[-1]}", node["span"],
                 notes=[*notes, f"its first layer '{where}' is {layer}"])
     return SynthError("S301", f"part '{node['label']}' cannot take its input",
                       node["span"], notes=[*notes, ctx.reason(e)])
@@ -329,7 +332,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
     spec = LAYERS[node["layer"]]
     shared = node.get("shares")
     if shared is not None:
-        if shared not in ctx.layers:
+        if shared not in ctx.layers or shared in ctx.broken:
             raise Broken
         node["build"] = ctx.g.nodes[shared]["build"]
         try:
@@ -351,7 +354,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
     if spec.name == "Linear" and len(shapes[0]) >= 4:
         ctx.warn("W003", f"Linear applies to the last dimension of "
                  f"{ctx.describe(node['inputs'][0])}, a map of shape "
-                 f"{fmt_shape(ctx.shape_of(args[0]))}", node["span"],
+                 f"{fmt_shape(ctx.shape_of(args[0]))}", ctx.call_span(node),
                  hint="flatten it (Flatten) or pool it (GlobalAvgPool) first; a map whose "
                  "channels are last may mean it")
     # one meta module per distinct layer, and one meta run per distinct input: a spec
@@ -377,7 +380,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
 
 def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
     spec = OPS[node["op"]]
-    shapes = [ctx.shape_of(a) for a in args]
+    shapes = [ctx.exact.get(i) or ctx.shape_of(a) for i, a in zip(node["inputs"], args)]
     if bad := spec.check_options(node["options"], shapes):
         msg, option = bad
         raise SynthError("S402", msg, node["option_spans"].get(option, node["span"]))
