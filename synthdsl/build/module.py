@@ -128,8 +128,13 @@ class SynthModule(nn.Module):
 
     def example_inputs(self, batch_size: int = 2, seed: int = 0,
                        **dims: int) -> tuple[torch.Tensor, ...]:
-        """Random tensors of the declared input shapes; symbolic dims take `batch_size`
-        unless given by name (``example_inputs(2, T=16)``)."""
+        """Random tensors of the declared input shapes. A symbolic dim that is only a batch
+        size takes `batch_size`; one that is more (``H``, ``T``) the size the check ran the
+        whole graph with (:func:`synthdsl.build.compile.example_dims`); either unless given
+        by name (``example_inputs(2, T=16)``)."""
+        from synthdsl.checks.probes import probed
+
+        dims = {**probed(self.graph).example_dims, **dims}
         gen = torch.Generator().manual_seed(seed)
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
         out = []
