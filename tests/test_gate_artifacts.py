@@ -352,3 +352,18 @@ def test_first_format_artifacts_still_load_from_their_own_table(tmp_path):
         e = load_error(bad)
     assert e.code == "S210" and SECRET not in full_text(e)
     assert_not_opened(seen, secret)
+
+
+def test_a_loaded_artifact_saves_again_with_its_lock(tmp_path):
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "enc.synth").write_text(
+        "synth Enc\ninput x: [B, 8]\nh = Linear(x, out=6)\noutput h\n")
+    art = compiled(tmp_path, 'synth Main\ninput x: [B, 8]\nsource e = spec("enc/enc.synth")\n'
+                   "f = e(x)\ny = Linear(f, out=3)\noutput y\n", "main.synth")
+    first = load_compiled(art)
+    first.lock = {"spec": "Main", "checkpoints": {"w.safetensors": "0" * 64}}
+    again = load_compiled(save_compiled(first, tmp_path / "again.safetensors"))
+    assert again.lock == first.lock
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x), first(x))

@@ -50,8 +50,10 @@ SHOWN = 5
 def save_compiled(model, path: str | Path) -> Path:
     """Write `model` (a SynthModule) as safetensors with its specs, provenance and lock."""
     graph = model.graph
-    record = {"specs": embed(graph), "provenance": model.provenance,
-              "lock": lock_data(graph),
+    # a module loaded from an artifact keeps the lock it was compiled under: its
+    # checkpoints are not beside it to hash again
+    lock = model.__dict__.get("lock") or lock_data(graph)
+    record = {"specs": embed(graph), "provenance": model.provenance, "lock": lock,
               "adapters": sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A"))}
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     Record.model_validate_json(body)  # what is written is what load_compiled accepts
