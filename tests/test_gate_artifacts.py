@@ -367,3 +367,18 @@ def test_a_loaded_artifact_saves_again_with_its_lock(tmp_path):
     x = torch.randn(2, 8)
     with torch.no_grad():
         assert torch.equal(again(x), first(x))
+
+
+def test_read_metadata_tells_an_artifact_from_a_plain_file(tmp_path):
+    from synthdsl.build.artifact import read_metadata
+
+    art = compiled(tmp_path)
+    edited = rewrite(art, tmp_path / "edited.safetensors", state=lambda s: s["h.bias"].add_(1),
+                     digest=False)
+    assert read_metadata(edited)["format"] == "synthdsl-compiled/2"  # an artifact...
+    assert load_error(edited).code == "S210"                        # ...that was edited
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(SynthError) as e:
+        read_metadata(plain)
+    assert e.value.code == "S209"

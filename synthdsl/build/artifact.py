@@ -94,13 +94,16 @@ class _Artifact:
     def __exit__(self, *exc) -> None:
         self.f.close()
 
-    def record(self) -> Record:
+    def format(self) -> str:
         fmt = self.meta.get("format")
-        if fmt == FORMAT_1:  # no digest: checked against itself from the spec on
-            return record_from_v1(self.path, self.meta)
-        if fmt != FORMAT:
+        if fmt not in (FORMAT, FORMAT_1):
             raise s209(self.path, "its metadata names no synthdsl format" if fmt is None else
                        f"its format is {display(fmt)}, and this synthdsl reads {FORMAT!r}")
+        return fmt
+
+    def record(self) -> Record:
+        if self.format() == FORMAT_1:  # no digest: checked against itself from the spec on
+            return record_from_v1(self.path, self.meta)
         record = parse_record(self.path, self.meta)
         try:
             found = digest_of_file(self.meta["artifact"], self.f, 8 + self.n, self.header)
@@ -119,9 +122,10 @@ class _Artifact:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a compiled artifact (S209 where `path` is not one)."""
+    """The metadata of a compiled artifact (S209 where `path` is not one). Only its format
+    is checked: whether it agrees with itself is :func:`load_compiled`'s to say (S210)."""
     with _Artifact(Path(path)) as a:
-        a.record()
+        a.format()
         return dict(a.meta)
 
 
