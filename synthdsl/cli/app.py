@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
+from synthdsl.files import WriteFailed, is_disk_error, write_error
 from synthdsl.lang.errors import SynthError, render_all
 from synthdsl.lang.options import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -219,9 +222,71 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
                    "each; the numbers mean nothing")
 
 
+#: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
+_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input")
+#: Flags that must be whole numbers ≥ 0.
+_AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
+                  "save_every", "keep", "threads")
+#: Flags that must be finite numbers in a range: (low, low included, high, high included).
+_RANGES = {"lr": (0.0, False, math.inf, False), "temperature": (0.0, False, math.inf, False),
+           "weight_decay": (0.0, True, math.inf, False), "momentum": (0.0, True, 1.0, True),
+           "label_smoothing": (0.0, True, 1.0, False), "alpha": (0.0, True, 1.0, True)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Sizes and rates on the command line are in their range before anything runs: S010
+    naming the flag, what it takes and what it was given (argparse has checked the types)."""
+    for name in _AT_LEAST_ONE + _AT_LEAST_ZERO:
+        value = getattr(args, name, None)
+        low = 1 if name in _AT_LEAST_ONE else 0
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < low:
+                example = "3 224 224" if name == "input" else str(max(low, 1))
+                raise SynthError("S010", f"{_flag(name)} must be a whole number ≥ {low}, not "
+                                 f"{v}", hint=f"e.g. {_flag(name)} {example}")
+    for name, (lo, lo_in, hi, hi_in) in _RANGES.items():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        inside = math.isfinite(v) and (v >= lo if lo_in else v > lo) and (
+            v <= hi if hi_in else v < hi)
+        if not inside:
+            span = (("[" if lo_in else "(") + f"{lo:g}, " + (f"{hi:g}" if math.isfinite(hi)
+                    else "inf") + ("]" if hi_in else ")"))
+            want = (f"a number > {lo:g}" if not math.isfinite(hi) and not lo_in else
+                    f"a number ≥ {lo:g}" if not math.isfinite(hi) else f"a number in {span}")
+            raise SynthError("S010", f"{_flag(name)} must be {want}, not {v}")
+
+
+def _under(name: str, out: str) -> bool:
+    a, b = os.path.abspath(name), os.path.abspath(out)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a + os.sep)
+
+
+def user_write_error(e: OSError, args: argparse.Namespace) -> SynthError | None:
+    """The S009 an OSError stands for where it is about where the command writes: a full disk
+    or a read-only filesystem, or a permission or path error naming the command's -o/--plot
+    path, a folder above it or a file inside it. None for anything else (a bug of ours)."""
+    outputs = [str(o) for o in (getattr(args, "output", None), getattr(args, "plot", None))
+               if o not in (None, "", "-")]
+    names = [str(n) for n in (e.filename, getattr(e, "filename2", None)) if n is not None]
+    for out in outputs:
+        for name in names:
+            if _under(name, out):
+                return write_error(e, Path(name)) or WriteFailed(name, e)
+    if is_disk_error(e):  # a full disk, whatever file it names
+        return WriteFailed(names[0] if names else (outputs[0] if outputs else "the output"), e)
+    return None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_flags(args)
         return args.func(args)
     except SynthError as e:
         print(render_all(e, read_text(getattr(args, "file", "") or "")), file=sys.stderr)
@@ -233,6 +298,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug of ours: say so, briefly
+        failed = user_write_error(e, args) if isinstance(e, OSError) else None
+        if failed is not None:  # where the command writes is not writable: the user's to fix
+            print(render_all(failed, ""), file=sys.stderr)
+            return EXIT_SPEC_ERROR
         print(f"internal error: {type(e).__name__}: {e}\n"
               "This is a bug in synthdsl, not in your spec; set SYNTH_TRACEBACK=1 to see "
               "where it happened.", file=sys.stderr)

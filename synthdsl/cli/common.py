@@ -52,6 +52,38 @@ def check_output(output: str | None, inputs: Iterable[str | os.PathLike] = (),
             break
 
 
+def check_folder_output(output: str | None, inputs: Iterable[str | os.PathLike | None] = (),
+                        role: str = "output folder") -> None:
+    """`-o FOLDER` (a folder the command writes files into) is refused (S009, before anything
+    is read or written) where it is an existing file, lies under something that is not a
+    directory, or is one of the command's inputs or inside an input folder (a run written
+    into a data folder would become one of its classes)."""
+    if output in (None, "", "-"):
+        return
+    out = Path(output)
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise SynthError("S009", f"-o '{output}' is a file; expected the {role} (a directory) "
+                         "to write into", hint="name a new or existing folder for -o")
+    for parent in out.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise SynthError("S009", f"-o '{output}' lies under '{parent}', which is not a "
+                                 "directory", hint="name a path in an existing directory")
+            break
+    here = out.resolve()
+    for given in inputs:
+        if given in (None, ""):
+            continue
+        p = Path(given)
+        if not p.exists():
+            continue
+        src = p.resolve()
+        if src == here or (p.is_dir() and src in here.parents):
+            raise SynthError("S009", f"-o '{output}' is or lies inside the command's input "
+                             f"'{given}': writing the {role} there would change it",
+                             hint="name a folder apart from the inputs for -o")
+
+
 def print_warnings(graph, text: str) -> None:
     """The check's warnings, on stderr, each followed by a blank line."""
     for w in graph.graph.get("warnings", ()):

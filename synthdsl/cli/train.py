@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from synthdsl.build.artifact import save_compiled
-from synthdsl.cli.common import EXIT_OK
-from synthdsl.train.data import parse_classes
+from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
+from synthdsl.train.data import BUILTIN, parse_classes
 from synthdsl.train.demo import DemoConfig, run_demo
 from synthdsl.train.distributed import close, is_main_process
 from synthdsl.train.errors import TrainError
@@ -34,6 +34,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 
 def cmd_train(args) -> int:
     """`synth train`: see `synth train --help`."""
+    data = None if args.data in BUILTIN else args.data
+    check_folder_output(args.output, [args.file, data, args.teacher], "run folder")
     options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
                       augment=args.augment, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
@@ -60,6 +62,9 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     """`synth eval`: see `synth eval --help`."""
+    inputs = [args.file, args.weights, None if args.data in BUILTIN else args.data]
+    check_folder_output(args.output, inputs, "report folder")
+    check_output(args.plot, [i for i in inputs if i], "confusion matrix")
     loaded = load_model(args.file, args.weights, args.device)
     data = data_for(loaded, args.data, args.classes, args.split)
     report = evaluate(loaded.model, data, loaded.preprocess, args.batch_size, args.device,

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthdsl.files import atomic_path, write_text
+from synthdsl.files import (WEIGHTS_MAX_BYTES, NotReadable, atomic_path, regular_file,
+                            write_text)
+from synthdsl.library.checkpoints import reason
 from synthdsl.train.errors import TrainError
 
 RUN_FORMAT = "synthdsl-run/1"
@@ -24,9 +26,10 @@ CHECKPOINT_FORMAT = "synthdsl-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to `path`, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to `path`, atomically. The file is written through a Python file, so a
+    full disk is an ``OSError`` the writer turns into S009 naming `path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -43,12 +46,33 @@ def checkpoint_name(global_step: int) -> str:
     return f"step-{global_step:08d}.pt"
 
 
+def refusal(e: BaseException) -> str:
+    """Why torch could not load a file, in words that never advise loading it with
+    ``weights_only=False`` (which would run whatever the file holds)."""
+    why = reason(e) if isinstance(e, Exception) else type(e).__name__
+    if "weights_only" in why or "safe_globals" in why or "trust" in why:
+        return ("it holds pickled Python objects, which are refused: only tensors are ever "
+                "loaded")
+    return why
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint, read as tensors and plain values only (never arbitrary objects)."""
+    """A checkpoint, read as tensors and plain values only (never arbitrary objects): a
+    regular file (a FIFO or a device is refused, not opened), loaded with
+    ``weights_only=True``; a file that holds anything else is refused, and never with advice
+    to load it some other way."""
+    try:
+        regular_file(path, WEIGHTS_MAX_BYTES, "checkpoint")
+    except FileNotFoundError:
+        raise TrainError(f"checkpoint '{path}' does not exist") from None
+    except NotReadable as e:  # a FIFO would block, a device would never end
+        raise TrainError(f"cannot read {e}", hint="name a regular file") from None
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which
-        raise TrainError(f"cannot read checkpoint '{path}': {e}") from e
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which, in our words
+        raise TrainError(f"cannot read checkpoint '{path}': {refusal(e)}",
+                         hint="a synthdsl checkpoint holds tensors and plain values only; "
+                         "delete this file to resume from the one before it") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"'{path}' is not a synthdsl training checkpoint")
     return ck

@@ -42,7 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from synthdsl.files import WEIGHTS_MAX_BYTES, NotReadable, regular_file
+from synthdsl.files import WEIGHTS_MAX_BYTES, open_regular
+from synthdsl.train.arrays import check_images_and_labels
 from synthdsl.train.errors import DataError
 from synthdsl.train.npz import read_npz
 from synthdsl.train.images import FolderImages, ImageData, TensorImages
@@ -140,31 +141,38 @@ def _hwc_to_chw(arr: np.ndarray, where: str) -> np.ndarray:
 
 def _npz(path: Path, split: str) -> ImageData:
     try:  # sizes checked against the zip directory before anything is allocated
-        regular_file(path, WEIGHTS_MAX_BYTES, "data file")  # a FIFO or a device: not opened
-        with open(path, "rb") as f:
+        with open_regular(path, WEIGHTS_MAX_BYTES, "data file") as f:  # a FIFO: not opened
             arrays = read_npz(f, str(path))
-    except (OSError, NotReadable) as e:
-        raise DataError(f"cannot read '{path}' as an .npz of arrays: {e}") from e
+    except FileNotFoundError:
+        raise DataError(f"no dataset '{path}': the file does not exist") from None
+    except OSError as e:
+        raise DataError(f"cannot read '{path}' as an .npz of arrays: "
+                        f"{e.strerror or e}") from None
 
-    def pick(*names: str) -> np.ndarray | None:
-        return next((arrays[n] for n in names if n in arrays), None)
+    def pick(*names: str) -> tuple[str, np.ndarray] | tuple[None, None]:
+        return next(((n, arrays[n]) for n in names if n in arrays), (None, None))
 
-    classes_arr = pick("classes", "class_names")
-    if pick("x_train") is not None:
-        want = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+    def pair(xnames: tuple[str, ...], ynames: tuple[str, ...]):
+        (xn, x), (yn, y) = pick(*xnames), pick(*ynames)
+        if x is not None and y is not None:  # checked as stored, so indices are the file's
+            check_images_and_labels(np.asarray(x), np.asarray(y), str(path), xn, yn)
+        return x, y
+
+    _, classes_arr = pick("classes", "class_names")
+    if "x_train" in arrays:
+        want = {"train": (("x_train",), ("y_train",)), "test": (("x_test",), ("y_test",))}
         if split == "all":
-            xs = [pick(*want[s][:1]) for s in ("train", "test")]
-            ys = [pick(*want[s][1:]) for s in ("train", "test")]
-            if any(v is None for v in xs + ys):
+            got = [pair(*want[s]) for s in ("train", "test")]
+            if any(v is None for xy in got for v in xy):
                 raise DataError(f"'{path.name}' lacks x_test/y_test")
-            x, y = np.concatenate(xs), np.concatenate(ys)
+            x, y = np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
         else:
-            x, y = pick(want[split][0]), pick(want[split][1])
+            x, y = pair(*want[split])
             if x is None or y is None:
-                raise DataError(f"'{path.name}' has x_train but no {want[split][0]}/"
-                                f"{want[split][1]}")
+                raise DataError(f"'{path.name}' has x_train but no {want[split][0][0]}/"
+                                f"{want[split][1][0]}")
     else:
-        x, y = pick("x", "images", "X"), pick("y", "labels", "targets")
+        x, y = pair(("x", "images", "X"), ("y", "labels", "targets"))
         if x is None or y is None:
             raise DataError(f"'{path.name}' has arrays {sorted(arrays)}",
                             hint="name them x/y (or images/labels), or x_train/y_train/"
@@ -175,11 +183,7 @@ def _npz(path: Path, split: str) -> ImageData:
             x, y = x[pos], y[pos]
     x = _hwc_to_chw(np.asarray(x), path.name)
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"'{path.name}': labels must be one whole number per image")
     if np.issubdtype(x.dtype, np.integer):
-        if x.min(initial=0) < 0 or x.max(initial=0) > 255:
-            raise DataError(f"'{path.name}': integer images must lie in 0..255")
         images = torch.from_numpy(x.astype(np.uint8))
     else:
         images = torch.from_numpy(x.astype(np.float32))

@@ -26,11 +26,12 @@ import torch
 from safetensors.torch import load_file
 
 from synthdsl.build.artifact import load_compiled, read_metadata
-from synthdsl.files import write_text
+from synthdsl.files import (WEIGHTS_MAX_BYTES, NotReadable, read_regular, regular_file,
+                            write_text)
 from synthdsl.lang.errors import SynthError
 from synthdsl.library.sources import read_state_dict
 from synthdsl.pipeline import compile_spec
-from synthdsl.train.checkpoint import checkpoints_in, load_checkpoint
+from synthdsl.train.checkpoint import checkpoints_in, load_checkpoint, refusal
 from synthdsl.train.data import DataSpec, parse_classes
 from synthdsl.train.errors import DataError, EvalError
 from synthdsl.train.images import ImageData
@@ -49,18 +50,44 @@ class Loaded:
     description: str = ""
 
 
+#: Most bytes a run's ``run.json`` may have.
+RUN_RECORD_MAX_BYTES = 16 * 2**20
+
+
 def _read_run(folder: Path) -> dict[str, Any] | None:
     f = folder / "run.json"
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text("utf-8"))
+        return json.loads(read_regular(f, RUN_RECORD_MAX_BYTES, "run record").decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvalError(f"cannot read '{f}': {getattr(e, 'strerror', None) or e}") from None
     except ValueError as e:
         raise EvalError(f"'{f}' is not valid JSON: {e}") from e
 
 
+def _weights_file(path: Path, what: str) -> None:
+    """`path` is a regular file, or E001 says what it is instead (nothing is opened)."""
+    try:
+        regular_file(path, WEIGHTS_MAX_BYTES, what)
+    except FileNotFoundError:
+        raise EvalError(f"{what} '{path}' does not exist") from None
+    except NotReadable as e:  # a FIFO would block, a device would never end
+        raise EvalError(f"cannot read {e}", hint="name a regular file") from None
+    except OSError as e:
+        raise EvalError(f"cannot read {what} '{path}': {e.strerror or e}") from None
+
+
 def _load_weights(model, path: Path) -> None:
-    state = load_file(str(path)) if path.suffix == ".safetensors" else read_state_dict(path)
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else \
+            read_state_dict(path)
+    except SynthError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a foreign or torn file: say so in our words
+        raise EvalError(f"cannot read weights '{path}': {refusal(e)}",
+                        hint="give a state dict (.safetensors, or a .pt of tensors) or a "
+                        "compiled artifact") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EvalError(f"'{path.name}' does not fit spec '{model.graph.name}': "
@@ -74,6 +101,12 @@ def load_model(target: str | Path, weights: str | Path | None = None,
     checkpoint (see the module docstring)."""
     path = Path(target)
     run = None
+    if not path.exists():
+        raise EvalError(f"cannot evaluate '{target}': no such file or folder",
+                        hint="give a .synth spec, a compiled .safetensors artifact, a run "
+                        "folder or a checkpoint .pt")
+    if weights is not None:
+        _weights_file(Path(weights), "weights file")
     if path.is_dir():
         run = _read_run(path)
         if run is None:
@@ -95,6 +128,12 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             raise EvalError(f"checkpoint '{path}' is not inside a run folder with run.json")
         model = compile_spec(Path(run["spec"]), seed=run["recipe"].get("seed", seed))
         own = dict(model.named_parameters()) | dict(model.named_buffers())
+        foreign = [k for k, v in ck["model"].items() if k not in own or not isinstance(
+            v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape)]
+        if foreign:
+            raise EvalError(f"checkpoint '{path}' does not fit spec '{model.graph.name}': "
+                            f"{len(foreign)} tensors it lacks or holds in another shape "
+                            f"(e.g. {foreign[:2]})")
         with torch.no_grad():
             for k, v in ck["model"].items():
                 own[k].copy_(v)
@@ -192,6 +231,8 @@ def evaluate(model, data: ImageData, preprocess: Preprocess | None = None,
              batch_size: int = 256, device: str | torch.device = "cpu",
              target: str = "") -> EvalReport:
     """Metrics of every class-score output of `model`, and of every ensemble member."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise EvalError(f"the batch size must be a whole number ≥ 1, not {batch_size!r}")
     preprocess = preprocess or preprocess_for(model)
     labelled = data.targets >= 0
     if not bool(labelled.any()):

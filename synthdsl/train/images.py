@@ -22,16 +22,19 @@ class (seeded) and can keep the rest unlabelled (label ``-1``) for distillation.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from synthdsl.files import open_regular
 from synthdsl.train.errors import DataError
 
 
@@ -171,8 +174,61 @@ class TensorImages(ImageData):
         return _to_float(self.data[positions])
 
 
+#: Most bytes one image file may have.
+IMAGE_MAX_BYTES = 256 * 2**20
+#: Most pixels one image may have (PIL's own default bound): larger is refused from the
+#: header, before a pixel is decoded, whatever the file's size (a "decompression bomb").
+IMAGE_MAX_PIXELS = 89_478_485
+
+
+def _unreadable(path: Path, index: int | None, why: str) -> DataError:
+    sample = f" (sample {index})" if index is not None else ""
+    return DataError(f"cannot read image '{path}'{sample}: {why}",
+                     hint="remove or replace the file", code="D005")
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return "it claims more pixels than any image may have (a decompression bomb?)"
+    if isinstance(e, UnidentifiedImageError):
+        return "it is not an image PIL can read (unknown format, or damaged)"
+    text = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
+    return (text[0][:200] if text else "") or type(e).__name__
+
+
+@contextlib.contextmanager
+def open_image(path: Path, index: int | None = None) -> Iterator[Image.Image]:
+    """The image at `path`, open (its header read, no pixel decoded) where it is a regular file
+    of at most :data:`IMAGE_MAX_BYTES` bytes and :data:`IMAGE_MAX_PIXELS` pixels; anything that
+    goes wrong reading it while the block runs is D005 naming the file (and the sample)."""
+    try:
+        with open_regular(path, IMAGE_MAX_BYTES, "image file") as f, Image.open(f) as im:
+            w, h = im.size
+            if w * h > IMAGE_MAX_PIXELS:
+                raise _unreadable(path, index, f"it claims {w}x{h} pixels, more than the "
+                                  f"{IMAGE_MAX_PIXELS:,} an image may have")
+            yield im
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise _unreadable(path, index, "the file does not exist (any more)") from None
+    except Exception as e:  # noqa: BLE001 - PIL decoding bytes from anywhere: any failure
+        raise _unreadable(path, index, _why(e)) from None  # is about the file
+
+
+def check_image_files(files: Sequence[Path]) -> None:
+    """Every file a readable image by its header (format, size, pixels), before training
+    starts: D005 names the first that is not. A file's pixels are decoded only when read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, path in enumerate(files):
+            with open_image(path, i):
+                pass
+
+
 class FolderImages(ImageData):
-    """Image files read on demand with PIL, resized to `size` so that they batch."""
+    """Image files read on demand with PIL, resized to `size` so that they batch. Every file's
+    header is checked when the dataset is made (:func:`check_image_files`)."""
 
     def __init__(self, name: str, files: Sequence[Path], targets: torch.Tensor,
                  classes: Sequence[str], size: tuple[int, int] | None = None,
@@ -180,6 +236,7 @@ class FolderImages(ImageData):
         super().__init__(name, classes, targets)
         self.files = list(files)
         self.size, self.channels = size, channels
+        check_image_files(self.files)
 
     def images(self, positions: torch.Tensor) -> torch.Tensor:
         """Decoded in a few threads (PIL releases the interpreter lock while it decodes)."""
@@ -189,7 +246,7 @@ class FolderImages(ImageData):
             return torch.stack(list(pool.map(self.image, [int(i) for i in positions])))
 
     def image(self, i: int) -> torch.Tensor:
-        with Image.open(self.files[i]) as im:
+        with open_image(self.files[i], i) as im:
             im = im.convert("L" if self.channels == 1 else "RGB")
             if self.size is not None and im.size != (self.size[1], self.size[0]):
                 im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)

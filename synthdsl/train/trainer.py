@@ -44,7 +44,7 @@ from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoin
                                        checkpoints_in, load_checkpoint, rng_state, seed_epoch,
                                        set_rng_state, trainable_state)
 from synthdsl.train.distributed import all_sum, init_distributed, shard
-from synthdsl.train.errors import TrainError
+from synthdsl.train.errors import TrainError, diverged
 from synthdsl.train.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
                                    split_frozen)
 from synthdsl.train.images import ImageData
@@ -404,6 +404,11 @@ class Trainer:
             w = w.to(self.device)
             loss, parts = objective(self.terms, values, y, w, n_all, n_lab,
                                     self.recipe.label_smoothing)
+            if not bool(torch.isfinite(loss.detach())):
+                last = checkpoints_in(self.run) if self.run is not None else []
+                raise diverged(float(loss.detach()), {n: float(v) for n, v in parts.items()},
+                               epoch + 1, k + 1, len(batches), self.global_step + 1,
+                               last[-1].name if last else None)
             scale = float(self.dist.world)  # DDP averages gradients over processes
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss * scale).backward()
