@@ -140,7 +140,7 @@ def _option_problem(label: str, owner: nn.Module, method: str, options: dict) ->
             tp = type(p.default)
             ok = _accepts(tp, value)
         if ok is False:
-            return PartError(f"{method} option '{key}' expects {_spoken(tp)}, found "
+            return PartError(f"part '{label}' option '{key}' expects {_spoken(tp)}, found "
                              f"{_literal(value)}", option=key, code="S402")
     return None
 
