@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import os
 import re
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,6 @@ from tests.adversarial.corpus import CASES, Case
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY = 8 * 2**30
-CODE = re.compile(r"^(?:error|warning)\[([A-Z]\d{3})\]", re.M)
 
 
 class Server:
@@ -48,13 +50,6 @@ class Server:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 def _evil_object(sentinel: Path):
@@ -150,10 +145,22 @@ def _sub(value: str, shared: Path) -> str:
     return value.replace("{shared}", str(shared))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case(case: Case, server: Server, shared: Path, tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
+#: Cases run two at a time (each in its own child of its own server).
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass
+class Outcome:
+    result: dict
+    err: str
+    out: str
+    before: dict
+    after: dict
+
+
+def _prepare(case: Case, base: Path, shared: Path) -> Path:
+    work = base / case.name / "work"
+    work.mkdir(parents=True)
     for rel, content in case.files.items():
         path = work / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,19 +170,57 @@ def test_case(case: Case, server: Server, shared: Path, tmp_path: Path) -> None:
             path.write_bytes(content)
         else:
             path.write_text(_sub(content, shared), encoding="utf-8")
-    before, shared_before = _snapshot(work), _snapshot(shared)
+    return work
+
+
+def _run(case: Case, server: Server, work: Path, shared: Path) -> Outcome:
+    home = work.parent
+    before = _snapshot(work)
     result = server.run(argv=[_sub(a, shared) for a in case.argv], cwd=str(work),
-                        env={**case.env, "XDG_CACHE_HOME": str(tmp_path / "cache"),
-                             "HOME": str(tmp_path / "home"), "SYNTH_NO_COLOR": "1"},
-                        stdout=str(tmp_path / "stdout"), stderr=str(tmp_path / "stderr"),
+                        env={**case.env, "XDG_CACHE_HOME": str(home / "cache"),
+                             "HOME": str(home / "home")},
+                        stdout=str(home / "stdout"), stderr=str(home / "stderr"),
                         seconds=case.seconds, memory=MEMORY)
-    err = (tmp_path / "stderr").read_text(errors="replace")
-    out = (tmp_path / "stdout").read_text(errors="replace")
+    return Outcome(result, (home / "stderr").read_text(errors="replace"),
+                   (home / "stdout").read_text(errors="replace"), before, _snapshot(work))
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, shared, shared_snapshot, tmp_path_factory) -> dict[str, Outcome]:
+    """Every selected case, run: two servers, each case in a forked child of one."""
+    wanted = {item.callspec.params["case"].name for item in request.session.items
+              if item.originalname == "test_case" and hasattr(item, "callspec")}
+    cases = [c for c in CASES if c.name in wanted]
+    base = tmp_path_factory.mktemp("cases")
+    works = {c.name: _prepare(c, base, shared) for c in cases}
+    servers: queue.Queue = queue.Queue()
+    started = [Server() for _ in range(min(WORKERS, len(cases)) or 1)]
+    for s in started:
+        servers.put(s)
+
+    def one(case: Case) -> tuple[str, Outcome]:
+        server = servers.get()
+        try:
+            return case.name, _run(case, server, works[case.name], shared)
+        finally:
+            servers.put(server)
+
+    try:
+        with ThreadPoolExecutor(len(started)) as pool:
+            return dict(pool.map(one, cases))
+    finally:
+        for s in started:
+            s.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case: Case, outcomes: dict[str, Outcome]) -> None:
+    o = outcomes[case.name]
+    result, err, out, before, after = o.result, o.err, o.out, o.before, o.after
     said = f"rc={result['rc']}\n--- stderr\n{err[-3000:]}\n--- stdout\n{out[-1000:]}"
     assert not result["timed_out"], f"ran past {case.seconds} s\n{said}"
+    assert result["maxrss"] < MEMORY, f"peak memory {result['maxrss']:,} bytes\n{said}"
     assert "Traceback" not in err and "internal error" not in err, said
-    assert not (shared / "PWNED").exists(), "a pickled payload ran"
-    after = _snapshot(work)
     created = set(after) - set(before)
     if case.usage:
         assert result["rc"] == 2 and "error" in err, said
@@ -186,12 +231,11 @@ def test_case(case: Case, server: Server, shared: Path, tmp_path: Path) -> None:
         created -= set(case.writes)
     else:
         assert result["rc"] == 1, said
-        codes = CODE.findall(err)
         errors = re.findall(r"^error\[([A-Z]\d{3})\]", err, re.M)
         assert errors, f"no coded error\n{said}"
         wanted = (case.code,) if isinstance(case.code, str) else case.code
         assert any(c == w or (len(w) == 1 and c.startswith(w)) for c in errors
-                   for w in wanted), f"codes {codes}, wanted one of {wanted}\n{said}"
+                   for w in wanted), f"codes {errors}, wanted one of {wanted}\n{said}"
         if case.at:
             assert any(a in err for a in case.at), f"not at {case.at}\n{said}"
         words = (case.words,) if isinstance(case.words, str) else case.words
@@ -200,8 +244,17 @@ def test_case(case: Case, server: Server, shared: Path, tmp_path: Path) -> None:
     assert not created, f"left behind: {sorted(created)}\n{said}"
     changed = {k for k in before if k in after and before[k] != after[k]}
     assert not changed, f"changed: {sorted(changed)}\n{said}"
-    assert _snapshot(shared) == shared_before, "a shared file changed"
     assert not [k for k in after if k.endswith(".tmp")], sorted(after)
+
+
+def test_no_case_changed_a_shared_file_or_ran_a_payload(outcomes, shared, shared_snapshot):
+    assert not (shared / "PWNED").exists(), "a pickled payload ran"
+    assert _snapshot(shared) == shared_snapshot
+
+
+@pytest.fixture(scope="module")
+def shared_snapshot(shared) -> dict:
+    return _snapshot(shared)
 
 
 def test_the_corpus_is_large_and_each_case_named_once():
