@@ -232,7 +232,7 @@ def _check_params(ctx: CheckContext, budget: Budget) -> None:
     spans: dict[str, object] = {}
     for n in g.nodes:
         node = g.nodes[n]
-        if node.get("kind") in ("part", "layer"):
+        if node.get("kind") in ("part", "layer") and n not in ctx.broken:
             shares[n] = sum(v for k, v in node.get("parameters", {}).items() if not _lora(k))
     names = ctx.names or {}
     for i, rule in enumerate(g.graph.get("rules", [])):
@@ -252,7 +252,8 @@ def _check_params(ctx: CheckContext, budget: Budget) -> None:
     else:
         what, span = _what(ctx, top), blame_span(ctx, top)
     ctx.err("S305", f"the model has {fmt_bytes(total)} of parameters, over the budget of "
-            f"{fmt_bytes(budget.params)}; {what} add {fmt_bytes(shares[top] * ELEMENT)}",
+            f"{fmt_bytes(budget.params)}; the largest share, "
+            f"{fmt_bytes(shares[top] * ELEMENT)}, is {what}",
             span, notes=[f"{sum(shares.values()):,} float32 parameters in all"],
             hint=_raise("params", _roomy(total)))
 

@@ -62,6 +62,10 @@ def _run_all(ctx: CheckContext) -> None:
                 out2 = again(ctx, n, node, [ctx.values2[i] for i in node["inputs"]],
                              ctx.probes2, measure)
             except Again as e:
+                if kind == "layer":  # sizes the probes made up: nothing to count or build
+                    for key in ("parameters", "buffers", "params"):
+                        node.pop(key, None)
+                    ctx.layers.pop(n, None)
                 raise symbolic_error(ctx, n, node, e) from None
         except SynthError as e:
             ctx.errors.add(e)
