@@ -111,7 +111,9 @@ def write_error(e: BaseException, path: Path, also: tuple = ()) -> WriteFailed |
     if code in _PATH_ERRNOS and isinstance(e, OSError):
         mine = {str(p) for p in (path, *path.parents, *also)}
         names = {str(n) for n in (e.filename, getattr(e, "filename2", None)) if n is not None}
-        if names & mine:
+        pattern = temp_pattern(path.name)
+        if names & mine or any(Path(n).parent == path.parent and pattern.fullmatch(Path(n).name)
+                               for n in names):
             return WriteFailed(path, e)
     return None
 

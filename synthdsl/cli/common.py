@@ -44,6 +44,9 @@ def check_output(output: str | None, inputs: Iterable[str | os.PathLike] = (),
     if out.is_dir():
         raise SynthError("S009", f"-o '{output}' is a directory; expected a file to write the "
                          f"{role} to", hint=f"name a file inside it, e.g. -o {out / 'out'}")
+    if out.exists() and not out.is_file():  # a device, a FIFO, a socket: never replaced
+        raise SynthError("S009", f"-o '{output}' exists and is not a regular file; expected a "
+                         f"file to write the {role} to", hint="name a regular file for -o")
     for parent in out.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():

@@ -34,7 +34,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from synthdsl.files import open_regular
+from synthdsl.files import NotReadable, open_regular
 from synthdsl.train.errors import DataError
 
 
@@ -193,7 +193,8 @@ def _why(e: BaseException) -> str:
     if isinstance(e, UnidentifiedImageError):
         return "it is not an image PIL can read (unknown format, or damaged)"
     text = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
-    return (text[0][:200] if text else "") or type(e).__name__
+    said = (text[0][:200] if text else "") or type(e).__name__
+    return f"it is damaged or cut short ({said})"
 
 
 @contextlib.contextmanager
@@ -212,6 +213,9 @@ def open_image(path: Path, index: int | None = None) -> Iterator[Image.Image]:
         raise
     except FileNotFoundError:
         raise _unreadable(path, index, "the file does not exist (any more)") from None
+    except NotReadable as e:  # a FIFO, a device, too large: never opened or read
+        raise _unreadable(path, index, str(e).replace(f"image file '{path}' ", "it ", 1)
+                          ) from None
     except Exception as e:  # noqa: BLE001 - PIL decoding bytes from anywhere: any failure
         raise _unreadable(path, index, _why(e)) from None  # is about the file
 

@@ -404,9 +404,12 @@ class Trainer:
             w = w.to(self.device)
             loss, parts = objective(self.terms, values, y, w, n_all, n_lab,
                                     self.recipe.label_smoothing)
-            if not bool(torch.isfinite(loss.detach())):
+            if not bool(torch.isfinite(loss.detach())):  # stop before the step is taken
                 last = checkpoints_in(self.run) if self.run is not None else []
-                raise diverged(float(loss.detach()), {n: float(v) for n, v in parts.items()},
+                if bar is not None:
+                    bar.close()
+                raise diverged(float(loss.detach()), {n: float(torch.as_tensor(v).detach())
+                                                       for n, v in parts.items()},
                                epoch + 1, k + 1, len(batches), self.global_step + 1,
                                last[-1].name if last else None)
             scale = float(self.dist.world)  # DDP averages gradients over processes
