@@ -270,3 +270,57 @@ def test_slice_span_is_found_with_spaces_and_lines():
     text = _head() + "f = s.layer1 [0 :\n 9](x)\noutput f\n"
     e = _only(text, "S202")
     assert (e.span.line, e.span.column, e.span.end_line, e.span.end_column) == (4, 14, 5, 4)
+
+
+@pytest.mark.parametrize("arch", ["test_efficientnet", "test_convnext", "mobilenetv3_small_050",
+                                  "test_byobnet"])
+def test_method_parts_equal_timm_across_families(arch, tmp_path):
+    torch.manual_seed(0)
+    model = randomize_(timm.create_model(arch)).eval()
+    path = save_checkpoint(model, tmp_path / f"{arch}.safetensors")
+    text = _head(path, arch, (64, 64), "") + (
+        f'source t = timm("{arch}", weights="{path}")\n'
+        "f = s.forward_features(x)\ny = s.forward_head(f)\n"
+        "p = t.forward_head(f, pre_logits=true)\noutput y, p\n")
+    module = synthdsl.compile_spec(text).eval()
+    x = _x(2, 3, 64, 64)
+    with torch.no_grad():
+        out = module(x)
+        torch.testing.assert_close(out["y"], model(x))
+        torch.testing.assert_close(out["p"], model.forward_head(model.forward_features(x),
+                                                                pre_logits=True))
+
+
+class _Toy(torch.nn.Module):
+    """A model whose head reads nothing of it, and whose features depend on its mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.scale = torch.nn.Parameter(torch.full((4,), 2.0))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return x if pre_logits else x * 3
+
+    def forward_features(self, x):
+        x = self.lin(x) * self.scale
+        return x + 1 if self.training else x
+
+
+def test_traced_parts_take_only_what_they_read_and_follow_the_mode():
+    from synthdsl.library.traced import bind_traced, trace_method
+
+    toy = _Toy().eval()
+    head = bind_traced(toy, "s", trace_method(toy, "forward_head", {"pre_logits": False}),
+                       "forward_head")
+    assert head.modules == {} and not head.container
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(head.run(x), x * 3)
+    feats = bind_traced(toy, "s", trace_method(toy, "forward_features", {}), "forward_features")
+    assert set(feats.modules) == {"s", "s.lin"} and feats.modules["s.lin"] is toy.lin
+    assert dict(feats.modules["s"].named_parameters()) == {"scale": toy.scale}
+    with torch.no_grad():
+        want = toy.forward_features(x)
+        torch.testing.assert_close(feats.run(x), want)
+        toy.train()
+        torch.testing.assert_close(feats.run(x), want + 1)

@@ -126,7 +126,8 @@ def _bind_traced(plan: PartPlan, model: nn.Module, graphs, what: str, single: bo
     source, fn = plan.source, traced.fn
 
     def emit(g, args, name):
-        owner = g.create_node("get_attr", source, name=f"{name}_owner")
+        owner = g.create_node("get_attr", source, name=f"{name}_owner") \
+            if traced.container else None
         out = g.create_node("call_function", fn, (owner, *args),
                             name=name if single else f"{name}_stages")
         if single:

@@ -166,8 +166,12 @@ class TracedCall:
             code = graph.python_code(root_module="self")
             self._fns.append(_forward_from_src(code.src, code.globals))
 
-    def __call__(self, container: nn.Module, *args):
+        self.same = graphs[0].python_code("self").src == graphs[1].python_code("self").src
+
+    def __call__(self, container: nn.Module | None, *args):
         train, eval_ = self._fns
+        if container is None:  # reads nothing of the model, the same in either mode
+            return eval_(container, *args)
         return (train if container.training else eval_)(container, *args)
 
 
@@ -178,6 +182,7 @@ class TracedPart:
     modules: dict[str, nn.Module]
     run: Callable[..., Any]
     fn: TracedCall
+    container: bool = True               # the compiled graph passes the source's module
 
 
 def bind_traced(model: nn.Module, source: str, graphs: tuple[fx.Graph, fx.Graph],
@@ -190,7 +195,9 @@ def bind_traced(model: nn.Module, source: str, graphs: tuple[fx.Graph, fx.Graph]
         modules[f"{source}.{path}" if path else source] = holder
     for target in module_targets:
         modules[f"{source}.{target}"] = model.get_submodule(target)
-    if not modules:  # nothing to read: a container still carries the mode
-        modules[source] = _holder(model, "")
     fn = TracedCall(graphs, name)
+    if not modules and fn.same:  # reads nothing of the model, whatever its mode
+        return TracedPart(modules, lambda *args: fn(None, *args), fn, container=False)
+    if not modules:  # nothing to read, but the modes differ: a container carries the mode
+        modules[source] = _holder(model, "")
     return TracedPart(modules, lambda *args: fn(model, *args), fn)
