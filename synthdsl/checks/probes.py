@@ -132,6 +132,14 @@ def record_activations(ctx: CheckContext, n: str, out1, out2, made1=None, made2=
     rec.activations[n] = (total, largest, big)
 
 
+def record_child(ctx: CheckContext, n: str, child: SynthGraph) -> None:
+    """A spec source's part makes what the child spec makes, inside it."""
+    acts = probed(child).activations.values()
+    if acts:
+        top = max(acts, key=lambda a: a[1])
+        probed(ctx.g).activations[n] = (sum(a[0] for a in acts), top[1], top[2])
+
+
 def _spelled(ctx: CheckContext, s1: tuple, s2: tuple | None) -> tuple:
     from synthdsl.checks.context import spell_dim
     if s2 is None or len(s1) != len(s2):

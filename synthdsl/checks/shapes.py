@@ -21,8 +21,8 @@ from torch import nn
 from synthdsl.checks.budget import current_budget, input_too_big
 from synthdsl.checks.context import Broken, CheckContext
 from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, probed,
-                                    record_activations, run_cached, spec_outputs, start,
-                                    symbolic_error)
+                                    record_activations, record_child, run_cached, spec_outputs,
+                                    start, symbolic_error)
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
@@ -61,6 +61,8 @@ def _run_all(ctx: CheckContext) -> None:
             try:  # the same node under the other probe sizes
                 out2 = again(ctx, n, node, [ctx.values2[i] for i in node["inputs"]],
                              ctx.probes2, measure)
+                if not _alike(out, out2):
+                    raise Again("its result has another form for other sizes")
             except Again as e:
                 if kind == "layer":  # sizes the probes made up: nothing to count or build
                     for key in ("parameters", "buffers", "params"):
@@ -80,6 +82,8 @@ def _run_all(ctx: CheckContext) -> None:
             record_activations(ctx, n, out, out2, made,
                                measure.made if measure is not None and made is not None
                                else None)
+            if kind == "part" and node["source"] in ctx.children:
+                record_child(ctx, n, ctx.children[node["source"]])
         if isinstance(out, tuple):
             node["shapes"] = tuple(_plain(ctx.spell(t, t2)) for t, t2 in zip(out, out2))
             node["dtypes"] = tuple(_dtype_name(t) for t in out)
@@ -102,6 +106,16 @@ def _run_all(ctx: CheckContext) -> None:
             for attrs in succ.values():
                 if attrs["kind"] == "data":
                     attrs["shape"] = shape
+
+
+def _alike(a, b) -> bool:
+    """Two runs' values of one node: as many tensors, each of the same rank."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(
+            _alike(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dim() == b.dim()
+    return type(a) is type(b)
 
 
 def _plain(shape: tuple) -> tuple:

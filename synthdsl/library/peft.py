@@ -32,9 +32,15 @@ from torch import nn
 
 ADAPTABLE = (nn.Linear, nn.Conv2d)
 
+#: The largest LoRA rank (2^31 - 1). A rank this large is far past full rank for any layer;
+#: the check's budget (S305) refuses ranks whose matrices no machine could hold long before.
+MAX_RANK = 2 ** 31 - 1
+
 
 def lora_shapes(module: nn.Module, rank: int) -> dict[str, tuple[int, ...]]:
     """The shapes of the adapter's two parameters for `module`."""
+    if not 1 <= rank <= MAX_RANK:
+        raise ValueError(f"a LoRA rank is a whole number from 1 to {MAX_RANK}, not {rank}")
     if isinstance(module, nn.Linear):
         return {"lora_A": (rank, module.in_features), "lora_B": (module.out_features, rank)}
     if isinstance(module, nn.Conv2d):
