@@ -187,3 +187,15 @@ def test_a_batch_too_big_for_any_machine_is_s305():
     assert e is not None and e.code == "S305" and "10,000,000,000 samples" in e.message
     assert "--batch-size" in e.hint
     assert batch_problem(g, 64) is None
+
+
+def test_the_flag_type_refuses_a_bad_budget_as_a_usage_error():
+    from synthdsl.checks.budget import BUDGET_HELP, budget_arg
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget", type=budget_arg, help=BUDGET_HELP)
+    assert p.parse_args(["--budget", "params=16GiB,activations=8GiB"]).budget == \
+        "params=16GiB,activations=8GiB"
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as e:
+        p.parse_args(["--budget", "params=lots"])
+    assert e.value.code == 2 and "expected a size" in err.getvalue()
