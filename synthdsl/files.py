@@ -136,10 +136,17 @@ def temp_pattern(name: str) -> re.Pattern:
     return re.compile(r"\." + re.escape(name) + r"\.(\d+)-\d+\.tmp")
 
 
+def _legacy_pattern(name: str) -> re.Pattern:
+    """Temporary names of earlier versions (``tempfile.mkstemp``'s ``.NAME.XXXXXXXX.tmp``),
+    removed once older than :data:`STALE_TEMP_SECONDS`."""
+    return re.compile(r"\." + re.escape(name) + r"\.[a-z0-9_]{8}\.tmp")
+
+
 def remove_stale_temps(path: str | os.PathLike, now: float | None = None) -> list[Path]:
     """Remove what killed writes of `path` left beside it: its temporary files whose writer's
-    pid is gone, or that are older than :data:`STALE_TEMP_SECONDS`. Only this destination's,
-    only regular files. The removed paths."""
+    pid is gone, or that are older than :data:`STALE_TEMP_SECONDS` (also those of the
+    ``mkstemp`` names earlier versions wrote). Only this destination's, only regular files.
+    The removed paths."""
     path = Path(path)
     pattern = temp_pattern(path.name)
     now = time.time() if now is None else now
@@ -148,15 +155,17 @@ def remove_stale_temps(path: str | os.PathLike, now: float | None = None) -> lis
         entries = list(os.scandir(path.parent))
     except OSError:
         return removed
+    legacy = _legacy_pattern(path.name)
     for entry in entries:
         m = pattern.fullmatch(entry.name)
-        if not m:
+        if not m and not legacy.fullmatch(entry.name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if _pid_alive(int(m.group(1))) and now - st.st_mtime < STALE_TEMP_SECONDS:
+            alive = _pid_alive(int(m.group(1))) if m else True  # a legacy name has no pid
+            if alive and now - st.st_mtime < STALE_TEMP_SECONDS:
                 continue
             os.unlink(entry.path)
             removed.append(Path(entry.path))

@@ -319,3 +319,26 @@ def test_the_atomic_writer_raises_write_failed_only_for_its_destination(tmp_path
         write_bytes(blocker / "c.bin", b"1")
     assert e.value.code == "S009" and str(blocker / "c.bin") in e.value.message
     _no_temporaries(tmp_path)
+
+
+def test_an_old_temporary_of_an_earlier_version_is_removed_once_stale(tmp_path):
+    out = tmp_path / "model.safetensors"
+    legacy = tmp_path / ".model.safetensors.k3j_9x2a.tmp"  # tempfile.mkstemp's name
+    legacy.write_bytes(b"\0")
+    write_bytes(out, b"1")
+    assert legacy.exists()  # it may belong to a write still running
+    old = time.time() - files.STALE_TEMP_SECONDS - 60
+    os.utime(legacy, (old, old))
+    write_bytes(out, b"2")
+    assert not legacy.exists() and out.read_bytes() == b"2"
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:99"])
+def test_a_device_that_is_not_there_is_t001_before_anything_runs(tmp_path, capsys, spec, data,
+                                                                 device):
+    code, err = _synth(capsys, "train", spec, "--data", data, "-o", tmp_path / "run",
+                       "--device", device)
+    assert code == 1 and "error[T001]" in err and f"--device '{device}'" in err, err
+    assert not (tmp_path / "run").exists()
+    code, err = _synth(capsys, "eval", spec, "--data", data, "--device", device)
+    assert code == 1 and "error[T001]" in err, err

@@ -32,10 +32,33 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
         raise TrainError(f"expected numbers separated by commas, found '{text}'") from e
 
 
+def check_device(text: str, flag: str = "--device") -> None:
+    """`--device` names a device torch knows and this machine has (T001 otherwise), checked
+    before the spec is compiled or any data read."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise TrainError(f"{flag} '{text}' is not a device: {str(e).splitlines()[0]}",
+                         hint="cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"{flag} '{text}': CUDA is not available on this machine",
+                             hint="use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainError(f"{flag} '{text}': this machine has "
+                             f"{torch.cuda.device_count()} CUDA devices (0.."
+                             f"{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps")
+                                       and torch.backends.mps.is_available()):
+        raise TrainError(f"{flag} '{text}': MPS is not available on this machine",
+                         hint="use --device cpu")
+
+
 def cmd_train(args) -> int:
     """`synth train`: see `synth train --help`."""
     data = None if args.data in BUILTIN else args.data
     check_folder_output(args.output, [args.file, data, args.teacher], "run folder")
+    check_device(args.device)
     options = Options(device=args.device, amp=args.amp, cache_frozen=args.cache_frozen,
                       augment=args.augment, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
@@ -65,6 +88,7 @@ def cmd_eval(args) -> int:
     inputs = [args.file, args.weights, None if args.data in BUILTIN else args.data]
     check_folder_output(args.output, inputs, "report folder")
     check_output(args.plot, [i for i in inputs if i], "confusion matrix")
+    check_device(args.device)
     loaded = load_model(args.file, args.weights, args.device)
     data = data_for(loaded, args.data, args.classes, args.split)
     report = evaluate(loaded.model, data, loaded.preprocess, args.batch_size, args.device,
@@ -87,6 +111,7 @@ def cmd_eval(args) -> int:
 
 def cmd_demo(args) -> int:
     """`synth demo`: see `synth demo --help`."""
+    check_folder_output(args.output, [], "demo folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output)
