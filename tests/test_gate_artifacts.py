@@ -171,7 +171,8 @@ def test_imports_are_embedded_and_a_changed_file_beside_does_not_matter(tmp_path
     deep.mkdir(parents=True)
     outside = tmp_path / "shared" / "outside.synth"
     outside.write_text("synth Enc\ninput x: [B, 8]\nh = Linear(x, out=6)\noutput h\n")
-    art = compiled(deep, 'synth Main\ninput x: [B, 8]\nsource e = spec("../../shared/outside.synth")\n'
+    art = compiled(deep, 'synth Main\ninput x: [B, 8]\n'
+                   'source e = spec("../../shared/outside.synth")\n'
                    "f = e(x)\ny = Linear(f, out=3)\noutput y\n", "main.synth")
     x = torch.randn(2, 8)
     first = load_compiled(art)
@@ -382,3 +383,29 @@ def test_read_metadata_tells_an_artifact_from_a_plain_file(tmp_path):
     with pytest.raises(SynthError) as e:
         read_metadata(plain)
     assert e.value.code == "S209"
+
+
+def test_checkpoints_the_spec_names_are_not_opened_when_loading(tmp_path):
+    import hashlib
+
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", num_classes=5)
+    ckpt = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ckpt))
+    head = tmp_path / "head.safetensors"
+    donor = {"weight": torch.randn(5, 5), "bias": torch.randn(5)}
+    save_file(donor, str(head))
+    art = compiled(tmp_path, 'synth W\ninput x: [B, 3, 32, 32]\n'
+                   'source r = timm("test_resnet", num_classes=5, weights="w.safetensors")\n'
+                   "f = r(x)\ny = Linear(f, out=5)\n"
+                   'inherit y from checkpoint("head.safetensors")\noutput y\n', "model.synth")
+    with opened() as seen:
+        loaded = load_compiled(art)
+    assert_not_opened(seen, ckpt, head, tmp_path / "model.synth")
+    assert sorted(loaded.lock["checkpoints"]) == ["head.safetensors", "w.safetensors"]
+    assert loaded.lock["checkpoints"]["w.safetensors"] == hashlib.sha256(
+        ckpt.read_bytes()).hexdigest()
+    assert torch.equal(loaded.state_dict()["y.weight"], donor["weight"])
+    assert torch.equal(loaded.state_dict()["r.fc.weight"], net.fc.weight)
