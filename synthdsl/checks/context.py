@@ -85,7 +85,8 @@ def choose_probes(g: SynthGraph, symbols: Sequence[str]) -> tuple[dict[str, int]
             if isinstance(d, int) and d > 0:
                 product *= d
         fixed = max(fixed, product)
-    top = min(PROBE_TOP, int((PROBE_ROOM / fixed) ** (1 / most)))
+    top = min(PROBE_TOP, int((PROBE_ROOM / fixed) ** (1 / most))) if fixed < PROBE_ROOM \
+        else PROBE_FLOOR
     top = max(top, PROBE_FLOOR)
     want = 2 * len(symbols)
     primes = [p for p in range(top, PROBE_FLOOR - 1, -1) if p not in avoid and _is_prime(p)]
