@@ -409,3 +409,15 @@ def test_checkpoints_the_spec_names_are_not_opened_when_loading(tmp_path):
         ckpt.read_bytes()).hexdigest()
     assert torch.equal(loaded.state_dict()["y.weight"], donor["weight"])
     assert torch.equal(loaded.state_dict()["r.fc.weight"], net.fc.weight)
+
+
+def test_buffers_that_are_not_saved_are_bounded(tmp_path, monkeypatch):
+    import synthdsl.build.artifact as artifact
+
+    art = compiled(tmp_path, 'synth P\ninput x: [B, 3, 32, 32]\n'
+                   'source r = timm("test_vit_relpos", num_classes=5, img_size=32)\ny = r(x)\n'
+                   "output y\n", "vit.synth")
+    assert load_compiled(art) is not None
+    monkeypatch.setattr(artifact, "UNSAVED_MAX_BYTES", 0)
+    e = load_error(art)
+    assert e.code == "S210" and "not saved" in e.message

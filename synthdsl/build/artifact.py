@@ -45,6 +45,9 @@ from synthdsl.library.peft import merge_lora
 
 #: Tensors named in one S210 message, of each kind.
 SHOWN = 5
+#: Most bytes of buffers that are not saved (non-persistent ones, which a module computes
+#: itself) the module of an artifact may have: the saved tensors are bounded by the file.
+UNSAVED_MAX_BYTES = 1 << 30
 
 
 def save_compiled(model, path: str | Path) -> Path:
@@ -245,3 +248,8 @@ def _agree(path: Path, graph: SynthGraph, record: Record, header: dict) -> None:
         raise s210(path, f"its spec describes other tensors than it holds ({len(differ)} of "
                    f"another dtype or shape, {len(missing)} missing, {len(extra)} unexpected)",
                    notes)
+    saved = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    unsaved = sum(t.numel() * t.element_size() for t in model.buffers() if id(t) not in saved)
+    if unsaved > UNSAVED_MAX_BYTES:  # buffers a module makes itself (index tables, masks)
+        raise s210(path, f"its spec builds {unsaved:,} bytes of buffers that are not saved, "
+                   f"more than the {UNSAVED_MAX_BYTES:,} an artifact's module may make")
