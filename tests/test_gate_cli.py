@@ -22,6 +22,8 @@ from synthdsl.files import WriteFailed, atomic_path, remove_stale_temps, write_b
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+GOLDEN = Path(__file__).parent / "golden" / "train"
+
 SPEC = """synth Tiny
 input image: [B, 1, 8, 8]
 trunk  = Flatten(image) |> Linear(out=16) |> ReLU
@@ -70,13 +72,15 @@ def _denied(monkeypatch) -> None:
     monkeypatch.setattr(files, "_new_temp", new_temp)
 
 
-def test_compile_into_a_folder_without_permission_is_s009(tmp_path, capsys, spec, monkeypatch):
+def test_compile_into_a_folder_without_permission_is_s009(tmp_path, capsys, spec, monkeypatch,
+                                                          golden):
     _denied(monkeypatch)
     out = tmp_path / "ro" / "model.safetensors"
     code, err = _synth(capsys, "compile", spec, "-o", out)
     assert code == 1 and "error[S009]" in err and str(out) in err, err
     assert "permission denied" in err
     assert not out.exists()
+    golden(GOLDEN / "S009-write.txt", err[err.index("error["):].replace(str(tmp_path), "<tmp>"))
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
@@ -251,6 +255,13 @@ def test_flags_out_of_range_are_s010(tmp_path, capsys, spec, data, argv, flag):
     assert code == 1, err
     assert f"error[S010]: {flag} must be" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_flag_out_of_range_reads_as_its_golden(tmp_path, capsys, spec, data, golden):
+    code, err = _synth(capsys, "train", spec, "--data", data, "-o", tmp_path / "run",
+                       "--batch-size", "0")
+    assert code == 1
+    golden(GOLDEN / "S010.txt", err)
 
 
 # -- 6. what killed writes left ----------------------------------------------------------------------
