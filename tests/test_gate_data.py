@@ -308,3 +308,23 @@ def test_missing_targets_and_weights_are_e001(tmp_path, capsys, spec):
     rc, err = _synth(capsys, tmp_path, "eval", str(spec), "--data", "digits", "--weights",
                      str(tmp_path / "nope.pt"))
     assert rc == 1 and "error[E001]" in err and "does not exist" in err, err
+
+
+def test_images_without_pixels_are_d004(tmp_path, capsys, spec):
+    np.savez(tmp_path / "flat.npz", x=np.zeros((20, 0, 8), np.float32), y=np.arange(20) % 2)
+    err = _refused(capsys, tmp_path, spec, tmp_path / "flat.npz", "D004")
+    assert "at least one pixel" in err
+
+
+def test_a_folder_that_cannot_be_listed_is_d001(tmp_path, capsys, spec, monkeypatch):
+    root = _folder(tmp_path / "imgs")
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self == root:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    err = _refused(capsys, tmp_path, spec, root, "D001")
+    assert "permission denied" in err.lower() and "imgs" in err

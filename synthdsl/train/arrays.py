@@ -95,4 +95,7 @@ def check_images_and_labels(x: np.ndarray, y: np.ndarray, where: str, xname: str
         raise DataError(f"'{where}': images {xname} must be an array of images, found one "
                         "value", code="D004")
     check_labels(y, len(x), where, xname, yname)
+    if 0 in x.shape[1:]:
+        raise DataError(f"'{where}': images {xname} have shape {list(x.shape)}; an image "
+                        "needs at least one pixel in each dimension", code="D004")
     check_images(x, where, xname)

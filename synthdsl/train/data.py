@@ -258,7 +258,11 @@ def load_dataset(source: str | os.PathLike, split: str = "train",
         return _builtin(name, split)
     path = Path(source)
     if path.is_dir():
-        return _folder(path, split, size, channels)
+        try:
+            return _folder(path, split, size, channels)
+        except OSError as e:  # listing the folders: a folder that cannot be read
+            raise DataError(f"cannot read the image folder '{e.filename or path}': "
+                            f"{e.strerror or e}") from None
     if path.suffix == ".npz" and path.is_file():
         return _npz(path, split)
     if not path.exists():
