@@ -284,9 +284,11 @@ def test_a_stale_temporary_of_the_same_target_is_removed_by_the_next_write(tmp_p
     other.write_bytes(b"\0")
     mine = tmp_path / "model.safetensors.notes.tmp"                 # not a temporary name
     mine.write_bytes(b"\0")
+    absurd = tmp_path / f".model.safetensors.{10 ** 30}-0.tmp"      # no process has that pid
+    absurd.write_bytes(b"\0")
     write_bytes(out, b"new")
     assert out.read_bytes() == b"new"
-    assert not stale.exists()
+    assert not stale.exists() and not absurd.exists()
     assert live.exists() and other.exists() and mine.exists()
     old = time.time() - files.STALE_TEMP_SECONDS - 60  # a live pid, but far too old
     os.utime(live, (old, old))
