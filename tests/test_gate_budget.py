@@ -199,3 +199,23 @@ def test_the_flag_type_refuses_a_bad_budget_as_a_usage_error():
     with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as e:
         p.parse_args(["--budget", "params=lots"])
     assert e.value.code == 2 and "expected a size" in err.getvalue()
+
+
+def test_a_bad_budget_flag_is_s010_naming_it(tmp_path):
+    from synthdsl.cli.check import cmd_check
+
+    (tmp_path / "spec.synth").write_text(spec("input x: [B, 8]", "y = ReLU(x)", "output y"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cmd_check(argparse.Namespace(file=str(tmp_path / "spec.synth"), json=False,
+                                            budget="params=lots"))
+    assert code == 1 and "S010" in err.getvalue() and "--budget" in err.getvalue()
+
+
+def test_the_budget_parsing_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from synthdsl.lang.budget import budget_arg, parse_budget; "
+            "parse_budget('params=1GiB'); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
