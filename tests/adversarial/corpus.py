@@ -461,15 +461,49 @@ def _claim_huge(text: str) -> str:
     return text.replace("out=3", "out=100000000000")
 
 
+def _blob(edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """An edit of the artifact's own record (the JSON under the metadata key "artifact")."""
+    import json
+
+    def apply(header: dict) -> None:
+        meta = header.setdefault("__metadata__", {})
+        record = json.loads(meta["artifact"])
+        edit(record)
+        meta["artifact"] = json.dumps(record)
+    return apply
+
+
+def _spec_text(change: Callable[[str], str]) -> Callable[[dict], None]:
+    def edit(record: dict) -> None:
+        for s in record.get("specs", []):
+            s["text"] = change(s["text"])
+    return edit
+
+
+def _each_spec(key: str, value=None, drop: bool = False) -> Callable[[dict], None]:
+    def edit(record: dict) -> None:
+        for s in record.get("specs", []):
+            if drop:
+                s.pop(key, None)
+            else:
+                s[key] = value
+    return edit
+
+
 ART_CASES = [
-    ("art_spec_edited", _meta("spec", lambda v: v.replace("out=3", "out=4"))),
-    ("art_spec_claims_huge", _meta("spec", _claim_huge)),
-    ("art_spec_passwd", _meta("spec", lambda v: v.replace("synth", "/etc/passwd", 1))),
-    ("art_metadata_bad_json", _meta("", lambda v: "{" + v[: len(v) // 2])),
+    ("art_spec_edited", _blob(_spec_text(lambda v: v.replace("out=3", "out=4")))),
+    ("art_spec_claims_huge", _blob(_spec_text(_claim_huge))),
+    ("art_spec_named_passwd", _blob(_each_spec("name", "/etc/passwd"))),
+    ("art_spec_imports_passwd", _blob(_each_spec("imports", {"/etc/passwd": "/etc/passwd"}))),
+    ("art_spec_text_not_spec", _blob(_spec_text(lambda v: "root:x:0:0:root:/root:/bin/bash"))),
+    ("art_metadata_bad_json", _meta("artifact", lambda v: "{" + v[: len(v) // 2])),
     ("art_no_metadata", lambda h: h.pop("__metadata__", None)),
-    ("art_drop_imports", _drop("import")),
-    ("art_drop_spec", _drop("spec")),
+    ("art_drop_imports", _blob(_each_spec("imports", drop=True))),
+    ("art_drop_specs", _blob(lambda r: r.__setitem__("specs", []))),
+    ("art_drop_record", _drop("artifact")),
     ("art_drop_digest", _drop("digest")),
+    ("art_wrong_format", _meta("format", lambda v: "synthdsl-compiled/99")),
+    ("art_provenance_edited", _blob(lambda r: r.__setitem__("provenance", {"x": 1}))),
     ("art_shape_edited", _shape),
     ("art_metadata_empty", lambda h: h.__setitem__("__metadata__", {})),
 ]
