@@ -32,10 +32,7 @@ ALIASES: dict[str, str] = {
     "AdaptiveAvgPool2d": "GlobalAvgPool",
     "GlobalMaxPooling2D": "GlobalMaxPool",
     "AdaptiveMaxPool2d": "GlobalMaxPool",
-    "Relu": "ReLU",
     "Activation": "ReLU",
-    "Gelu": "GELU",
-    "Silu": "SiLU",
     "Swish": "SiLU",
     "Sequential": "|> (a pipe)",
     "Concatenate": "concat",
@@ -78,4 +75,6 @@ def alias_hint(name: str, names) -> str | None:
         return None
     if "|>" in target:
         return "there is no Sequential: chain layers with |>, e.g. `x |> Conv2d(out=8) |> ReLU`"
+    if target.lower() == name.lower():  # a slip of case, not another framework's word
+        return f"did you mean '{target}'?"
     return f"did you mean '{target}'? (synthdsl's name for {name})"
