@@ -17,18 +17,13 @@ from synthdsl.lang.parse import parse_file
 
 
 def _check(spec: Spec, budget: str | None = None):
-    from synthdsl.checks import check_graph
+    """The check, with the lock beside the spec verified before any checkpoint is read."""
     from synthdsl.checks.budget import budget_limits
     from synthdsl.graph import build_graph
+    from synthdsl.pipeline import check_locked
 
     with budget_limits(budget):  # --budget params=16GiB,activations=8GiB
-        return check_graph(build_graph(spec), raise_errors=False)
-
-
-def _lock_errors(graph, path: str) -> list:
-    from synthdsl.build.artifact import verify_lock
-
-    return verify_lock(graph, path)
+        return check_locked(build_graph(spec), raise_errors=False)
 
 
 def cmd_check(args) -> int:
@@ -39,8 +34,6 @@ def cmd_check(args) -> int:
         errors, warnings = flatten(e), []
     else:
         errors, warnings = graph.graph["errors"], graph.graph["warnings"]
-    if not errors:
-        errors = _lock_errors(graph, args.file)
     if args.json:
         print(json.dumps({"file": args.file, "ok": not errors,
                           "diagnostics": [d.to_dict() for d in [*errors, *warnings]]}, indent=2))
