@@ -151,11 +151,12 @@ def load_model(target: str | Path, weights: str | Path | None = None,
                         "folder or a checkpoint .pt")
     if weights is not None:
         wp = Path(weights)
-        try:
+        try:  # an artifact is loaded as one, checked against itself (S210 when edited)
             read_metadata(wp)
-            model.load_state_dict(load_compiled(wp).state_dict())
         except SynthError:
             _load_weights(model, wp)
+        else:
+            model.load_state_dict(load_compiled(wp).state_dict())
         desc += f" with weights {wp}"
     if run and run.get("preprocess"):
         pre = Preprocess.from_dict(run["preprocess"])

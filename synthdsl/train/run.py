@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from synthdsl.build.artifact import save_compiled
+from synthdsl.files import read_regular
+from synthdsl.lang.errors import SynthError
 from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec
 from synthdsl.train.distributed import barrier
 from synthdsl.train.errors import TrainError
-from synthdsl.train.evaluate import load_model
+from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
@@ -55,7 +57,10 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
             raise TrainError(f"'{run_path}' already holds a run",
                              hint="pass --resume to continue it, or choose another folder")
         if resume and existing.exists():
-            before = json.loads(existing.read_text("utf-8"))
+            try:  # a regular file of bounded size: a FIFO here must not hang the resume
+                before = json.loads(read_regular(existing, RUN_RECORD_MAX_BYTES, "run record"))
+            except (OSError, ValueError) as e:
+                raise TrainError(f"cannot resume: '{existing}' cannot be read: {e}") from None
             for key in ("spec_sha256", "data", "recipe", "preprocess"):
                 if before.get(key) != record.get(key):
                     raise TrainError(f"cannot resume: the {key.replace('_', ' ')} differs from "
@@ -63,23 +68,47 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
                                      hint="resume with the same spec, data and options")
     trainer = Trainer(model, data, recipe, options, run_path, val_data, preprocess, teacher,
                       record, callback)
-    if run_path is not None and trainer.dist.main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        if not (resume and (run_path / "run.json").exists()):
-            write_json(run_path / "run.json", record)
-            (run_path / "log.jsonl").unlink(missing_ok=True)
-    for line in trainer.describe():
-        trainer._log(line)
-    resumed = trainer.resume() if resume else False
-    if resume and not resumed:
-        trainer._log("no checkpoint to resume from: starting at epoch 1")
-    trainer.fit()
+    made = _start_run(run_path, record, resume) if run_path is not None and trainer.dist.main \
+        else []
+    try:
+        for line in trainer.describe():
+            trainer._log(line)
+        resumed = trainer.resume() if resume else False
+        if resume and not resumed:
+            trainer._log("no checkpoint to resume from: starting at epoch 1")
+        trainer.fit()
+    except SynthError:
+        _undo_start(run_path, made)
+        raise
     metrics = trainer.final_metrics(test_data) if test_data is not None else None
     if run_path is not None and trainer.dist.main:
         _finish_run(trainer, run_path, metrics, test_data)
     barrier(trainer.dist)
     return TrainResult(run_path, trainer.history, metrics, time.perf_counter() - t0, model,
                        test_data.name if test_data is not None else "")
+
+
+def _start_run(run: Path, record: dict, resume: bool) -> list[Path]:
+    """Create the run folder and its record; what this made, newest last (to undo it)."""
+    made = [] if run.exists() else [run]
+    run.mkdir(parents=True, exist_ok=True)
+    if not (resume and (run / "run.json").exists()):
+        write_json(run / "run.json", record)
+        (run / "log.jsonl").unlink(missing_ok=True)
+        made += [run / "run.json", run / "log.jsonl"]
+    return made
+
+
+def _undo_start(run: Path | None, made: list[Path]) -> None:
+    """A run that failed before it kept anything to resume from (no checkpoint) leaves
+    nothing behind: the record and log this call began, and the folder if it made it."""
+    if run is None or not made or any((run / "checkpoints").glob("*")):
+        return
+    for path in reversed(made):
+        try:
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder that holds something else is left as it is
 
 
 def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
