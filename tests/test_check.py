@@ -117,7 +117,7 @@ def test_unused_values_are_warnings():
     ("synth S source r = torchvision(\"resnet18\") input x: [B, 4] output x", "S201"),
     ("synth S source r = timm(\"resnet18\") input x: [B, 3, 8, 8] y = r.layer1.forward_features(x) output y", "S202"),
     ("synth S source r = timm(\"resnet18\", weights=3) input x: [B, 4] output x", "S204"),
-    ("synth S source r = timm(\"resnet18\", no_such_option=3) input x: [B, 3, 8, 8] y = r(x) output y", "S204"),
+    ("synth S source r = timm(\"resnet18\", no_such_option=3) input x: [B, 3, 8, 8] y = r(x) output y", "S402"),
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr=2 output y", "S402"),
     ("synth S input x: [B, 4] y = Linear(x, out=2) train y with lr_mult=-1 output y", "S402"),
     ("synth S input x: [B, 4] a = b b = a output a", "S104"),

@@ -141,3 +141,21 @@ def test_a_spec_file_over_its_size_limit_says_both_sizes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error[S000]" in err and f"more than the {SPEC_MAX_BYTES:,}" in err
     assert "UTF-8" not in err
+
+
+@pytest.mark.parametrize("option, meant", [("num_clases=5", "num_classes"),
+                                            ('weigths="w.safetensors"', "weights"),
+                                            ("in_chan=1", "in_chans")])
+def test_a_misspelt_source_option_is_s402_at_it_with_the_option_meant(option, meant):
+    import synthdsl
+
+    text = (f'synth A\ninput x: [B, 3, 32, 32]\nsource s = timm("test_resnet", {option})\n'
+            "y = s(x)\noutput y\n")
+    errors = synthdsl.check_spec(text, raise_errors=False).graph["errors"]
+    assert [e.code for e in errors] == ["S402"], [str(e) for e in errors]
+    name = option.split("=")[0]
+    assert f"has no option '{name}'" in errors[0].message
+    assert errors[0].hint == f"did you mean '{meant}'?"
+    at = text.index(option)
+    assert at <= errors[0].span.start <= at + len(option)
+

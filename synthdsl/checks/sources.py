@@ -22,7 +22,7 @@ from synthdsl.lang.ast import Span
 from synthdsl.lang.errors import SynthError
 from synthdsl.library.cache import Sources
 from synthdsl.library.partcheck import PartError, part_problem
-from synthdsl.library.sources import source_kind
+from synthdsl.library.sources import source_kind, unknown_option
 
 
 def check_sources(ctx: CheckContext) -> None:
@@ -46,6 +46,10 @@ def check_sources(ctx: CheckContext) -> None:
         try:
             model = sources.meta(s)
         except Exception as e:  # noqa: BLE001 - the zoo rejects the user's options
+            if (known := unknown_option(node, e)) is not None:  # `num_clases=5`
+                ctx.errors.add(known)
+                ctx.broken.add(s)
+                continue
             opts = ", ".join(f"{k}={v!r}" for k, v in node["create_kwargs"].items())
             ctx.err("S204", f"{kind.name} cannot build '{node['target']}'"
                     + (f" with {opts}" if opts else ""), node["span"],

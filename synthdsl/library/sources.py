@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -138,6 +139,10 @@ def check_file_kwargs(node: Mapping[str, Any]) -> SynthError | None:
     for name, value in node.get("create_kwargs", {}).items():
         if name in FILE_KWARGS or _names_a_file(value):
             span = node.get("option_spans", {}).get(name, node.get("span"))
+            meant = did_you_mean(name, ("weights", "pretrained"), n=1)
+            if meant is not None and name not in FILE_KWARGS:  # `weigths="w.safetensors"`
+                return SynthError("S402", f"{node['constructor']}('{node['target']}') has no "
+                                  f"option '{name}'", span, hint=meant)
             what = (f"timm's {name}= would read weights or their configuration itself"
                     if name in FILE_KWARGS else f"{name}={value!r} names a file or URL")
             return SynthError(
@@ -146,6 +151,30 @@ def check_file_kwargs(node: Mapping[str, Any]) -> SynthError | None:
                 span, hint='name a local checkpoint with weights="..." (or hub weights with '
                            "pretrained=true)")
     return None
+
+
+#: Options timm's models commonly take: the names an unknown option is compared with.
+COMMON_TIMM_OPTIONS = ("num_classes", "in_chans", "global_pool", "drop_rate", "drop_path_rate",
+                       "img_size", "pretrained", "weights", "features_only", "out_indices",
+                       "output_stride", "act_layer", "norm_layer", "class_token", "pos_embed",
+                       "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                       "qkv_bias", "drop_block_rate", "attn_drop_rate", "proj_drop_rate",
+                       "dynamic_img_size", "reg_tokens", "no_embed_class")
+
+
+def unknown_option(node: Mapping[str, Any], error: BaseException) -> SynthError | None:
+    """A model that refused an option it does not take (``unexpected keyword argument``)
+    as S402 at that option, with the closest option meant; None for any other failure."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if not isinstance(error, TypeError) or m is None:
+        return None
+    name = m.group(1)
+    if name not in node.get("create_kwargs", {}):
+        return None
+    meant = did_you_mean(name, COMMON_TIMM_OPTIONS, n=1)
+    return SynthError("S402", f"{node['constructor']}('{node['target']}') has no option "
+                      f"'{name}'", node.get("option_spans", {}).get(name, node.get("span")),
+                      hint=meant or "its options are those timm.create_model takes for it")
 
 
 def check_arch(node: Mapping[str, Any]) -> SynthError | None:

@@ -245,7 +245,11 @@ spec("stage_out_of_range", f"{IMG}\n{RES}\nf = s(x, stages=[9])\noutput f", ("S4
 spec("at_unknown_node", f'{IMG}\n{RES}\nf = s(x, at="layer9.0")\noutput f', ("S202", "S303",
                                                                               "S402"))
 spec("timm_kw_typo", f'{IMG}\nsource s = timm("test_resnet", num_clases=5)\ny = s(x)\noutput y',
-     "S204")
+     "S402", "num_clases=5", "'num_classes'")
+spec("timm_weights_typo", f'{IMG}\nsource s = timm("test_resnet", weigths="w.safetensors")\n'
+     "y = s(x)\noutput y", "S402", 'weigths="w.safetensors"', "'weights'")
+spec("timm_kw_unknown", f'{IMG}\nsource s = timm("test_resnet", zzz=5)\ny = s(x)\noutput y',
+     ("S402", "S204"), "zzz=5")
 spec("timm_checkpoint_path", f'{IMG}\nsource s = timm("test_resnet", '
      'checkpoint_path="{shared}/w.safetensors")\ny = s(x)\noutput y', "S402", "checkpoint_path=")
 spec("timm_cfg_overlay", f'{IMG}\nsource s = timm("test_resnet", pretrained_cfg_overlay='
