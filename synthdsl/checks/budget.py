@@ -25,12 +25,12 @@ from __future__ import annotations
 from synthdsl.checks.context import CheckContext
 from synthdsl.checks.probes import probed
 from synthdsl.graph import SynthGraph
-from synthdsl.lang.budget import (BUDGET_HELP, ENV, Budget, budget_arg, budget_limits,
-                                  current_budget, fmt_bytes, parse_budget, parse_size)
+from synthdsl.lang.budget import (BUDGET_HELP, ENV, Budget, budget_limits, current_budget,
+                                  fmt_bytes, parse_budget, parse_size)
 from synthdsl.lang.errors import SynthError, fmt_shape
 
 __all__ = ["BUDGET_HELP", "ELEMENT", "ENV", "Budget", "activation_bytes", "batch_problem",
-           "budget_arg", "budget_limits", "check_budget", "current_budget", "fmt_bytes",
+           "budget_limits", "check_budget", "current_budget", "fmt_bytes",
            "parse_budget", "parse_size"]
 
 #: Bytes per parameter and per activation value (float32).

@@ -67,20 +67,9 @@ def parse_budget(text: str, base: Budget | None = None) -> Budget:
     return replace(base, **changes)
 
 
-def budget_arg(text: str) -> str:
-    """The ``--budget`` flag's argparse type: the text, once it parses (else a usage error)."""
-    import argparse
-
-    try:
-        parse_budget(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
 #: Help text of the ``--budget`` flag.
 BUDGET_HELP = ("limits of the check, e.g. params=16GiB,activations=8GiB,batch=2TiB "
-               "(defaults 8GiB, 4GiB, 1TiB; also SYNTH_BUDGET)")
+               "(defaults 8GiB, 4GiB, 1TiB; also SYNTH_BUDGET); a bad one is S010")
 
 
 _CURRENT: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("synth_budget",
