@@ -9,6 +9,11 @@ parts and layers record their ``parameters``, ``buffers`` and ``params``;
 layers their ``build`` arguments; parts the parameters they really touch
 (``used``), so two parts silently sharing parameters are caught (S109). A node
 whose input is already broken is skipped: one mistake, one diagnostic.
+
+Every node runs twice, under two assignments of probe sizes (`checks.probes`): what
+stays the same is fixed, what moves follows from a symbol and is spelled as one
+(``H-2``, ``?``), and a layer whose sizes would move is S304. Both runs measure what
+one sample makes, for the budget (`checks.budget`, S305).
 """
 
 from __future__ import annotations
