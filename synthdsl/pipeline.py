@@ -18,6 +18,7 @@ from synthdsl.build.compile import compile_graph
 from synthdsl.build.locks import provenance_errors, verified_digests, verify_lock
 from synthdsl.graph import SynthGraph, build_graph
 from synthdsl.build.module import SynthModule
+from synthdsl.lang.budget import Budget, budget_limits
 from synthdsl.lang.errors import SynthErrors
 from synthdsl.lang.parse import parse_file, parse_spec
 
@@ -48,12 +49,14 @@ def check_locked(graph: SynthGraph, raise_errors: bool = True, lock: bool = True
 
 
 def check_spec(path_or_text: str | Path, raise_errors: bool = True,
-               lock: bool = True) -> SynthGraph:
+               lock: bool = True, budget: Budget | str | None = None) -> SynthGraph:
     """Parse, resolve and check; the annotated graph (shapes, counts, training sets).
 
     A spec given as a file has its ``SPEC.lock`` verified, when there is one, before its
-    checkpoints are read (``lock=False``: not, as `synth lock` does to write a new one)."""
-    return check_locked(build_graph(load_spec(path_or_text)), raise_errors, lock)
+    checkpoints are read (``lock=False``: not, as `synth lock` does to write a new one).
+    `budget` (``"params=16GiB,activations=8GiB"``) changes the check's limits (S305)."""
+    with budget_limits(budget):
+        return check_locked(build_graph(load_spec(path_or_text)), raise_errors, lock)
 
 
 def compile_locked(graph: SynthGraph, seed: int | None = None) -> SynthModule:
@@ -67,11 +70,12 @@ def compile_locked(graph: SynthGraph, seed: int | None = None) -> SynthModule:
     return model
 
 
-def compile_spec(path_or_text: str | Path, seed: int | None = None) -> SynthModule:
+def compile_spec(path_or_text: str | Path, seed: int | None = None,
+                 budget: Budget | str | None = None) -> SynthModule:
     """The whole pipeline: a spec in, one runnable, partly frozen `nn.Module` out.
 
     >>> m = compile_spec("synth A input x: [B, 8] y = Linear(x, out=2) output y", seed=0)
     >>> m(*m.example_inputs(batch_size=3)).shape
     torch.Size([3, 2])
     """
-    return compile_locked(check_spec(path_or_text), seed=seed)
+    return compile_locked(check_spec(path_or_text, budget=budget), seed=seed)

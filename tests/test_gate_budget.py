@@ -207,3 +207,95 @@ def test_the_budget_parsing_loads_no_torch():
     code = ("import sys; from synthdsl.lang.budget import parse_budget; "
             "parse_budget('params=1GiB'); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the budget on the command line and in the library ---------------------------------------
+
+def _write(tmp_path, text, name="b.synth"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+SMALL = "synth B\ninput x: [B, 3, 32, 32]\ny = Conv2d(x, out=64) |> GlobalAvgPool\noutput y\n"
+
+
+@pytest.mark.parametrize("command", ["check", "summary", "compile"])
+def test_the_budget_flag_lowers_the_limits_of_every_checking_command(tmp_path, capsys,
+                                                                     command):
+    from synthdsl.cli.app import run
+
+    spec = _write(tmp_path, SMALL)
+    assert run([command, str(spec)]) == 0
+    capsys.readouterr()
+    assert run([command, str(spec), "--budget", "activations=1KiB"]) == 1
+    err = capsys.readouterr().err
+    assert "error[S305]" in err and "b.synth:" in err
+
+
+@pytest.mark.parametrize("argv", [["compile", "{spec}", "--batch-size", "10000000000"],
+                                  ["compile", "{spec}", "--batch-size", "1000",
+                                   "--budget", "batch=1MiB"]])
+def test_a_batch_over_the_budget_is_refused_before_compile_allocates_it(tmp_path, capsys,
+                                                                        argv):
+    from synthdsl.cli.app import run
+
+    spec = _write(tmp_path, SMALL)
+    out = tmp_path / "m.safetensors"
+    assert run([a.replace("{spec}", str(spec)) for a in argv] + ["-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S305]" in err and "a batch of" in err and "--batch-size" in err
+    assert not out.exists()
+
+
+def test_train_refuses_a_batch_over_the_budget_before_it_starts(tmp_path, capsys):
+    import numpy as np
+
+    from synthdsl.cli.app import run
+
+    spec = _write(tmp_path, "synth T\ninput x: [B, 1, 8, 8]\ny = Flatten(x) |> Linear(out=3)\n"
+                            "output y\n")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((9, 1, 8, 8), np.float32), y=np.arange(9) % 3)
+    run_dir = tmp_path / "run"
+    assert run(["train", str(spec), "--data", str(data), "-o", str(run_dir), "--epochs", "1",
+                "--no-progress", "--batch-size", "10000000000"]) == 1
+    err = capsys.readouterr().err
+    assert "error[S305]" in err and "a batch of 10,000,000,000 samples" in err
+    assert not run_dir.exists()
+
+
+def test_the_library_takes_a_budget_too():
+    from synthdsl.lang.errors import SynthErrors
+    from synthdsl.pipeline import check_spec, compile_spec
+
+    assert check_spec(SMALL).graph["errors"] == []
+    with pytest.raises(SynthErrors, match="S305"):
+        check_spec(SMALL, budget="params=1KiB")
+    with pytest.raises(SynthErrors, match="S305"):
+        compile_spec(SMALL, budget="activations=1KiB")
+
+
+def test_an_allocation_the_machine_refuses_is_s305_not_an_internal_error(tmp_path, capsys,
+                                                                         monkeypatch):
+    import synthdsl.cli.spec as spec_cmd
+    from synthdsl.cli.app import run
+
+    spec = _write(tmp_path, SMALL)
+
+    def refuse(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 240000000000 bytes.")
+
+    monkeypatch.setattr(spec_cmd, "compile_locked", refuse)
+    assert run(["compile", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S305]" in err and "240,000,000,000 bytes asked" in err
+    assert "internal error" not in err
+
+    def bug(*a, **k):
+        raise RuntimeError("shape '[2, 5]' is invalid for input of size 7")
+
+    monkeypatch.setattr(spec_cmd, "compile_locked", bug)
+    assert run(["compile", str(spec)]) == 3
+    assert "internal error" in capsys.readouterr().err

@@ -26,12 +26,14 @@ import argparse
 import importlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.files import WriteFailed, is_disk_error, write_error
+from synthdsl.lang.budget import BUDGET_HELP
 from synthdsl.lang.errors import SynthError, render_all
 from synthdsl.lang.options import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -69,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check a spec; every problem, with line and column")
     c.add_argument("file")
     c.add_argument("--json", action="store_true", help="diagnostics as JSON")
+    c.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("summary", help="a table of nodes, shapes and parameters")
     s.add_argument("file")
     s.add_argument("--inheritance", action="store_true",
                    help="also where every tensor comes from (builds the module)")
+    s.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     s.set_defaults(func=cmd_summary)
 
     lk = sub.add_parser("lock", help="pin the checkpoints a spec reads (SPEC.lock)")
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     k.add_argument("--batch-size", type=int, default=2)
     k.add_argument("-o", "--output", help="write the compiled module (.safetensors)")
+    k.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     k.set_defaults(func=cmd_compile)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
@@ -116,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a spec on data: checkpoints, log, --resume, DDP")
     _train_arguments(t)
+    t.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="accuracy, precision, recall, F1 and the confusion matrix")
@@ -283,6 +289,27 @@ def user_write_error(e: OSError, args: argparse.Namespace) -> SynthError | None:
     return None
 
 
+def _is_out_of_memory(e: BaseException) -> bool:
+    """torch's allocator refusing a size (its OutOfMemoryError, or the CPU allocator's
+    RuntimeError), as opposed to any other error."""
+    if type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text
+                                            or "out of memory" in text.lower())
+
+
+def out_of_memory(e: BaseException) -> SynthError:
+    """What a refused allocation tells the user: S305, with what was asked where torch says."""
+    asked = re.search(r"allocate (\d+) bytes", str(e))
+    size = f" ({int(asked.group(1)):,} bytes asked)" if asked else ""
+    return SynthError("S305", f"this machine ran out of memory{size}: the model, the batch or "
+                      "the data is larger than it can hold, though within the check's budget",
+                      hint="use a smaller --batch-size or input size, or lower the budget "
+                      "(--budget params=...,activations=...,batch=...) to have the check "
+                      "refuse such sizes")
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -297,7 +324,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        print(render_all(out_of_memory(e), ""), file=sys.stderr)
+        return EXIT_SPEC_ERROR
     except Exception as e:  # noqa: BLE001 - a bug of ours: say so, briefly
+        if _is_out_of_memory(e):  # the allocator refused: this machine, not a bug
+            print(render_all(out_of_memory(e), ""), file=sys.stderr)
+            return EXIT_SPEC_ERROR
         failed = user_write_error(e, args) if isinstance(e, OSError) else None
         if failed is not None:  # where the command writes is not writable: the user's to fix
             print(render_all(failed, ""), file=sys.stderr)

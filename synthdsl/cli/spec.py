@@ -10,7 +10,7 @@ import torch
 from synthdsl.build.artifact import save_compiled
 from synthdsl.build.locks import checkpoints, has_lock, lock_data, lock_path, write_lock
 from synthdsl.build.compile import example_dims, spec_shapes
-from synthdsl.checks.budget import budget_limits
+from synthdsl.checks.budget import batch_problem, budget_limits
 from synthdsl.cli.common import EXIT_OK, check_output, print_warnings, read_text
 from synthdsl.graph import SynthGraph
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
@@ -60,6 +60,9 @@ def cmd_compile(args) -> int:
     check_output(args.output, [args.file], "compiled module")
     graph = checked(args.file, budget=getattr(args, "budget", None))
     check_output(args.output, checkpoints(graph), "compiled module")  # nor a weights file
+    with budget_limits(getattr(args, "budget", None)):  # --batch-size against the budget
+        if (too_big := batch_problem(graph, args.batch_size)) is not None:
+            raise too_big
     print_warnings(graph, read_text(args.file))
     t0 = time.perf_counter()
     model = compile_locked(graph, seed=args.seed)

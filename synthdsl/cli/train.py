@@ -10,6 +10,7 @@ import torch
 
 from synthdsl.build.artifact import save_compiled
 from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
+from synthdsl.lang.budget import budget_limits
 from synthdsl.train.data import BUILTIN, parse_classes
 from synthdsl.train.demo import DemoConfig, run_demo
 from synthdsl.train.distributed import close, is_main_process
@@ -64,14 +65,8 @@ def cmd_train(args) -> int:
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
                       keep=args.keep,
                       progress=False if args.no_progress else None, quiet=args.quiet)
-    result = train_spec(
-        Path(args.file), args.data, args.output,
-        recipe={k: getattr(args, k, None) for k in RECIPE_FLAGS}, options=options,
-        classes=parse_classes(args.classes), shots=args.shots, shots_seed=args.shots_seed,
-        unlabelled=args.unlabelled, eval_split=args.eval_split, mean=_floats(args.mean),
-        std=_floats(args.std), normalize=False if args.no_normalize else None,
-        teacher=args.teacher, teacher_output=args.teacher_output,
-        temperature=args.temperature, alpha=args.alpha, resume=args.resume)
+    with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
+        result = _train(args, options)
     if result.run is not None and args.merge_adapters:
         merged = result.model.merge_adapters()
         if merged and is_main_process():
@@ -81,6 +76,17 @@ def cmd_train(args) -> int:
                       f"{result.run}/model-merged.safetensors")
     close()
     return EXIT_OK
+
+
+def _train(args, options: Options):
+    return train_spec(
+        Path(args.file), args.data, args.output,
+        recipe={k: getattr(args, k, None) for k in RECIPE_FLAGS}, options=options,
+        classes=parse_classes(args.classes), shots=args.shots, shots_seed=args.shots_seed,
+        unlabelled=args.unlabelled, eval_split=args.eval_split, mean=_floats(args.mean),
+        std=_floats(args.std), normalize=False if args.no_normalize else None,
+        teacher=args.teacher, teacher_output=args.teacher_output,
+        temperature=args.temperature, alpha=args.alpha, resume=args.resume)
 
 
 def cmd_eval(args) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from synthdsl.build.artifact import save_compiled
+from synthdsl.checks.budget import batch_problem
 from synthdsl.files import read_regular
 from synthdsl.lang.errors import SynthError
 from synthdsl.pipeline import check_spec, compile_locked
@@ -154,6 +155,8 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     preprocessing; `teacher` names a run, artifact or spec to distil from."""
     graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
+    if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
+        raise too_big  # S305: a batch's activations over the budget, before anything is built
     model = compile_locked(graph, seed=resolved.seed)
     data_spec = DataSpec(data, tuple(classes) if classes else None, shots,
                          shots_seed if shots_seed is not None else resolved.seed, unlabelled)
