@@ -36,6 +36,7 @@ class Case:
     writes: tuple[str, ...] = ()          # what the command may create (for ok cases)
     env: dict[str, str] = field(default_factory=dict)
     usage: bool = False                   # a usage error: exit 2 and a message, no code
+    may_write: tuple[str, ...] = ()       # what an error case may leave (a resumable run)
     seconds: float = 60.0
 
 
@@ -605,8 +606,15 @@ CASES.append(Case("train_resume_evil", ["train", "spec.synth", "--data", "{share
                   {"spec.synth": TSPEC, "run/checkpoints/last.pt": copy_of("evil.pt")},
                   code=("T001", "S203"), words=()))
 CASES.append(Case("train_nan_loss", ["train", "spec.synth", "--data", "{shared}/data.npz", "-o",
-                                     "run", "--epochs", "2", "--no-progress", "--lr", "1e30"],
-                  {"spec.synth": TSPEC}, code="T001", words=("nan", "NaN", "inf")))
+                                     "run", "--epochs", "2", "--no-progress", "--lr", "1e38",
+                                     "--optimizer", "sgd"],
+                  {"spec.synth": TSPEC}, code="T002", words=("nan", "inf"),
+                  may_write=("run",)))  # the run keeps its checkpoint of epoch 1: resumable
+CASES.append(Case("train_nan_loss_first_epoch", ["train", "spec.synth", "--data",
+                                                 "{shared}/data.npz", "-o", "run", "--epochs",
+                                                 "1", "--no-progress", "--lr", "1e38",
+                                                 "--optimizer", "sgd", "--batch-size", "8"],
+                  {"spec.synth": TSPEC}, code="T002", words=("nan", "inf")))
 
 CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(40)
 
