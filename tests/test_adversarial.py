@@ -137,7 +137,10 @@ def _snapshot(root: Path) -> dict[str, tuple]:
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+            if p.is_dir() and not p.is_symlink():  # a folder: what it holds is compared
+                out[str(p.relative_to(root))] = (st.st_mode,)
+            else:
+                out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return out
 
 

@@ -70,7 +70,7 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
     trainer = Trainer(model, data, recipe, options, run_path, val_data, preprocess, teacher,
                       record, callback)
     made = _start_run(run_path, record, resume) if run_path is not None and trainer.dist.main \
-        else []
+        else ([], set())
     try:
         for line in trainer.describe():
             trainer._log(line)
@@ -89,21 +89,24 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
                        test_data.name if test_data is not None else "")
 
 
-def _start_run(run: Path, record: dict, resume: bool) -> list[Path]:
-    """Create the run folder and its record; what this made, newest last (to undo it)."""
+def _start_run(run: Path, record: dict, resume: bool) -> tuple[list[Path], set[Path]]:
+    """Create the run folder and its record: what this made, newest last (to undo it), and
+    the checkpoints the folder held before."""
     made = [] if run.exists() else [run]
+    held = set((run / "checkpoints").glob("*"))
     run.mkdir(parents=True, exist_ok=True)
     if not (resume and (run / "run.json").exists()):
         write_json(run / "run.json", record)
         (run / "log.jsonl").unlink(missing_ok=True)
         made += [run / "run.json", run / "log.jsonl"]
-    return made
+    return made, held
 
 
-def _undo_start(run: Path | None, made: list[Path]) -> None:
-    """A run that failed before it kept anything to resume from (no checkpoint) leaves
-    nothing behind: the record and log this call began, and the folder if it made it."""
-    if run is None or not made or any((run / "checkpoints").glob("*")):
+def _undo_start(run: Path | None, started: tuple[list[Path], set[Path]]) -> None:
+    """A run that failed before it wrote a checkpoint to resume from leaves nothing it
+    began behind: the record and log this call wrote, and the folder if it made it."""
+    made, held = started
+    if run is None or not made or set((run / "checkpoints").glob("*")) - held:
         return
     for path in reversed(made):
         try:
