@@ -87,20 +87,9 @@ def part_error(graph, node, e: PartError) -> SynthError:
 
 
 def index_span(graph, node) -> Span:
-    """Where a part's item or slice (``[0:9]``) is written: between the end of its callee
-    and its arguments; the callee's span where the spec's text is not at hand."""
-    callee, text = node["callee_span"], graph.graph.get("text")
-    if not isinstance(text, str) or node.get("index") is None:
-        return callee
-    open_ = text.find("[", callee.end, node["span"].end)
-    close = text.find("]", open_, node["span"].end) if open_ >= 0 else -1
-    if open_ < 0 or close < 0 or text[callee.end:open_].strip():
-        return callee
-    def place(offset: int) -> tuple[int, int]:
-        line = text.count("\n", 0, offset) + 1
-        return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-    (line, column), (end_line, end_column) = place(open_), place(close + 1)
-    return Span(callee.file, line, column, end_line, end_column, open_, close + 1)
+    """Where a part's item or slice (``[0:9]``) is written, brackets included (the graph
+    keeps it from the AST); the callee's span for a node without one."""
+    return node.get("index_span") or node["callee_span"]
 
 
 def _spec_source(ctx: CheckContext, s: str, node) -> None:

@@ -261,6 +261,8 @@ class _Builder(StatementBuilder):
             options={k.name: k.value for k in kwargs},
             option_spans={k.name: k.span for k in kwargs},
             index=None if index is None else (index.start, index.stop, index.item))
+        if index is not None:
+            attrs["index_span"] = index.span
         head = callee[0]
         if index is not None and (head not in self.sources or len(callee) == 1):
             attrs["invalid"] = True

@@ -87,6 +87,7 @@ class CallNode(NodeRecord):
 
     callee_span: Span                  #: where the callee's name is
     index: tuple[int | None, int | None, bool] | None  #: [start:stop] or [item] (start, -, True)
+    index_span: NotRequired[Span]      #: where the item or slice is written, brackets included
     unpack: NotRequired[int]           #: `a, b = ...`: how many names receive its values
     applies: NotRequired[str]          #: `b = a(y)`: the name applied again
     shares: NotRequired[str]           #: the node whose module this one applies again
