@@ -324,3 +324,15 @@ def test_traced_parts_take_only_what_they_read_and_follow_the_mode():
         torch.testing.assert_close(feats.run(x), want)
         toy.train()
         torch.testing.assert_close(feats.run(x), want + 1)
+
+
+@pytest.mark.parametrize("part, first", [("s.forward_features(x)", "s.conv1.0"),
+                                          ("s.layer1[0:1](x)", "s.layer1.0.conv1")])
+def test_a_channel_mismatch_names_the_first_layer_by_its_path(part, first):
+    import synthdsl
+
+    text = (f'synth A\ninput x: [B, 1, 32, 32]\nsource s = timm("test_resnet", num_classes=5)\n'
+            f"y = {part}\noutput y\n")
+    errors = synthdsl.check_spec(text, raise_errors=False).graph["errors"]
+    assert [e.code for e in errors] == ["S301"], [str(e) for e in errors]
+    assert any(f"its first layer '{first}' is Conv2d" in n for n in errors[0].notes)

@@ -247,8 +247,8 @@ def _run_part(ctx: CheckContext, n, node, args):
         with torch.no_grad(), recorder:
             out = plan.call(*args)
     except Exception as e:  # noqa: BLE001 - the part rejects its input
-        module = next(iter(plan.modules.values()))
-        raise _input_mismatch(ctx, node, module, args, e) from None
+        root, module = next(iter(plan.modules.items()))
+        raise _input_mismatch(ctx, node, module, args, e, root) from None
     if isinstance(out, (list, tuple)) and plan.outputs == len(out) \
             and all(isinstance(t, torch.Tensor) for t in out):
         out = out[0] if len(out) == 1 else tuple(out)
@@ -321,14 +321,15 @@ def _run_spec_part(ctx: CheckContext, n, node, args):
 
 
 def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
-                    e: Exception) -> SynthError:
+                    e: Exception, root: str | None = None) -> SynthError:
     """Name both sides: what the part's first layer expects, what flows in."""
     notes = ctx.described_inputs(node)
     first = next(((k, m) for k, m in module.named_modules()
                   if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if first is not None and len(args) == 1:
         path, layer = first
-        where = f"{node['module']}.{path}" if path else node["module"]
+        base = root or node["module"]  # the module's own path: `s.conv1`, `s.layer1.0`
+        where = f"{base}.{path}" if path else base
         shape, src = args[0].shape, ctx.describe(node["inputs"][0]).strip("'")
         shown = ctx.shape_of(args[0])
         if isinstance(layer, nn.Conv2d) and len(shape) == 4 \
