@@ -228,3 +228,26 @@ def test_a_file_swapped_while_it_was_read_is_caught():
     (e,) = provenance_errors(prov, {"/x/w.safetensors": digest})
     assert e.code == "S206" and digest in e.notes[0] and "b" * 64 in e.notes[1]
     assert provenance_errors(prov, {"/x/w.safetensors": "b" * 64}) == []
+
+
+def test_viz_verifies_the_lock_before_it_reads_a_checkpoint(tmp_path, capsys):
+    """`synth viz` draws a spec whose checkpoint changed since the lock with S206 marked."""
+    import timm
+    from safetensors.torch import save_file
+
+    from synthdsl.cli.app import run
+
+    spec = tmp_path / "v.synth"
+    spec.write_text('synth V\ninput x: [B, 3, 32, 32]\nsource s = timm("test_resnet", '
+                    'num_classes=5, weights="w.safetensors")\ny = s(x)\noutput y\n')
+    state = {k: v.contiguous() for k, v in
+             timm.create_model("test_resnet", num_classes=5).state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    assert run(["lock", str(spec)]) == 0
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in state.items()},
+              str(tmp_path / "w.safetensors"))
+    capsys.readouterr()
+    out = tmp_path / "v.txt"
+    assert run(["viz", str(spec), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error[S206]" in err and "w.safetensors" in err

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from synthdsl.checks import check_graph
 from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, check_output, read_text
 from synthdsl.graph import build_graph
 from synthdsl.lang.errors import SynthErrors, render, render_all
 from synthdsl.lang.parse import parse_file
+from synthdsl.pipeline import check_locked
 from synthdsl.viz import (GraphvizFailed, GraphvizNotFound, VizError, format_for, render_graph,
                           write_atomic)
 
@@ -24,7 +24,8 @@ def cmd_viz(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     text = read_text(args.file)
-    graph = check_graph(build_graph(parse_file(args.file)), raise_errors=False)
+    # the lock beside the spec is verified before any checkpoint header is read (S206)
+    graph = check_locked(build_graph(parse_file(args.file)), raise_errors=False)
     try:
         data = render_graph(graph, fmt, expand=args.expand or (), depth=args.depth,
                             collapse=args.collapse or ())
