@@ -23,22 +23,7 @@ from synthdsl.cli.app import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-GOLDEN = Path(__file__).parent / "golden" / "train"
-
-SPEC = """synth Tiny
-input image: [B, 1, 8, 8]
-trunk  = Flatten(image) |> Linear(out=16) |> ReLU
-logits = Linear(trunk, out=2)
-recipe epochs=1, lr=0.01, batch_size=4, seed=3
-output logits
-"""
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.synth"
-    path.write_text(SPEC)
-    return path
+from tests.test_gate_cli import GOLDEN, SPEC, spec  # noqa: F401 - `spec` is a fixture
 
 
 def _images(n: int = 20) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,11 @@ def check_output(output: str | None, inputs: Iterable[str | os.PathLike] = (),
     if out.exists() and not out.is_file():  # a device, a FIFO, a socket: never replaced
         raise SynthError("S009", f"-o '{output}' exists and is not a regular file; expected a "
                          f"file to write the {role} to", hint="name a regular file for -o")
+    _refuse_under_a_file(out, output)
+
+
+def _refuse_under_a_file(out: Path, output: str) -> None:
+    """S009 where the nearest existing folder above `out` is not a folder (a file)."""
     for parent in out.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
@@ -67,12 +72,7 @@ def check_folder_output(output: str | None, inputs: Iterable[str | os.PathLike |
     if (out.exists() or out.is_symlink()) and not out.is_dir():
         raise SynthError("S009", f"-o '{output}' is a file; expected the {role} (a directory) "
                          "to write into", hint="name a new or existing folder for -o")
-    for parent in out.parents:
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                raise SynthError("S009", f"-o '{output}' lies under '{parent}', which is not a "
-                                 "directory", hint="name a path in an existing directory")
-            break
+    _refuse_under_a_file(out, output)
     here = out.resolve()
     for given in inputs:
         if given in (None, ""):
