@@ -187,6 +187,18 @@ def _new_temp(path: Path) -> Path:
         return tmp
 
 
+def _refuse_special(path: Path) -> None:
+    """S009 where `path` exists and is neither a regular file nor a link (a FIFO, a device, a
+    socket, a folder): a rename would replace it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise SynthError("S009", f"'{path}' exists and is not a regular file; it is not "
+                         "replaced", hint="write to a regular file's path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it when the block succeeds (and removed
@@ -205,6 +217,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp = _new_temp(path)
         yield tmp
         os.chmod(tmp, _default_mode())
+        _refuse_special(path)  # checked again just before: a FIFO or device is never replaced
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:

@@ -79,12 +79,20 @@ def choose_probes(g: SynthGraph, symbols: Sequence[str]) -> tuple[dict[str, int]
     most, fixed = 1, 1
     for n in g.of_kind("input"):
         dims = g.nodes[n]["dims"]
-        most = max(most, sum(isinstance(d, str) for d in dims))
+        count = sum(isinstance(d, str) for d in dims)
+        most = max(most, count)
         product = 1
         for d in dims:
             if isinstance(d, int) and d > 0:
                 product *= d
         fixed = max(fixed, product)
+        if PROBE_FLOOR ** count * product > 2 ** 62:  # no probe sizes give it a tensor
+            raise SynthError("S007", f"input '{g.nodes[n]['name']}' has {count} symbolic "
+                             "dimensions" + (f" beside fixed ones of {product:,} elements"
+                                             if product > 1 else "")
+                             + "; the check cannot give them sizes a tensor can have",
+                             g.nodes[n]["span"], hint="fix some dimensions to a size, or "
+                             "split the input")
     top = min(PROBE_TOP, int((PROBE_ROOM / fixed) ** (1 / most))) if fixed < PROBE_ROOM \
         else PROBE_FLOOR
     top = max(top, PROBE_FLOOR)

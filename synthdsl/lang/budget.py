@@ -44,7 +44,12 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if m is None or m.group(2).lower() not in _UNITS:
         raise ValueError(f"expected a size such as 16GiB, 500MB or 1000000, found {text!r}")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    try:
+        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    except (OverflowError, ValueError):  # 400 nines: no number of bytes
+        raise ValueError(f"expected a size of at most 2^63 bytes, found {text!r}") from None
+    if value > 2 ** 63:
+        raise ValueError(f"expected a size of at most 2^63 bytes, found {text!r}")
     if value < 1:
         raise ValueError(f"expected a size of at least one byte, found {text!r}")
     return value

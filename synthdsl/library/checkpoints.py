@@ -84,12 +84,16 @@ def _read_header(f, size: int) -> tuple[int, dict, dict]:
         raise ValueError(f"its header lists {entries:,} tensors (the limit is {MAX_TENSORS:,})")
     try:
         header = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: `[` x 100,000
         raise ValueError("its header is not valid JSON: the file is damaged or not "
                          "safetensors") from None
     if not isinstance(header, dict):
         raise ValueError("its header is not a JSON object")
     metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise ValueError("its __metadata__ is not a table of strings: the file is damaged or "
+                         "not safetensors")
     data = size - 8 - n
     for key, entry in header.items():
         try:

@@ -17,6 +17,7 @@ combination adds. Metrics are those of :mod:`synthdsl.train.metrics` (equal to
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,30 @@ def _read_run(folder: Path) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     try:
-        return json.loads(read_regular(f, RUN_RECORD_MAX_BYTES, "run record").decode("utf-8"))
+        run = json.loads(read_regular(f, RUN_RECORD_MAX_BYTES, "run record").decode("utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise EvalError(f"cannot read '{f}': {getattr(e, 'strerror', None) or e}") from None
-    except ValueError as e:
-        raise EvalError(f"'{f}' is not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        raise EvalError(f"'{f}' is not valid JSON: {e}") from None
+    if problem := run_record_problem(run):
+        raise EvalError(f"'{f}' is not a run record: {problem}",
+                        hint="point at a folder `synth train` wrote")
+    return run
+
+
+#: The keys of a run record that are read back, and the types they must have.
+_RUN_KEYS = {"spec": (str, type(None)), "spec_name": str, "spec_sha256": str,
+             "recipe": dict, "preprocess": (dict, type(None)), "data": (dict, type(None))}
+
+
+def run_record_problem(run: Any) -> str | None:
+    """What is wrong with a parsed ``run.json`` for being read back, or None."""
+    if not isinstance(run, dict):
+        return f"it holds a JSON {type(run).__name__}, not an object"
+    for key, kinds in _RUN_KEYS.items():
+        if key in run and not isinstance(run[key], kinds):
+            return f"its '{key}' is a {type(run[key]).__name__}"
+    return None
 
 
 def _weights_file(path: Path, what: str) -> None:
@@ -88,11 +108,22 @@ def _load_weights(model, path: Path) -> None:
         raise EvalError(f"cannot read weights '{path}': {refusal(e)}",
                         hint="give a state dict (.safetensors, or a .pt of tensors) or a "
                         "compiled artifact") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    _load_state(model, state, path)
+
+
+def _load_state(model, state: dict, path: Path) -> None:
+    """`state` into `model`: every tensor by name and shape, or E001 saying what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and (not isinstance(state[k], torch.Tensor)
+                                                or tuple(state[k].shape) != tuple(own[k].shape))]
+    if missing or unexpected or shaped:
         raise EvalError(f"'{path.name}' does not fit spec '{model.graph.name}': "
                         f"{len(missing)} tensors missing (e.g. {missing[:2]}), "
-                        f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+                        f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+                        f"{len(shaped)} of another shape (e.g. {shaped[:2]})")
+    model.load_state_dict(state)
 
 
 def load_model(target: str | Path, weights: str | Path | None = None,
@@ -126,18 +157,30 @@ def load_model(target: str | Path, weights: str | Path | None = None,
         run = _read_run(path.parent.parent)
         if run is None or not run.get("spec"):
             raise EvalError(f"checkpoint '{path}' is not inside a run folder with run.json")
-        model = compile_spec(Path(run["spec"]), seed=run["recipe"].get("seed", seed))
+        spec_file = Path(run["spec"])
+        model = compile_spec(spec_file, seed=run["recipe"].get("seed", seed))
+        text = model.graph.graph.get("text", "")
+        if run.get("spec_sha256") and \
+                hashlib.sha256(text.encode()).hexdigest() != run["spec_sha256"]:
+            # the spec the run trained, unchanged since: else its checkpoint means nothing
+            raise EvalError(f"checkpoint '{path}': the run's spec '{spec_file}' changed since "
+                            "the run was trained", hint="evaluate the run's model.safetensors, "
+                            "or restore the spec it was trained from")
         own = dict(model.named_parameters()) | dict(model.named_buffers())
-        foreign = [k for k, v in ck["model"].items() if k not in own or not isinstance(
+        state = ck.get("model") if isinstance(ck, dict) else None
+        if not isinstance(state, dict):
+            raise EvalError(f"checkpoint '{path}' holds no model state",
+                            hint="give a checkpoint `synth train` wrote")
+        foreign = [k for k, v in state.items() if k not in own or not isinstance(
             v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape)]
         if foreign:
             raise EvalError(f"checkpoint '{path}' does not fit spec '{model.graph.name}': "
                             f"{len(foreign)} tensors it lacks or holds in another shape "
                             f"(e.g. {foreign[:2]})")
         with torch.no_grad():
-            for k, v in ck["model"].items():
+            for k, v in state.items():
                 own[k].copy_(v)
-        desc = f"checkpoint {path} (epoch {ck['epoch']})"
+        desc = f"checkpoint {path} (epoch {ck.get('epoch', '?')})"
     elif path.suffix == ".safetensors":
         model = load_compiled(path)
         run = _read_run(path.parent)
@@ -156,7 +199,7 @@ def load_model(target: str | Path, weights: str | Path | None = None,
         except SynthError:
             _load_weights(model, wp)
         else:
-            model.load_state_dict(load_compiled(wp).state_dict())
+            _load_state(model, load_compiled(wp).state_dict(), wp)
         desc += f" with weights {wp}"
     if run and run.get("preprocess"):
         pre = Preprocess.from_dict(run["preprocess"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -65,8 +66,11 @@ def read_npz(source: str | Path | IO[bytes], name: str | None = None) -> dict[st
                     f"'{label}' unpacks to {total:,} bytes, more than the {limit:,} an .npz "
                     "may hold", hint="set SYNTHDSL_MAX_DATA_BYTES to read a larger file, or "
                     "split it")
+            if any(i.flag_bits & 0x1 for i in infos):
+                raise DataError(f"'{label}' is encrypted; an .npz of plain arrays is read")
             return {i.filename[:-4]: _read_array(z, i, label) for i in infos}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError,
+            RuntimeError, zlib.error, OSError) as e:  # encrypted, a damaged deflate stream
         raise DataError(f"cannot read '{label}' as an .npz of arrays: {e}") from None
 
 

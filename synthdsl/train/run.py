@@ -25,7 +25,7 @@ from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec
 from synthdsl.train.distributed import barrier
 from synthdsl.train.errors import TrainError
-from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model
+from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model, run_record_problem
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
@@ -60,8 +60,10 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
         if resume and existing.exists():
             try:  # a regular file of bounded size: a FIFO here must not hang the resume
                 before = json.loads(read_regular(existing, RUN_RECORD_MAX_BYTES, "run record"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise TrainError(f"cannot resume: '{existing}' cannot be read: {e}") from None
+            if problem := run_record_problem(before):
+                raise TrainError(f"cannot resume: '{existing}' is not a run record: {problem}")
             for key in ("spec_sha256", "data", "recipe", "preprocess"):
                 if before.get(key) != record.get(key):
                     raise TrainError(f"cannot resume: the {key.replace('_', ' ')} differs from "

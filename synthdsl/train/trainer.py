@@ -336,7 +336,14 @@ class Trainer:
         found = checkpoints_in(self.run) if self.run is not None else []
         if not found:
             return False
-        self.load_state(load_checkpoint(found[-1]))
+        state = load_checkpoint(found[-1])
+        try:  # what the file holds is the file's: a missing key or a shape is its fault
+            self.load_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise TrainError(f"cannot resume from '{found[-1]}': it does not hold a checkpoint "
+                             f"of this run ({type(e).__name__}: {str(e)[:200]})",
+                             hint="delete it to resume from the one before, or start a new "
+                             "run folder") from None
         if self.run is not None and self.dist.main:  # the log says what the checkpoint says
             write_text(self.run / "log.jsonl",
                        "".join(json.dumps(h) + "\n" for h in self.history))
