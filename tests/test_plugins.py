@@ -354,3 +354,41 @@ def test_the_environment_names_plugins_in_a_subprocess(write_plugin, tmp_path):
     assert made.returncode == 0, made.stderr
     assert "153 parameters: 59 trainable, 94 frozen" in made.stdout
     assert json.loads(read_metadata(out)["artifact"])["plugins"] == [name]
+
+
+FAULTY = '''
+from torch import nn
+from synthdsl import plugins
+from synthdsl.plugins import Option
+
+
+class Boom(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("no forward today")
+
+
+def bad_check(value, shapes, options):
+    raise KeyError("oops")
+
+
+plugins.register_layer("RangeBoom", nn.Identity, options=[Option("k", (int,), 1, check=bad_check)])
+plugins.register_layer("InferBoom", lambda n: nn.Identity(), infer=lambda shape: shape[7])
+plugins.register_layer("ForwardBoom", Boom)
+plugins.register_op("ruleboom", lambda x: x, shape_rule=lambda shapes, options, names: 1 / 0)
+'''
+
+
+@pytest.mark.parametrize("call, code, words", [
+    ("RangeBoom(x, k=2)", "S402", "the range check of plugin"),
+    ("InferBoom(x)", "S301", "cannot infer its sizes from its input: IndexError"),
+    ("ForwardBoom(x)", "S301", "no forward today"),
+    ("ruleboom(x)", "S301", "its shape rule raised ZeroDivisionError"),
+])
+def test_plugin_code_that_raises_during_the_check_is_a_diagnostic(write_plugin, call, code,
+                                                                   words):
+    plugins.load_plugin(write_plugin(FAULTY))
+    graph = check_spec(f"synth F\ninput x: [B, 4]\ny = {call}\noutput y\n",
+                       raise_errors=False)
+    [e] = graph.graph["errors"]
+    assert e.code == code and e.span.line == 3
+    assert words in e.message + " ".join(e.notes), (e.message, e.notes)

@@ -21,6 +21,7 @@ it registers something invalid or a name that exists) is S011.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import keyword
 import re
@@ -32,7 +33,7 @@ from torch import nn
 
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.transform import KEYWORDS
-from synthdsl.library.layers import LAYERS, LayerSpec, Option
+from synthdsl.library.layers import LAYERS, LayerArgError, LayerSpec, Option
 from synthdsl.library.ops import OPS, OpSpec
 from synthdsl.library.sources import SOURCE_KINDS, SourceKind
 
@@ -110,7 +111,55 @@ def _check_options(who: str, name: str, options: Any) -> tuple[Option, ...]:
         if o.check is not None and not callable(o.check):
             raise s011(f"{who}: the range check of option '{o.name}' of '{name}' is not "
                        "callable")
-    return options
+    return tuple(_guarded_check(who, name, o) for o in options)
+
+
+def _guarded_check(who: str, name: str, o: Option) -> Option:
+    """The option with its range check made safe: a check that raises says so."""
+    if o.check is None:
+        return o
+    check = o.check
+
+    def guarded(value, shapes, options):
+        try:
+            return check(value, shapes, options)
+        except Exception as e:  # noqa: BLE001 - the plugin's code
+            return f"a value the range check of {who} takes (it raised {_reason(e)})"
+    return dataclasses.replace(o, check=guarded)
+
+
+def _guarded_infer(who: str, name: str, infer: Callable | None) -> Callable:
+    if infer is None:
+        return lambda shape: {}
+
+    def guarded(shape):
+        try:
+            sizes = infer(shape)
+        except Exception as e:  # noqa: BLE001 - the plugin's code
+            raise LayerArgError(f"{name} ({who}) cannot infer its sizes from its input: "
+                                f"{_reason(e)}") from None
+        if not isinstance(sizes, dict):
+            raise LayerArgError(f"{name} ({who}): its infer function returned "
+                                f"{type(sizes).__name__}, not a dict of sizes")
+        return sizes
+    return guarded
+
+
+def _guarded_rule(who: str, name: str, rule: Callable | None) -> Callable | None:
+    if rule is None:
+        return None
+
+    def guarded(shapes, options, names):
+        try:
+            return rule(shapes, options, names)
+        except Exception as e:  # noqa: BLE001 - the plugin's code
+            return f"{name} ({who}): its shape rule raised {_reason(e)}"
+    return guarded
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).splitlines()[0][:300] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _callable(who: str, name: str, what: str, value: Any, optional: bool = False) -> None:
@@ -149,7 +198,7 @@ def register_layer(name: str, build: Callable[..., nn.Module],
                        f"{ranks!r}")
     if not isinstance(doc, str):
         raise s011(f"{who}: the doc of '{name}' must be a string")
-    spec = LayerSpec(name, build, opts, infer=infer or (lambda shape: {}), ranks=ranks,
+    spec = LayerSpec(name, build, opts, infer=_guarded_infer(who, name, infer), ranks=ranks,
                      doc=doc, many=bool(many))
     _record("layer", name, spec, _who(build))
     return spec
@@ -175,7 +224,8 @@ def register_op(name: str, fn: Callable, min_inputs: int = 1, max_inputs: int | 
         raise s011(f"{who}: '{name}' takes min_inputs={min_inputs!r}, max_inputs="
                    f"{max_inputs!r}: whole numbers >= 1, the most (or None) not below "
                    "the least")
-    spec = OpSpec(name, fn, min_inputs, max_inputs, opts, shape_rule, doc)
+    spec = OpSpec(name, fn, min_inputs, max_inputs, opts, _guarded_rule(who, name, shape_rule),
+                  doc)
     _record("op", name, spec, _who(fn))
     return spec
 
