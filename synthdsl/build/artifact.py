@@ -31,7 +31,7 @@ import torch
 from synthdsl.build.artifact_format import (DTYPE_CODES, FORMAT, FORMAT_1, Record,
                                             digest_of_file, digest_of_tensors, display,
                                             embed, imports_written, parse_record, place,
-                                            record_from_v1, s209, s210, safe_name)
+                                            record_from_v1, s209, s210, s211, safe_name)
 from synthdsl.build.compile import compile_graph
 from synthdsl.build.locks import (checkpoints, lock_data, verify_lock,  # noqa: F401
                                   write_lock)
@@ -42,6 +42,7 @@ from synthdsl.lang.errors import SynthError, flatten, render
 from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import _read_entry, _read_header
 from synthdsl.library.peft import merge_lora
+from synthdsl.library.plugins import is_loaded, plugins_needed
 
 #: Tensors named in one S210 message, of each kind.
 SHOWN = 5
@@ -58,6 +59,8 @@ def save_compiled(model, path: str | Path) -> Path:
     lock = model.__dict__.get("lock") or lock_data(graph)
     record = {"specs": embed(graph), "provenance": model.provenance, "lock": lock,
               "adapters": sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A"))}
+    if needed := plugins_needed(graph):
+        record["plugins"] = needed
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     Record.model_validate_json(body)  # what is written is what load_compiled accepts
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -137,6 +140,8 @@ def load_compiled(path: str | Path):
     path = Path(path)
     with _Artifact(path) as artifact:
         record = artifact.record()
+        if missing := [p for p in record.plugins if not is_loaded(p)]:
+            raise s211(path, missing)
         graph = _rebuild(path, record)
         _agree(path, graph, record, artifact.header)  # on meta: nothing allocated yet
         model = compile_graph(graph, load_weights=False)

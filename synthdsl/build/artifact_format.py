@@ -68,12 +68,25 @@ class Record(_Strict):
     provenance: dict[str, dict[str, Any]]
     lock: LockRecord
     adapters: list[str]
+    #: The plugins (module or entry point names) whose layers, operations or kinds of
+    #: source the specs use; absent when they use none. Loading never imports them.
+    plugins: list[str] = []
 
 
 def s209(path: Path, why: str) -> SynthError:
     return SynthError("S209", f"'{path.name}' is not a compiled synthdsl artifact: {why}",
                       hint="name a file written by `synth compile SPEC -o FILE.safetensors` "
                       "or by `synth train`")
+
+
+def s211(path: Path, missing: list[str]) -> SynthError:
+    return SynthError("S211", f"artifact '{path.name}' needs the plugin"
+                      f"{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, "
+                      "which this process has not loaded",
+                      hint="load " + ("them" if len(missing) > 1 else "it") + " first: synth "
+                      + " ".join(f"--plugin {m}" for m in missing) + " ... (or "
+                      "synthdsl.plugins.load_plugin in Python); an artifact never imports "
+                      "code itself")
 
 
 def s210(path: Path, why: str, notes: Iterable[str] = ()) -> SynthError:
@@ -99,6 +112,10 @@ def parse_record(path: Path, meta: dict[str, str]) -> Record:
         raise s209(path, f"its metadata entry 'artifact' is not valid: at {where}: "
                    f"{first['msg']} ({e.error_count()} problem"
                    f"{'s' if e.error_count() != 1 else ''})") from None
+    for name in record.plugins:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name, re.ASCII):
+            raise s209(path, f"its metadata names a plugin {display(name)}, which is not a "
+                       "Python module name")
     if not re.fullmatch(r"sha256:[0-9a-f]{64}", meta["digest"]):
         raise s209(path, "its metadata entry 'digest' is not 'sha256:' and 64 hex digits")
     n = len(record.specs)

@@ -34,6 +34,7 @@ from synthdsl.lang.options import LOSSES
 from synthdsl.lang.parse import no_cyclic_gc
 from synthdsl.library.layers import LAYERS, LayerArgError
 from synthdsl.library.ops import OPS
+from synthdsl.library.plugins import built_module
 from synthdsl.library.cache import sources_of
 from synthdsl.library.parts import PartError, plan_part
 
@@ -395,6 +396,7 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001
         raise SynthError("S402", f"{spec.name} cannot be built with these options",
                          node["span"], notes=[ctx.reason(e)]) from None
+    built_module("layer", spec.name, module, node["span"])
     ctx.layers[n] = module
     _record_params(ctx, n, {node["module"]: module}, _layer_table)
     return run_cached(ctx, key, module, args, lambda e: SynthError(

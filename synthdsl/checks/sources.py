@@ -22,6 +22,7 @@ from synthdsl.lang.ast import Span
 from synthdsl.lang.errors import SynthError
 from synthdsl.library.cache import Sources
 from synthdsl.library.partcheck import PartError, part_problem
+from synthdsl.library.plugins import module_problem
 from synthdsl.library.sources import source_kind, unknown_option
 
 
@@ -54,6 +55,10 @@ def check_sources(ctx: CheckContext) -> None:
             ctx.err("S204", f"{kind.name} cannot build '{node['target']}'"
                     + (f" with {opts}" if opts else ""), node["span"],
                     notes=[f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"])
+            ctx.broken.add(s)
+            continue
+        if (e := module_problem("source", node["constructor"], model, node["span"])) is not None:
+            ctx.errors.add(e)
             ctx.broken.add(s)
             continue
         ctx.models[s] = model

@@ -10,6 +10,7 @@
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
+    synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
 
 A mistake in a spec is printed like a compiler prints it (file:line:col, the
 line, a caret, a code and a hint) and exits 1; the CLI never shows a traceback.
@@ -66,6 +67,11 @@ cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synth", description="Build new models out of "
                                 "pretrained ones from declarative .synth specs.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="load a plugin first: a module (or an installed plugin's entry point "
+                   "name) that registers layers, operations or kinds of source "
+                   "(repeatable; also SYNTHDSL_PLUGINS=a,b). Installed plugins are never "
+                   "loaded unless named")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="check a spec; every problem, with line and column")
@@ -310,10 +316,20 @@ def out_of_memory(e: BaseException) -> SynthError:
                       "refuse such sizes")
 
 
+def _load_plugins(args: argparse.Namespace) -> None:
+    """The plugins of SYNTHDSL_PLUGINS, then those of --plugin, before the command runs."""
+    names = [*os.environ.get("SYNTHDSL_PLUGINS", "").split(","), *args.plugin]
+    if any(n.strip() for n in names):
+        from synthdsl.library.plugins import load_plugins, names_from_env
+
+        load_plugins(names_from_env(",".join(names)))
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_flags(args)
+        _load_plugins(args)
         return args.func(args)
     except SynthError as e:
         print(render_all(e, read_text(getattr(args, "file", "") or "")), file=sys.stderr)

@@ -309,7 +309,7 @@ class _Builder(StatementBuilder):
                 known = [*LAYERS, *OPS]
                 self.error("S101", f"unknown layer or operation '{head}'", callee_span,
                            hint=alias_hint(head, known)
-                           or did_you_mean(head, [*known, *self.sources]))
+                           or did_you_mean(head, [*known, *self.sources]) or _plugin_hint())
         self.connect(inputs, node_id)
 
     def connect(self, inputs: tuple, node_id: str) -> None:
@@ -454,3 +454,9 @@ def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
         _stack = (*_stack, str(Path(spec.file).resolve()))
     with no_cyclic_gc():  # many small dicts, no cycles: see synthdsl.lang.parse
         return _Builder(spec, _stack).build()
+
+
+def _plugin_hint() -> str:
+    from synthdsl.library.plugins import unknown_hint  # only when a name is unknown
+
+    return unknown_hint()

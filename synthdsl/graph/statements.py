@@ -75,7 +75,8 @@ class StatementBuilder:
             self.error("S201", f"unknown source constructor '{st.constructor}'",
                        st.constructor_span,
                        hint=did_you_mean(st.constructor, kinds)
-                       or "sources are made with " + ", ".join(f"{c}(...)" for c in kinds))
+                       or "sources are made with " + ", ".join(f"{c}(...)" for c in kinds)
+                       + "; a plugin may provide more: synth --plugin MODULE ...")
         if st.constructor == "spec":
             self.add_spec_source(st, attrs)
             return
