@@ -126,3 +126,21 @@ def test_an_application_of_an_applied_part_is_checked_and_compiles():
     assert g.nodes["a"]["shares"] == "c" and not g.nodes["a"].get("broken")
     assert g.nodes["a"]["shape"] == ("B", 32, 8, 8)
     assert compile_spec(text)(torch.randn(1, 32, 8, 8)).shape == (1, 32, 8, 8)
+
+
+def test_imports_that_fan_out_are_bounded(tmp_path):
+    """Each spec imports the next twice: 2^15 builds without a bound; S008 after 64."""
+    from synthdsl.graph.statements import MAX_IMPORTS
+    from synthdsl.pipeline import check_spec
+
+    depth = 15
+    for i in range(depth):
+        (tmp_path / f"l{i}.synth").write_text(
+            f'synth L{i}\ninput x: [B, 4]\nsource p = spec("l{i + 1}.synth")\n'
+            f'source q = spec("l{i + 1}.synth")\na = p(x)\nb = q(a)\noutput b\n')
+    (tmp_path / f"l{depth}.synth").write_text(
+        f"synth L{depth}\ninput x: [B, 4]\ny = ReLU(x)\noutput y\n")
+    errors = check_spec(tmp_path / "l0.synth", raise_errors=False).graph["errors"]
+    assert any(e.code == "S008" and f"more than {MAX_IMPORTS}" in e.message for e in errors)
+    ok = check_spec(tmp_path / "l10.synth", raise_errors=False).graph["errors"]  # 62 builds
+    assert ok == [], [str(e) for e in ok]

@@ -40,8 +40,8 @@ from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
 from synthdsl.graph.ir import SynthGraph
-from synthdsl.graph.statements import (PART_METHODS, SOURCE_CONSTRUCTORS, SOURCE_OPTIONS,
-                                       StatementBuilder, spec_texts)
+from synthdsl.graph.statements import (_IMPORTS_BUILT, PART_METHODS, SOURCE_CONSTRUCTORS,
+                                       SOURCE_OPTIONS, StatementBuilder, spec_texts)
 
 __all__ = ["PART_METHODS", "SOURCE_CONSTRUCTORS", "SOURCE_OPTIONS", "SynthGraph", "build_graph",
            "spec_texts"]
@@ -452,8 +452,13 @@ def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
     """
     if spec.file:
         _stack = (*_stack, str(Path(spec.file).resolve()))
-    with no_cyclic_gc():  # many small dicts, no cycles: see synthdsl.lang.parse
-        return _Builder(spec, _stack).build()
+    token = _IMPORTS_BUILT.set([0]) if _IMPORTS_BUILT.get() is None else None
+    try:
+        with no_cyclic_gc():  # many small dicts, no cycles: see synthdsl.lang.parse
+            return _Builder(spec, _stack).build()
+    finally:
+        if token is not None:
+            _IMPORTS_BUILT.reset(token)
 
 
 def _plugin_hint() -> str:

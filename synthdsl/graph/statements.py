@@ -38,6 +38,12 @@ PART_METHODS = _PART_METHODS
 SOURCE_OPTIONS = ("weights", "pretrained")
 
 
+#: Most `spec(...)` sources one build makes, counting each import every time a source names
+#: it (S008 beyond): imports that fan out (a diamond of specs each importing the next twice)
+#: would otherwise take time exponential in their depth.
+MAX_IMPORTS = 64
+#: The count of spec(...) sources built so far by the outermost build_graph, while it runs.
+_IMPORTS_BUILT: ContextVar[list[int] | None] = ContextVar("_IMPORTS_BUILT", default=None)
 #: Spec texts to use instead of reading files (a compiled artifact carries its imports).
 _SPEC_TEXTS: ContextVar[dict[str, str]] = ContextVar("spec_texts", default={})
 
@@ -118,7 +124,16 @@ class StatementBuilder:
             self.error("S204", "spec(...) takes only the path of a .synth file",
                        st.kwargs[0].span)
         override = _SPEC_TEXTS.get().get(str(path))
-        if str(path) in self.stack:
+        built = _IMPORTS_BUILT.get()
+        if built is not None:
+            built[0] += 1
+        if built is not None and built[0] > MAX_IMPORTS:
+            self.error("S008", f"the spec and the specs it imports build more than "
+                       f"{MAX_IMPORTS} spec(...) sources in all (a spec is built once for "
+                       "every source that names it)", st.target_span,
+                       hint="import a shared spec once and apply its value again, or "
+                       "flatten the imports")
+        elif str(path) in self.stack:
             chain = " → ".join(f"'{Path(p).name}'" for p in (*self.stack, str(path)))
             self.error("S110", f"specs import each other in a cycle: {chain}", st.target_span,
                        hint="a spec cannot be built out of itself")
