@@ -86,7 +86,8 @@ def choose_probes(g: SynthGraph, symbols: Sequence[str]) -> tuple[dict[str, int]
             if isinstance(d, int) and d > 0:
                 product *= d
         fixed = max(fixed, product)
-        if PROBE_FLOOR ** count * product > 2 ** 62:  # no probe sizes give it a tensor
+        oversized = any(isinstance(d, int) and d > 2 ** 48 for d in dims)  # S007 at the dim
+        if not oversized and PROBE_FLOOR ** count * product > 2 ** 62:  # no probe sizes fit
             raise SynthError("S007", f"input '{g.nodes[n]['name']}' has {count} symbolic "
                              "dimensions" + (f" beside fixed ones of {product:,} elements"
                                              if product > 1 else "")
