@@ -15,6 +15,25 @@ def pytest_addoption(parser):
                      help="rewrite the golden files from the current output")
 
 
+#: The checkpoint models/torchvision_trunk.synth reads (not committed: 45 MB).
+TORCHVISION_CKPT = ROOT / "models" / "ckpt" / "torchvision_resnet18.pth"
+
+
+def pytest_configure(config):
+    """Write the example's torchvision checkpoint once (random weights, seed 0)."""
+    if TORCHVISION_CKPT.exists():
+        return
+    import torch
+    import torchvision.models
+
+    torch.manual_seed(0)
+    model = randomize_(torchvision.models.resnet18())
+    TORCHVISION_CKPT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = TORCHVISION_CKPT.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(TORCHVISION_CKPT)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: the models are tiny, and on a busy 2-core machine

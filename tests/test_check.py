@@ -114,7 +114,7 @@ def test_unused_values_are_warnings():
     ("synth S input x: [B, 0] output x", "S107"),
     ("synth S input x: [B, 4] y = x.foo(x) output y", "S101"),
     ("synth S input x: [B, 4] y = x(x) output y", "S101"),
-    ("synth S source r = torchvision(\"resnet18\") input x: [B, 4] output x", "S201"),
+    ("synth S source r = keras(\"resnet18\") input x: [B, 4] output x", "S201"),
     ("synth S source r = timm(\"resnet18\") input x: [B, 3, 8, 8] y = r.layer1.forward_features(x) output y", "S202"),
     ("synth S source r = timm(\"resnet18\", weights=3) input x: [B, 4] output x", "S204"),
     ("synth S source r = timm(\"resnet18\", no_such_option=3) input x: [B, 3, 8, 8] y = r(x) output y", "S402"),

@@ -224,8 +224,9 @@ def _origin(node, loaded: bool) -> dict:
         return {"origin": "checkpoint", "file": node["weights"],
                 "sha256": file_sha256(node["weights"]), "transform": "copy"}
     if node.get("pretrained") and loaded:
-        return {"origin": "hub", "model": node["target"], "transform": "copy"}
-    return {"origin": "init", "initialiser": f"timm:{node['target']} (random)"}
+        hub = {"origin": "hub", "model": node["target"], "transform": "copy"}
+        return {**hub, "weights": node["zoo_weights"]} if node.get("zoo_weights") else hub
+    return {"origin": "init", "initialiser": f"{node['constructor']}:{node['target']} (random)"}
 
 
 def inference_outputs(graph: SynthGraph) -> list[tuple[str, str]]:

@@ -230,7 +230,8 @@ def _run_part(ctx: CheckContext, n, node, args):
         users = [p for p in ctx.g.successors(node["source"])
                  if ctx.g.nodes[p]["kind"] == "part" and not ctx.g.nodes[p].get("shares")]
         try:
-            plan = plan_part(model, node, exclusive=len(users) == 1)
+            plan = plan_part(model, node, exclusive=len(users) == 1,
+                             kind=sources_of(ctx.g).kind(node["source"]))
         except PartError as e:
             span = node["option_spans"].get(e.option, node["callee_span"]) \
                 if e.option else node["callee_span"]

@@ -20,7 +20,7 @@ from synthdsl.graph.counts import count_params
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.lang.options import TRAIN_OPTIONS
 from synthdsl.library.layers import is_norm
-from synthdsl.library.parts import feature_info
+from synthdsl.library.cache import sources_of
 
 
 def check_training(ctx: CheckContext) -> None:
@@ -124,14 +124,14 @@ def _match_stage(ctx: CheckContext, pattern: str, names: Iterable[str]) -> list[
     source, _, stage = pattern.partition("@")
     model = ctx.models.get(source)
     if model is None:
-        raise SynthError("S401", f"'{source}' in '{pattern}' is not a timm source",
+        raise SynthError("S401", f"'{source}' in '{pattern}' is not a model source",
                          hint=did_you_mean(source, ctx.models))
-    info = feature_info(model)
+    info = sources_of(ctx.g).kind(source).feature_info(model)  # the source kind's stages
     if not stage.startswith("stage") or not stage[5:].isdigit() \
             or int(stage[5:]) >= len(info):
         raise SynthError("S401", f"'{pattern}' names no stage: '{source}' has stages "
                          f"{source}@stage0 to {source}@stage{len(info) - 1}",
-                         hint="stages follow timm's feature_info: " + ", ".join(
+                         hint="its stages: " + ", ".join(
                              f"{i}={d.get('module')}" for i, d in enumerate(info)))
     k = int(stage[5:])
     # a stage is every top-level module from after the previous stage's module to its own
@@ -143,11 +143,22 @@ def _match_stage(ctx: CheckContext, pattern: str, names: Iterable[str]) -> list[
                          "them by name instead")
     tops = order[(ends[k - 1] + 1 if k else 0):ends[k] + 1]
     nested = info[k]["module"].split(".")
-    if len(nested) > 1:  # stages inside one container, e.g. `stages.2` or `blocks.3`
-        tops = [info[k]["module"]]
+    if len(nested) > 1:  # stages inside one container, e.g. `stages.2` or `features.6`
         prev = info[k - 1]["module"] if k else None
+        tops = _siblings(model, prev, info[k]["module"])
         if k == 0 or prev.split(".")[0] != nested[0]:
             tops = [m for m in order[:ends[k]]
                     if k == 0 or order.index(m) > ends[k - 1]] + tops
     prefixes = [f"{source}.{t}" for t in tops]
     return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+
+def _siblings(model, prev: str | None, module: str) -> list[str]:
+    """The children of `module`'s container from after `prev` (when it is in the same
+    container; else from the first) up to `module` itself: what runs in the stage."""
+    parent, _, leaf = module.rpartition(".")
+    order = list(model.get_submodule(parent)._modules)
+    before, _, prev_leaf = (prev or "").rpartition(".")
+    start = order.index(prev_leaf) + 1 if prev and before == parent and prev_leaf in order \
+        else 0
+    return [f"{parent}.{m}" for m in order[start:order.index(leaf) + 1]]

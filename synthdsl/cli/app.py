@@ -5,7 +5,7 @@
     synth compile FILE [--code]    build the module, run it once, print shapes and totals
                     [-o OUT]       ... and write it, with its spec and provenance
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
-    synth nodes ARCH|FILE SOURCE   the points a timm model can be cut at, with shapes
+    synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
     synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_compile)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
-    n.add_argument("target", help="a timm architecture, or a .synth file")
+    n.add_argument("target", help="a timm architecture, torchvision:NAME, or a .synth file")
     n.add_argument("source", nargs="?", help="with a .synth file: the name of its source")
     n.add_argument("--input", type=int, nargs="+", metavar="N",
                    help="input size without the batch, e.g. --input 3 224 224")

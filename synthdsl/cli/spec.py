@@ -16,8 +16,7 @@ from synthdsl.graph import SynthGraph
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.library.cache import sources_of
 from synthdsl.library.cuts import cut_points
-from synthdsl.library.parts import feature_info
-from synthdsl.library.sources import check_arch, create_timm
+from synthdsl.library.sources import SOURCE_KINDS, source_kind
 from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.viz.summary import render_provenance, render_summary
 
@@ -102,19 +101,19 @@ def _concrete(shape, batch_size: int) -> tuple | None:
 
 
 def cmd_nodes(args) -> int:
-    """The cut points of a timm architecture, or of a source of a spec, with shapes."""
-    kwargs: dict = {}
+    """The cut points of a model (``resnet18`` for timm, ``torchvision:resnet18``), or of a
+    source of a spec, with shapes."""
     model = None
     size = list(args.input) if args.input else None
     if args.target.endswith(".synth"):
         graph = checked(args.target)
-        sources = [n for n in graph.of_kind("source") if graph.nodes[n]["constructor"] == "timm"]
+        sources = [n for n in graph.of_kind("source")
+                   if graph.nodes[n]["constructor"] != "spec"]
         if args.source not in sources:
-            raise SynthError("S101", f"spec '{graph.name}' has no timm source "
+            raise SynthError("S101", f"spec '{graph.name}' has no model source "
                              f"'{args.source}'", hint=did_you_mean(args.source or "", sources)
                              or "its sources: " + ", ".join(sources))
-        node = graph.nodes[args.source]
-        arch, kwargs = node["target"], dict(node["create_kwargs"])
+        node = dict(graph.nodes[args.source])
         model = sources_of(graph).pristine(args.source)  # the model the check built
         if size is None:
             users = [p for p in graph.successors(args.source) if p in graph
@@ -123,19 +122,31 @@ def cmd_nodes(args) -> int:
             if first is not None and "shape" in first:
                 size = [d for d in first["shape"][1:]]
     else:
-        arch = args.target
-        if (e := check_arch({"target": arch, "target_span": None})) is not None:
+        constructor, _, arch = args.target.rpartition(":")
+        constructor = constructor or "timm"
+        if source_kind(constructor) is None or constructor == "spec":
+            kinds = [k for k in SOURCE_KINDS if k != "spec"]
+            raise SynthError("S201", f"unknown kind of source '{constructor}'",
+                             hint=did_you_mean(constructor, kinds)
+                             or "write KIND:NAME with KIND one of " + ", ".join(kinds))
+        node = {"constructor": constructor, "target": arch, "target_span": None,
+                "create_kwargs": {}, "option_spans": {}, "span": None}
+        if (e := source_kind(constructor).check(node)) is not None:
             raise e
-    model = model if model is not None else create_timm(arch, kwargs, "meta")
+    kind = source_kind(node["constructor"])
+    arch = node["target"]
+    model = model if model is not None else kind.build(node, "meta")
     if size is None:
-        size = list(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+        cfg = getattr(model, "pretrained_cfg", None) or kind.data_config(model) or {}
+        size = list(cfg.get("input_size", (3, 224, 224)))
     rows = cut_points(model, torch.empty([1, *size], device="meta"))
     if not any(r[2] for r in rows):  # some graphs cannot be run node by node on meta
-        rows = cut_points(create_timm(arch, kwargs, "cpu"), torch.zeros([1, *size]))
+        rows = cut_points(kind.build(node, "cpu", load_weights=False), torch.zeros([1, *size]))
     if any(r[2] for r in rows):  # what is not a tensor (asserts, sizes) cannot be cut at
         rows = [r for r in rows if r[2]]
+    info = kind.feature_info(model)
     marks = {}
-    for i, d in enumerate(feature_info(model)):  # a stage ends at its module's last node
+    for i, d in enumerate(info):  # a stage ends at its module's last node
         last = [r[0] for r in rows if r[0] == d["module"] or r[0].startswith(d["module"] + ".")]
         if last:
             marks[last[-1]] = f"stage {i} ({d['module']})"
@@ -150,5 +161,5 @@ def cmd_nodes(args) -> int:
         print(f"  {name.ljust(width)}  {what.ljust(what_w)}  {shp}{mark}")
     if marks:
         print("stages (stage=K / stages=[...]): " + ", ".join(
-            f"{i}={d['module']}" for i, d in enumerate(feature_info(model))))
+            f"{i}={d['module']}" for i, d in enumerate(info)))
     return EXIT_OK

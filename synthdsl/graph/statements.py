@@ -25,13 +25,21 @@ if TYPE_CHECKING:
 
 #: Constructors of the built-in kinds of source; the kinds a spec may use are those the
 #: library registers (`synthdsl.library.sources.SOURCE_KINDS`, :func:`_source_kinds`).
-SOURCE_CONSTRUCTORS = ("timm", "spec")
+SOURCE_CONSTRUCTORS = ("timm", "torchvision", "spec")
 
 
 def _source_kinds() -> tuple[str, ...]:
     from synthdsl.library.sources import SOURCE_KINDS
 
     return tuple(SOURCE_KINDS)
+
+
+def _kind(constructor: str):
+    from synthdsl.library.sources import SOURCE_KINDS
+
+    return SOURCE_KINDS.get(constructor)
+
+
 #: Methods of a source model that a spec may call as parts (the library's list).
 PART_METHODS = _PART_METHODS
 #: Keyword arguments of `timm(...)` that synthdsl consumes itself.
@@ -88,7 +96,12 @@ class StatementBuilder:
             return
         weights = st.kwarg("weights")
         if weights is not None:
-            if isinstance(weights.value, str) and weights.value:
+            kind = _kind(st.constructor)
+            if isinstance(weights.value, str) and kind is not None \
+                    and kind.zoo_weights(weights.value):  # `weights="IMAGENET1K_V1"`
+                attrs.update(pretrained=True, zoo_weights=weights.value,
+                             weights_span=weights.value_span)
+            elif isinstance(weights.value, str) and weights.value:
                 path = Path(weights.value)
                 if not path.is_absolute():
                     path = Path(self.g.graph["base_dir"]) / path
@@ -103,7 +116,7 @@ class StatementBuilder:
             if not isinstance(pretrained.value, bool):
                 self.error("S204", f"pretrained= expects true or false, found "
                            f"{pretrained.value!r}", pretrained.value_span)
-            elif pretrained.value and weights is not None:
+            elif pretrained.value and weights is not None:  # a file or a zoo entry
                 self.error("S204", "a source takes weights= or pretrained=true, not both",
                            pretrained.span, hint="local weights already say what to load")
             else:

@@ -285,12 +285,14 @@ def _emit_modules(paths: Sequence[str]):
     return emit
 
 
-def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
+def make_plan(model: nn.Module, node: dict, exclusive: bool = True,
+              info: Callable[[], list[dict]] | None = None) -> PartPlan:
     """The plan for a part node of `model` (the source's model, on meta or real); neither
     the node nor the model is changed (a cut traces the model once, :func:`traces_of`).
 
     `exclusive` says no other part uses this source, so a stage cut may prune the model
-    it is bound to."""
+    it is bound to. `info` gives the model's stages (its kind's; timm's feature_info
+    when absent)."""
     source, path, method = node["source"], tuple(node["path"]), node["method"]
     options = dict(node["options"])
     index = node.get("index")
@@ -322,7 +324,8 @@ def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
         (key, value), = cut.items()
         if key == "at":
             return _plan_cut(model, source, value)
-        return _plan_stages(model, source, key, value, exclusive)
+        return _plan_stages(model, source, key, value, exclusive,
+                            info() if info is not None else feature_info(model))
 
     module = _submodule(model, source, path)
     qual = ".".join((source, *path))
@@ -332,10 +335,13 @@ def make_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
     return ModulesPlan(source, paths=tuple(f"{qual}.{k}" for k, _ in picked))
 
 
-def plan_part(model: nn.Module, node: dict, exclusive: bool = True) -> Part:
+def plan_part(model: nn.Module, node: dict, exclusive: bool = True, kind=None) -> Part:
     """The plan for a part node, bound to `model` (:func:`make_plan`, then
     :meth:`PartPlan.bind`); the node is left as it is. Binding an exclusive stage cut
-    prunes `model`, which is then the part's own."""
+    prunes `model`, which is then the part's own. With `kind` (the source's
+    `SourceKind`), the kind makes the plan."""
+    if kind is not None:
+        return kind.plan(model, node, exclusive).bind(model)
     return make_plan(model, node, exclusive).bind(model)
 
 
@@ -361,13 +367,13 @@ def _plan_cut(model: nn.Module, source: str, at) -> CutPlan:
     return _cut_plan(model, source, names, f"cut at {', '.join(map(str, names))}")
 
 
-def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool) -> PartPlan:
+def _plan_stages(model: nn.Module, source: str, key: str, value, exclusive: bool,
+                 info: list[dict]) -> PartPlan:
     stages = _as_names(value, "stage index", key)
     if key == "stage" and isinstance(value, tuple):
         raise PartError("stage= takes one index; use stages=[...] for several", option="stage")
-    info = feature_info(model)
     if not info:
-        raise PartError(f"'{source}' has no feature stages (timm gives it no feature_info)",
+        raise PartError(f"'{source}' has no feature stages",
                         option=key, hint="cut it at a named node with at=\"...\"")
     for s in stages:
         if not isinstance(s, int) or isinstance(s, bool) or not -len(info) <= s < len(info):

@@ -6,10 +6,12 @@ A `source` statement names a constructor (``timm("resnet50", ...)``,
 ``meta`` device, or for real with its weights), and knows what the model offers
 a spec: its parts (submodules, slices, methods, cuts; :func:`make_plan`), its
 stages (``feature_info``), the fx node names it can be cut at, and its
-preprocessing (data config). A new kind (torchvision, Hugging Face, a user's
-modules) is one module that subclasses :class:`SourceKind` and calls
-:func:`register_source_kind`; the check, compiler, pictures and data all reach
-models through it and the per-run cache (:class:`synthdsl.library.cache.Sources`).
+preprocessing (data config). A new kind (Hugging Face, a user's modules) is one
+module that subclasses :class:`SourceKind` and calls :func:`register_source_kind`,
+imported at the end of this module (``torchvision(...)``,
+:mod:`synthdsl.library.torchvision_source`, is one); the check, compiler,
+pictures and data all reach models through it and the per-run cache
+(:class:`synthdsl.library.cache.Sources`).
 
 >>> kind = source_kind("timm")
 >>> model = kind.build({"target": "test_resnet", "create_kwargs": {}}, "meta")
@@ -62,8 +64,9 @@ class SourceKind(ABC):
 
     def plan(self, model: nn.Module, node: Mapping[str, Any],
              exclusive: bool = True) -> PartPlan:
-        """The plan of a part node: what it takes from `model` (see `library.parts`)."""
-        return make_plan(model, dict(node), exclusive)
+        """The plan of a part node: what it takes from `model` (see `library.parts`), its
+        stages those of :meth:`feature_info`."""
+        return make_plan(model, dict(node), exclusive, info=lambda: self.feature_info(model))
 
     def feature_info(self, model: nn.Module) -> list[dict]:
         """The model's feature stages: module, channels, reduction; [] when it has none."""
@@ -76,6 +79,11 @@ class SourceKind(ABC):
     def data_config(self, model: nn.Module) -> dict[str, Any] | None:
         """How inputs are prepared for the model: mean, std, interpolation, input size."""
         return None
+
+    def zoo_weights(self, text: str) -> bool:
+        """`weights="..."` names the zoo's own downloadable weights (an enum entry), not a
+        local file: the source is then ``pretrained`` with ``zoo_weights`` set to it."""
+        return False
 
 
 #: Every kind of source, by the constructor name a spec writes.
@@ -270,13 +278,16 @@ def _dtype_error(node: Mapping[str, Any], path: Path, problems: list[str]) -> Sy
 
 
 def build_source(node: Mapping[str, Any], device: str = "cpu",
-                 load_weights: bool = True) -> nn.Module:
-    """The timm model of a `source` node, with its weights when it names them."""
-    pretrained = node.get("pretrained", False) and load_weights
-    if (refused := check_file_kwargs(node)) is not None:
+                 load_weights: bool = True,
+                 create: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """The timm model of a `source` node, with its weights when it names them; `create`
+    (another kind's builder, without weights) stands for timm's."""
+    pretrained = node.get("pretrained", False) and load_weights and create is None
+    if create is None and (refused := check_file_kwargs(node)) is not None:
         raise refused
     try:
-        model = create_timm(node["target"], node["create_kwargs"], device, pretrained=pretrained)
+        model = create() if create is not None else create_timm(
+            node["target"], node["create_kwargs"], device, pretrained=pretrained)
     except Exception as e:  # noqa: BLE001
         if not pretrained:
             raise
@@ -363,3 +374,5 @@ class SpecKind(SourceKind):
 
 register_source_kind(TimmKind())
 register_source_kind(SpecKind())
+
+from synthdsl.library import torchvision_source  # noqa: E402,F401 - registers torchvision(...)

@@ -105,7 +105,7 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
     def first(graph) -> tuple[Any, str] | None:
         for s in graph.of_kind("source"):
             node = graph.nodes[s]
-            if node["constructor"] == "timm":
+            if node["constructor"] not in ("spec",):  # timm, torchvision: the zoo's config
                 return graph, s
             if node["constructor"] == "spec" and node.get("graph") is not None:
                 found = first(node["graph"])
@@ -118,7 +118,8 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
         return None
     graph, name = found
     config = sources_of(graph).data_config(name)  # the run's model, not a new one
-    return config, f"timm config of '{name}' ({graph.nodes[name]['target']})"
+    node = graph.nodes[name]
+    return config, f"{node['constructor']} config of '{name}' ({node['target']})"
 
 
 def preprocess_for(model, mean: Sequence[float] | None = None,

@@ -172,8 +172,10 @@ def expand_source(graph, source: str, depth: int = 1) -> Expansion:
     if node.get("constructor") == "spec" and node.get("graph") is not None:
         groups, note = _spec_groups(node["graph"], depth, source)
         return Expansion(source, depth, tuple(groups), (), note)
-    if node.get("constructor") != "timm":
-        raise ExpandError(f"source '{source}' is not a timm model and cannot be opened")
+    from synthdsl.library.sources import source_kind
+
+    if source_kind(node.get("constructor", "")) is None:
+        raise ExpandError(f"source '{source}' is not a model and cannot be opened")
     try:
         groups, edges, note = _expand_model(graph, source, depth)
     except ExpandError:
