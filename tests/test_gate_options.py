@@ -14,6 +14,7 @@ from synthdsl.library.ops import OPS
 IMG = "input x: [B, 4, 8, 8]"
 VEC = "input x: [B, 8]"
 SEQ = "input x: [B, 5, 8]"
+IDS = "input x: [B, 5] int64"
 
 #: (input, call with the bad option written last, option, as written, words of the message)
 BAD = [
@@ -60,6 +61,21 @@ BAD = [
     (VEC, "Ensemble(x, x, mode=\"weighted\", weights=[1, -2])", "weights", "[1, -2]",
      "2 positive numbers"),
     (VEC, "Ensemble(x, x, learnable=true)", "learnable", "true", "mode=\"weighted\""),
+    (IDS, "Embedding(x, num=0, dim=4)", "num", "0", ">= 1"),
+    (IDS, "Embedding(x, num=10, dim=-1)", "dim", "-1", ">= 1"),
+    (SEQ, "Conv1d(x, out=0)", "out", "0", ">= 1"),
+    (SEQ, "Conv1d(x, out=4, kernel=0)", "kernel", "0", ">= 1"),
+    (SEQ, "Conv1d(x, out=4, stride=0)", "stride", "0", ">= 1"),
+    (SEQ, "Conv1d(x, out=4, padding=-1)", "padding", "-1", ">= 0"),
+    (SEQ, "Conv1d(x, out=4, padding=\"full\")", "padding", "\"full\"", "\"same\""),
+    (SEQ, "Conv1d(x, out=4, stride=2, padding=\"same\")", "padding", "\"same\"", "stride 1"),
+    (SEQ, "Conv1d(x, out=4, dilation=0)", "dilation", "0", ">= 1"),
+    (SEQ, "Conv1d(x, out=4, groups=2)", "groups", "2", "divisor of the input's 5"),
+    (IMG, "GroupNorm(x, groups=3)", "groups", "3", "divisor of the input's 4 channels"),
+    (IMG, "GroupNorm(x, groups=0)", "groups", "0", ">= 1"),
+    (IMG, "GroupNorm(x, groups=2, eps=0)", "eps", "0", "> 0"),
+    (SEQ, "Permute(x, dims=[0, 1])", "dims", "[0, 1]", "permutation of 0..2"),
+    (SEQ, "Permute(x, dims=[0, 2, 2])", "dims", "[0, 2, 2]", "permutation of 0..2"),
     (VEC, "reshape(x, shape=[0, 8])", "shape", "[0, 8]", "positive"),
     (VEC, "reshape(x, shape=[-1, -1])", "shape", "[-1, -1]", "at most one -1"),
     (IMG, "resize(x, size=0)", "size", "0", ">= 1"),
@@ -109,6 +125,11 @@ GOOD = [
     (IMG, "AvgPool2d(x, kernel=[3, 2], stride=1, padding=[1, 1])"),
     (VEC, "Ensemble(x, x, mode=\"weighted\", weights=[1, 2.5], learnable=true)"),
     (VEC, "Ensemble(x, x, mode=\"vote\")"),
+    (IDS, "Embedding(x, num=1, dim=1)"),
+    (SEQ, "Conv1d(x, out=10, kernel=1, stride=2, padding=0, dilation=2, groups=5)"),
+    (SEQ, "Conv1d(x, out=4, padding=\"same\", dilation=2)"),
+    (IMG, "GroupNorm(x, groups=2, eps=1e-3)"),
+    (SEQ, "Permute(x, dims=[2, 0, 1])"),
     (VEC, "reshape(x, shape=[2, -1])"),
     (IMG, "resize(x, size=[4, 6])"),
     (IMG, "resize(x, scale=0.5, mode=\"nearest\")"),

@@ -49,10 +49,15 @@ VALUES: dict[str, list] = {
     "mode": ["nearest", "bilinear", "bicubic", "mean", "vote"],
     "learnable": [False],
     "weights": [None],
+    "num": [1, 3, 10],
+    "dims": [(0, 1), (0, 2, 1), (0, 2, 3, 1), (1, 0)],
 }
 NAMES = sorted({*LAYERS, *OPS} - {"Ensemble"})
 SHAPES = [("B", 3, 8, 8), ("B", 4, "H", "W"), ("B", 1, 7, 5), ("B", 8), ("B", 5, 8),
           ("B", 2, 1, 1), ("N", 3, 32, 32)]
+#: Element types drawn for inputs, float32 most often; ids and masks feed Embedding and
+#: masked_mean, and are refused by the float layers.
+DTYPES = ["float32", "float32", "float32", "int64", "bool"]
 
 
 def _dim(d):
@@ -70,7 +75,8 @@ def drawn_specs(draw) -> str:
     image_inputs: list[str] = []
     for i in range(draw(st.integers(1, 2))):
         shape = draw(st.sampled_from(SHAPES))
-        statements.append(ast.InputDecl(name=f"x{i}", shape=tuple(_dim(d) for d in shape)))
+        statements.append(ast.InputDecl(name=f"x{i}", shape=tuple(_dim(d) for d in shape),
+                                        dtype=draw(st.sampled_from(DTYPES))))
         values.append(f"x{i}")
         if len(shape) == 4:
             image_inputs.append(f"x{i}")
@@ -102,7 +108,7 @@ def drawn_specs(draw) -> str:
         options = [o for o in spec.options]
         chosen = draw(st.lists(st.sampled_from(options), unique_by=lambda o: o.name,
                                max_size=3)) if options else []
-        required = [o for o in options if o.name in ("out", "shape")]
+        required = [o for o in options if o.required]
         for o in required:
             if o not in chosen:
                 chosen.append(o)

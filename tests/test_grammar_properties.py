@@ -149,7 +149,8 @@ def check_node_spans(spec: ast.Spec, file: str | None = None) -> None:
             assert piece.startswith("synth")
         elif isinstance(node, ast.InputDecl):
             assert text[node.name_span.start:node.name_span.end] == node.name
-            assert piece.startswith("input") and piece.endswith("]")
+            assert piece.startswith("input")
+            assert piece.endswith("]" if node.dtype == "float32" else node.dtype)
         elif isinstance(node, ast.SymbolicDim):
             assert piece == node.name
         elif isinstance(node, ast.FixedDim):
@@ -279,8 +280,8 @@ dims = st.one_of(st.integers(0, 10**6).map(lambda n: ast.FixedDim(size=n)),
                  names.map(lambda n: ast.SymbolicDim(name=n)))
 
 statements = st.one_of(
-    st.builds(lambda n, shape: ast.InputDecl(name=n, shape=tuple(shape)),
-              names, st.lists(dims, min_size=1, max_size=5)),
+    st.builds(lambda n, shape, dtype: ast.InputDecl(name=n, shape=tuple(shape), dtype=dtype),
+              names, st.lists(dims, min_size=1, max_size=5), st.sampled_from(ast.DTYPES)),
     st.builds(lambda n, ctor, target, kw: ast.SourceDecl(name=n, constructor=ctor, target=target,
                                                         kwargs=kw),
               names, st.one_of(st.just("timm"), names), strings, kwargs),

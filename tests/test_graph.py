@@ -78,7 +78,7 @@ def test_an_assignment_of_several_nodes_numbers_them_in_the_order_they_run(g):
 
 def test_nodes_say_what_they_are(g):
     assert node_attributes(g, "x") == {"kind": "input", "name": "x", "label": "input",
-                                       "dims": ["B", 4]}
+                                       "dims": ["B", 4], "input_dtype": "float32"}
     src = node_attributes(g, "r")
     assert (src["constructor"], src["target"], src["label"]) == ("timm", "test_resnet",
                                                                  "timm:test_resnet")

@@ -141,8 +141,19 @@ class SynthModule(nn.Module):
         for n in self.input_names:
             shape = [d if isinstance(d, int) else dims.get(d, batch_size)
                      for d in self.graph.nodes[n]["dims"]]
-            out.append(torch.randn(shape, generator=gen).to(device))
+            dtype = getattr(torch, self.graph.nodes[n].get("input_dtype", "float32"))
+            if dtype.is_floating_point:
+                x = torch.randn(shape, generator=gen).to(dtype)
+            else:
+                x = torch.randint(0, self._index_bound(n) if dtype != torch.bool else 2,
+                                  shape, generator=gen).to(dtype)
+            out.append(x.to(device))
         return tuple(out)
+
+    def _index_bound(self, n: str) -> int:
+        """How many ids an integer input may take: the smallest `num` of the Embedding
+        layers it reaches (every id then indexes each of them), else 2 (0 and 1)."""
+        return min(embedding_sizes(self.graph, n), default=2)
 
     # -- training sets -----------------------------------------------------------
 
@@ -244,3 +255,22 @@ def _note_spec_node(gm: fx.GraphModule, error: BaseException) -> None:
     notes = getattr(error, "__notes__", [])
     if synth is not None and not any(n.startswith("in the spec:") for n in notes):
         error.add_note(f"in the spec: '{synth['name']}' ({synth['kind']}) at {synth['span']}")
+
+
+def embedding_sizes(g, n: str) -> list[int]:
+    """The `num` of every Embedding layer that value `n` of graph `g` reaches, in `g` and
+    in the specs it uses as sources (through the inputs of theirs that `n` feeds)."""
+    import networkx as nx
+
+    reached = nx.descendants(g, n) | {n}
+    nums = []
+    for m in reached:
+        node = g.nodes[m]
+        if node["kind"] == "layer" and node.get("layer") == "Embedding" and "build" in node:
+            nums.append(node["build"]["num_embeddings"])
+        child = g.nodes[node["source"]].get("graph") if node["kind"] == "part" else None
+        if child is not None:
+            for name, src in zip(child.inputs, node["inputs"]):
+                if src in reached:
+                    nums += embedding_sizes(child, name)
+    return nums

@@ -90,7 +90,8 @@ def _what(ctx: CheckContext, n: str) -> str:
 def input_too_big(ctx: CheckContext, n: str, node) -> SynthError | None:
     """An input whose one sample alone is over the activation budget (checked before
     its meta tensor is made: a size this large may not even fit torch's sizes)."""
-    per = ELEMENT
+    dtype = node.get("input_dtype", "float32")
+    per = {"float16": 2, "bfloat16": 2, "int64": 8, "bool": 1}.get(dtype, ELEMENT)
     for d in node["dims"]:
         if isinstance(d, int):
             per *= d
@@ -100,7 +101,7 @@ def input_too_big(ctx: CheckContext, n: str, node) -> SynthError | None:
     return SynthError(
         "S305", f"one sample of input '{node['name']}' takes {fmt_bytes(per)}, over the "
         f"budget of {fmt_bytes(limit)} for one sample's activations", blame_span(ctx, n),
-        notes=[f"'{node['name']}' has shape {fmt_shape(node['dims'])} (float32)"],
+        notes=[f"'{node['name']}' has shape {fmt_shape(node['dims'])} ({dtype})"],
         hint=_raise("activations", _roomy(per)))
 
 

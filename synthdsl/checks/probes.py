@@ -179,6 +179,12 @@ def run_cached(ctx: CheckContext, key, fn, args, error):
     return out
 
 
+def input_tensor(node, probes: dict[str, int]) -> torch.Tensor:
+    """An input as a meta tensor of its declared type, symbols at the sizes `probes` give."""
+    return torch.empty([probes[d] if isinstance(d, str) else d for d in node["dims"]],
+                       dtype=getattr(torch, node.get("input_dtype", "float32")), device="meta")
+
+
 def again(ctx: CheckContext, n: str, node, args, probes: dict[str, int],
           measure: Measured | None = None):
     """Node `n`'s value under the assignment `probes`, with the modules the first run
@@ -186,8 +192,7 @@ def again(ctx: CheckContext, n: str, node, args, probes: dict[str, int],
     kind = node["kind"]
     if kind == "input":
         try:
-            return torch.empty([probes[d] if isinstance(d, str) else d for d in node["dims"]],
-                               device="meta")
+            return input_tensor(node, probes)
         except RuntimeError as e:  # sizes too large for a tensor
             raise Again(ctx.reason(e)) from None
     if kind in ("output", "loss"):

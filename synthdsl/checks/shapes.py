@@ -25,9 +25,9 @@ from torch import nn
 
 from synthdsl.checks.budget import current_budget, input_too_big
 from synthdsl.checks.context import Broken, CheckContext
-from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, probed,
-                                    record_activations, record_child, run_cached, spec_outputs,
-                                    start, symbolic_error)
+from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, input_tensor,
+                                    probed, record_activations, record_child, run_cached,
+                                    spec_outputs, start, symbolic_error)
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
@@ -166,8 +166,7 @@ def _run_input(ctx: CheckContext, n, node, args) -> torch.Tensor:
                              hint="a tensor of this size could never be made")
     if e := input_too_big(ctx, n, node):
         raise e
-    dims = [ctx.probes[d] if isinstance(d, str) else d for d in node["dims"]]
-    return torch.empty(dims, device="meta")
+    return input_tensor(node, ctx.probes)
 
 
 def _run_output(ctx: CheckContext, n, node, args) -> torch.Tensor:
@@ -305,6 +304,11 @@ def _run_spec_part(ctx: CheckContext, n, node, args):
             raise SynthError("S301", f"spec '{child.name}' expects input '{name}' of shape "
                              f"{fmt_shape(dims)}, found {fmt_shape(ctx.shape_of(a))}",
                              node["span"], notes=ctx.described_inputs(node))
+        want = child.nodes[name].get("input_dtype", "float32")
+        if _dtype_name(a) != want:
+            raise SynthError("S301", f"spec '{child.name}' expects input '{name}' of type "
+                             f"{want}, found {_dtype_name(a)}", node["span"],
+                             notes=ctx.described_inputs(node))
     params = all_parameters(child)
     if node.get("shares") is not None:
         params = {}
@@ -369,6 +373,10 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
                              "cannot take this input", node["span"],
                              notes=[*ctx.described_inputs(node), ctx.reason(e)]) from None
     shapes = [tuple(a.shape) for a in args]
+    if msg := spec.dtype_problem([_dtype_name(a) for a in args]):
+        raise SynthError("S301", msg, node["span"], notes=[
+            f"input {i + 1} {ctx.describe(src)} is {_dtype_name(a)}"
+            for i, (src, a) in enumerate(zip(node["inputs"], args))])
     try:
         build = spec.constructor_args(shapes, node["options"])
     except LayerArgError as e:
@@ -411,9 +419,11 @@ def _run_op(ctx: CheckContext, n, node, args) -> torch.Tensor:
     if bad := spec.check_options(node["options"], shapes):
         msg, option = bad
         raise SynthError("S402", msg, node["option_spans"].get(option, node["span"]))
-    if msg := spec.check(shapes, node["options"],
-                         [ctx.describe(i) for i in node["inputs"]]):
+    names = [ctx.describe(i) for i in node["inputs"]]
+    if msg := spec.check(shapes, node["options"], names):
         raise SynthError("S301", msg, node["span"], notes=ctx.described_inputs(node))
+    if spec.dtype_rule and (msg := spec.dtype_rule([_dtype_name(a) for a in args], names)):
+        raise SynthError("S301", msg, node["span"])
     options = {**spec.defaults(), **node["options"]}
     return run_cached(
         ctx, ("op", spec.name, tuple(sorted(options.items()))),

@@ -79,7 +79,8 @@ def cmd_compile(args) -> int:
     outs = out if isinstance(out, dict) else {model.output_names[0]: out}
     print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
     for name, x in zip(model.input_names, inputs):
-        print(f"  input  {name}: {fmt_shape(x.shape)}")
+        dtype = "" if x.dtype == torch.float32 else " " + str(x.dtype).removeprefix("torch.")
+        print(f"  input  {name}: {fmt_shape(x.shape)}{dtype}")
     for (name, y), node in zip(outs.items(), graph.outputs):
         shape = _concrete(planned.get(graph.nodes[node]["of"]), args.batch_size)
         print(f"  output {name}: {fmt_shape(shape if shape == tuple(y.shape) else y.shape)}")

@@ -227,7 +227,8 @@ class _Builder(StatementBuilder):
             if isinstance(d, ast.FixedDim) and d.size == 0:
                 self.error("S107", f"input '{st.name}' has a dimension of size 0", d.span)
         self.g.add_node(st.name, kind="input", name=st.name, label="input", span=st.span,
-                        inputs=(), options={}, option_spans={}, dims=dims)
+                        inputs=(), options={}, option_spans={}, dims=dims,
+                        input_dtype=st.dtype)
         self.g.graph["inputs"].append(st.name)
 
     def calls_of(self, st: ast.Assign) -> list:

@@ -64,6 +64,7 @@ class InputNode(NodeRecord):
     """``input x: [B, 3, 224, 224]``."""
 
     dims: tuple[Dim, ...]              #: the declared shape; names are symbolic dimensions
+    input_dtype: str                   #: the declared element type (``float32``, ``int64``)
 
 
 class SourceNode(NodeRecord):

@@ -101,10 +101,15 @@ class SymbolicDim(Node):
 Dim = Union[FixedDim, SymbolicDim]
 
 
+#: The element types an input may declare; the first is the default.
+DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool")
+
+
 class InputDecl(Node):
     name: str
     name_span: Span = NO_SPAN
     shape: tuple[Dim, ...]
+    dtype: str = "float32"         #: one of DTYPES
 
 
 # ---- literal values and keyword arguments ----------------------------------

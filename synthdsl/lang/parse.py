@@ -54,6 +54,12 @@ _TERMINAL_WORDS = {
 
 @functools.lru_cache(maxsize=1)
 def grammar_text() -> str:
+    """The grammar: in a source checkout the `grammar/` folder beside this package (an
+    editable install elsewhere maps `synthdsl.grammar` to its own tree), else the
+    installed package's copy."""
+    beside = Path(__file__).resolve().parents[2] / "grammar"
+    if (beside / "__init__.py").is_file() and (beside / "synth.lark").is_file():
+        return (beside / "synth.lark").read_text("utf-8")
     return resources.files("synthdsl.grammar").joinpath("synth.lark").read_text("utf-8")
 
 

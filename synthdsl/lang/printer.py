@@ -71,7 +71,8 @@ def format_dim(dim: ast.Dim) -> str:
 
 def format_statement(st: ast.Statement) -> str:
     if isinstance(st, ast.InputDecl):
-        return f"input {st.name}: [" + ", ".join(format_dim(d) for d in st.shape) + "]"
+        shape = "[" + ", ".join(format_dim(d) for d in st.shape) + "]"
+        return f"input {st.name}: {shape}" + ("" if st.dtype == "float32" else f" {st.dtype}")
     if isinstance(st, ast.SourceDecl):
         args = [json.dumps(st.target)] + _kwargs(st.kwargs)
         return f"source {st.name} = {st.constructor}(" + ", ".join(args) + ")"

@@ -20,7 +20,7 @@ from synthdsl.lang.errors import SynthError
 
 KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
                       "adapt", "inherit", "from", "loss", "recipe", "output", "true", "false",
-                      "none"})
+                      "none", *ast.DTYPES})
 
 #: The largest magnitude a number in a spec may have.
 MAX_NUMBER = 1e300
@@ -121,9 +121,12 @@ class AstBuilder:
         return self._name(tok), self._tok(tok)
 
     def input_decl(self, meta, items):
-        tok, shape = items
+        tok, shape, dtype = items
         return ast.InputDecl(name=self._name(tok), name_span=self._tok(tok), shape=shape,
-                             span=self._span(meta))
+                             dtype=dtype or ast.DTYPES[0], span=self._span(meta))
+
+    def dtype(self, meta, items):
+        return str(meta[0])  # one keyword: float32, int64, bool, ...
 
     def shape(self, meta, dims):
         return tuple(dims)

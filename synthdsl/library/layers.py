@@ -78,9 +78,24 @@ class LayerSpec:
     #: Layers joining several inputs (an ensemble) take `many=True`; `infer` then
     #: receives the list of input shapes.
     many: bool = False
+    #: The element types it takes: "float" (floating point), "integer" (int64, int32) or "any".
+    takes: str = "float"
+    #: Options whose default too is checked against the input (GroupNorm's groups=8).
+    check_defaults: tuple[str, ...] = ()
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    def dtype_problem(self, dtypes: Sequence[str]) -> str | None:
+        """"expects ..., found ..." when an input's element type is not one it takes."""
+        for dt in dtypes:
+            if self.takes == "float" and not dt.startswith(("float", "bfloat")):
+                return f"{self.name} computes in floating point: it expects a float32 " \
+                       f"(or float16, bfloat16) input, found {dt}"
+            if self.takes == "integer" and dt not in ("int64", "int32"):
+                return f"{self.name} looks up integer indices: it expects an int64 " \
+                       f"(or int32) input, found {dt}"
+        return None
 
     def constructor_args(self, shapes: Sequence[Shape], kwargs: dict[str, Any]) -> dict:
         """Validate the options and add what the incoming shape implies."""
@@ -122,6 +137,10 @@ class LayerSpec:
         for opt in self.options:
             if opt.name in kwargs and (bad := out_of_range(opt, kwargs[opt.name], shapes, args)):
                 raise LayerArgError(f"{self.name} {bad}", option=opt.name)
+            if opt.name in self.check_defaults and opt.name not in kwargs and (
+                    bad := out_of_range(opt, opt.default, shapes, args)):
+                raise LayerArgError(f"{self.name} {bad} (its default)", option=opt.name,
+                                    hint=f"write {opt.name}=... to the call")
         return _rename(self, {**self.infer(list(shapes) if self.many else shape), **args})
 
 
@@ -423,11 +442,12 @@ register_layer(LayerSpec("Softmax", nn.Softmax, (_o("dim", int, -1, check=_dim),
                          doc="softmax"))
 register_layer(LayerSpec("Dropout", nn.Dropout, (_o("p", float, 0.5, check=_number(0, 1)),),
                          doc="dropout"))
-register_layer(LayerSpec("Identity", nn.Identity, doc="passes its input through"))
+register_layer(LayerSpec("Identity", nn.Identity, doc="passes its input through",
+                         takes="any"))
 register_layer(LayerSpec(
     "Flatten", nn.Flatten,
     (_o("start", int, 1, check=_dim), _o("end", int, -1, check=_flatten_end)),
-    doc="flatten dimensions start..end into one"))
+    doc="flatten dimensions start..end into one", takes="any"))
 register_layer(LayerSpec(
     "GlobalAvgPool", lambda flatten: GlobalPool("avg", flatten), (_o("flatten", bool, True),),
     ranks=(3, 4, 5), doc="mean over every dimension after channels: [B, C, H, W] → [B, C]"))
@@ -449,3 +469,5 @@ register_layer(LayerSpec(
      _o("learnable", bool, False, "weights trained as parameters", check=_ensemble_learnable)),
     infer=lambda shapes: {"n": len(shapes)}, many=True,
     doc="combine several members' outputs: mean, weighted mean or majority vote"))
+
+from synthdsl.library import sequence as _sequence  # noqa: E402,F401 - registers its layers

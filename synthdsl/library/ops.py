@@ -83,6 +83,31 @@ def resize(x: torch.Tensor, size: tuple | int | None = None, scale: float | None
                                            align_corners=align)
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the positions of a sequence that the mask keeps: [B, T, C] with a [B, T]
+    bool mask -> [B, C]. A row that keeps no position gives zeros."""
+    keep = mask.to(x.dtype).unsqueeze(-1)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def _check_masked_mean(shapes, kwargs, names) -> str | None:
+    x, mask = shapes
+    if len(x) != 3:
+        return f"masked_mean takes a sequence [B, T, C] first; {names[0]} is {_fmt(x)}"
+    if tuple(mask) != tuple(x[:2]):
+        return (f"masked_mean needs a mask [B, T] of the sequence's first two sizes: "
+                f"{names[0]} is {_fmt(x)}, {names[1]} is {_fmt(mask)}")
+    return None
+
+
+def _dtypes_masked_mean(dtypes, names) -> str | None:
+    if not dtypes[0].startswith(("float", "bfloat")):
+        return f"masked_mean averages a floating-point sequence: {names[0]} is {dtypes[0]}"
+    if dtypes[1] != "bool":
+        return f"masked_mean takes a bool mask: {names[1]} is {dtypes[1]}"
+    return None
+
+
 def _same_rank(name: str, shapes: Sequence[Shape], names: Sequence[str]) -> str | None:
     ranks = sorted({len(s) for s in shapes})
     if len(ranks) > 1:
@@ -186,6 +211,9 @@ class OpSpec:
     options: tuple[Option, ...] = ()
     shape_rule: Callable[[Sequence[Shape], dict, Sequence[str]], str | None] | None = None
     doc: str = ""
+    #: Why the inputs' element types (``float32``, ``bool``) do not fit, given how the spec
+    #: spells each input; None: any types that the function runs on.
+    dtype_rule: Callable[[Sequence[str], Sequence[str]], str | None] | None = None
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -305,3 +333,6 @@ register_op(OpSpec("resize", resize, 1, 1,
                     Option("scale", (float, type(None)), None, check=_resize_scale),
                     Option("mode", (str,), "bilinear", check=_resize_mode)), _check_resize,
                    doc="resize the spatial dimensions"))
+register_op(OpSpec("masked_mean", masked_mean, 2, 2, (), _check_masked_mean,
+                   doc="mean over the positions a [B, T] bool mask keeps: [B, T, C] -> [B, C]",
+                   dtype_rule=_dtypes_masked_mean))

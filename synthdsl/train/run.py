@@ -142,6 +142,20 @@ def load_teacher(target: str, temperature: float, alpha: float, device: str,
                      "alpha": alpha, "output": output, "description": loaded.description}
 
 
+def _float_inputs_only(graph) -> None:
+    """T001 for a spec with an integer or boolean input: training reads images only."""
+    typed = [n for n in graph.inputs
+             if graph.nodes[n].get("input_dtype", "float32") != "float32"]
+    if typed:
+        declared = ", ".join(f"{n}: {list(graph.nodes[n]['dims'])} "
+                             f"{graph.nodes[n].get('input_dtype', 'float32')}"
+                             for n in graph.inputs)
+        raise TrainError(f"synth train trains specs with one float32 image input "
+                         f"[B, C, H, W]; spec '{graph.name}' declares {declared}",
+                         hint="a spec with integer or bool inputs can be checked, compiled and "
+                         "run (synth compile, SynthModule.example_inputs) but not yet trained")
+
+
 def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                recipe: dict[str, Any] | None = None, options: Options = Options(),
                classes: Sequence[int | str] | None = None, shots: int | None = None,
@@ -159,6 +173,7 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
     preprocessing; `teacher` names a run, artifact or spec to distil from."""
     graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
+    _float_inputs_only(graph)
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built

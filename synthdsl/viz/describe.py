@@ -59,6 +59,9 @@ def node_what(node: Mapping[str, Any]) -> tuple[str, str]:
         return label, detail
     if kind == "checkpoint":
         return "checkpoint", ""
+    if kind == "input":  # its element type, when it is not the default
+        dtype = node.get("input_dtype", "float32")
+        return "input", "" if dtype == "float32" else clean(dtype)
     if kind == "part":
         src = clean(node.get("source", "?"))
         return f"part of {src}", label

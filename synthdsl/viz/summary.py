@@ -33,7 +33,8 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
             what = node["label"] + (" (weights)" if node.get("weights") and kind == "source"
                                     else "")
         elif kind == "input":
-            what = "input"
+            dtype = node.get("input_dtype", "float32")
+            what = "input" if dtype == "float32" else f"input {dtype}"
         elif kind == "output":
             what = f"output '{node['name']}'"
         else:

@@ -55,7 +55,7 @@ def _params(n: ViewNode) -> str:
 def _what(n: ViewNode) -> str:
     if n.kind in ("layer", "op") and n.detail:
         return f"{n.kind} {n.detail}"
-    return n.what + (f" ({n.detail})" if n.detail and n.kind == "source" else "")
+    return n.what + (f" ({n.detail})" if n.detail and n.kind in ("source", "input") else "")
 
 
 def render_text(view: View) -> str:
