@@ -54,13 +54,18 @@ def test_resuming_a_run_whose_record_is_not_one_is_t001(tmp_path, capsys, spec):
     assert "error[T001]" in err and "not a run record" in err
 
 
-def test_a_checkpoint_without_model_state_is_e001(tmp_path, capsys, spec):
+@pytest.fixture
+def trained(tmp_path, capsys, spec) -> tuple[Path, Path]:
+    """A run of one epoch on digits 0-2: its folder and its last checkpoint."""
     folder = tmp_path / "run"
     assert run(["train", str(spec), "--data", "digits", "--classes", "0-2",
-                "-o", str(folder), "--epochs", "1",
-                "--no-progress", "-q"]) == 0
+                "-o", str(folder), "--epochs", "1", "--no-progress", "-q"]) == 0
     capsys.readouterr()
-    ck = sorted((folder / "checkpoints").glob("*.pt"))[-1]
+    return folder, sorted((folder / "checkpoints").glob("*.pt"))[-1]
+
+
+def test_a_checkpoint_without_model_state_is_e001(trained, capsys, spec):
+    folder, ck = trained
     torch.save({"format": "synthdsl-checkpoint/1", "model": 5}, ck)
     assert run(["eval", str(ck), "--data", "digits"]) == 1
     assert "holds no model state" in _err(capsys)
@@ -71,13 +76,8 @@ def test_a_checkpoint_without_model_state_is_e001(tmp_path, capsys, spec):
     assert "error[T001]" in err and "cannot resume" in err
 
 
-def test_a_checkpoint_of_a_changed_spec_is_refused(tmp_path, capsys, spec):
-    folder = tmp_path / "run"
-    assert run(["train", str(spec), "--data", "digits", "--classes", "0-2",
-                "-o", str(folder), "--epochs", "1",
-                "--no-progress", "-q"]) == 0
-    capsys.readouterr()
-    ck = sorted((folder / "checkpoints").glob("*.pt"))[-1]
+def test_a_checkpoint_of_a_changed_spec_is_refused(trained, capsys, spec):
+    _, ck = trained
     spec.write_text(SPEC.replace("out=3", "out=4"))
     assert run(["eval", str(ck), "--data", "digits"]) == 1
     assert "changed since the run was trained" in _err(capsys)
