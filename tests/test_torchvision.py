@@ -183,3 +183,14 @@ def test_train_rule_by_stage():
     model = synthdsl.compile_graph(graph)
     trained = {k.split(".")[2] for k, p in model.named_parameters() if p.requires_grad}
     assert trained == {"2", "3"}  # stage 1 ends at features.3 and starts after features.1
+
+
+def test_zoo_weights_with_pretrained_false_is_s204():
+    import synthdsl
+
+    text = ('synth Z\ninput x: [B, 3, 64, 64]\nsource r = torchvision("resnet18", '
+            'weights="IMAGENET1K_V1", pretrained=false)\ny = r(x)\noutput y\n')
+    errors = synthdsl.check_spec(text, raise_errors=False).graph["errors"]
+    assert [e.code for e in errors] == ["S204"], [str(e) for e in errors]
+    assert "pretrained=false" in errors[0].message
+    assert errors[0].span.start == text.index("pretrained=false")

@@ -119,6 +119,11 @@ class StatementBuilder:
             elif pretrained.value and weights is not None:  # a file or a zoo entry
                 self.error("S204", "a source takes weights= or pretrained=true, not both",
                            pretrained.span, hint="local weights already say what to load")
+            elif attrs.get("zoo_weights"):  # `weights="IMAGENET1K_V1", pretrained=false`
+                self.error("S204", f"weights={attrs['zoo_weights']!r} names the zoo's own "
+                           "weights, and pretrained=false says not to load any",
+                           pretrained.span, hint="drop pretrained=false to load them, or drop "
+                           "weights= for a random initialisation")
             else:
                 attrs["pretrained"] = pretrained.value
         attrs["create_kwargs"] = {k.name: k.value for k in st.kwargs
