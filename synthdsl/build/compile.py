@@ -18,6 +18,7 @@ file, line, shape), which :func:`spec_shapes` reads without a forward pass.
 from __future__ import annotations
 
 import itertools
+import operator
 
 import torch
 from torch import fx, nn
@@ -271,6 +272,9 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
             spec = OPS[node["op"]]
             values = [g.create_node("call_function", spec.fn, args,
                                     {**spec.defaults(), **node["options"]}, name=name)]
+            if node.get("unpack", 1) > 1:  # an operation giving several values: one each
+                values = [g.create_node("call_function", operator.getitem, (values[0], i),
+                                        name=f"{name}_{i}") for i in range(node["unpack"])]
         else:  # pragma: no cover
             raise InternalError(f"unknown node kind {kind!r}")
         shapes, dtypes = node.get("shapes") or (), node.get("dtypes") or ()

@@ -378,7 +378,8 @@ def _run_layer(ctx: CheckContext, n, node, args) -> torch.Tensor:
             f"input {i + 1} {ctx.describe(src)} is {_dtype_name(a)}"
             for i, (src, a) in enumerate(zip(node["inputs"], args))])
     try:
-        build = spec.constructor_args(shapes, node["options"])
+        build = spec.constructor_args(shapes, node["options"], [
+            ctx.exact.get(i) or ctx.shape_of(a) for i, a in zip(node["inputs"], args)])
     except LayerArgError as e:
         span = node["option_spans"].get(e.option, node["span"]) if e.option else node["span"]
         code = "S402" if e.option or "option" in str(e) else "S301"

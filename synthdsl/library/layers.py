@@ -66,6 +66,17 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Input:
+    """One input of a layer whose inputs play different roles (CrossAttention's query,
+    context and mask): its name in messages, the ranks and element type it takes."""
+
+    name: str
+    ranks: tuple[int, ...] | None = None
+    takes: str = "float"
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """A registry entry: options, the rank of input it takes, and how to build it."""
 
@@ -82,24 +93,56 @@ class LayerSpec:
     takes: str = "float"
     #: Options whose default too is checked against the input (GroupNorm's groups=8).
     check_defaults: tuple[str, ...] = ()
+    #: Inputs in roles, for a layer taking inputs of different shapes (optional ones last);
+    #: `infer` then receives the list of input shapes, and messages name the roles.
+    inputs: tuple[Input, ...] = ()
+    #: Why inputs in roles do not fit together: ``agree(shapes, shown)``, where `shown`
+    #: spells each shape as the spec does (``[B, T, 64]``); None when they fit.
+    agree: Callable[[Sequence[Shape], Sequence[tuple]], str | None] | None = None
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
     def dtype_problem(self, dtypes: Sequence[str]) -> str | None:
         """"expects ..., found ..." when an input's element type is not one it takes."""
-        for dt in dtypes:
-            if self.takes == "float" and not dt.startswith(("float", "bfloat")):
-                return f"{self.name} computes in floating point: it expects a float32 " \
+        roles = self.inputs or [Input("input", takes=self.takes)] * len(dtypes)
+        for role, dt in zip(roles, dtypes):
+            it = f"its {role.name}" if self.inputs else "it"
+            if role.takes == "float" and not dt.startswith(("float", "bfloat")):
+                return f"{self.name} computes in floating point: {it} expects a float32 " \
                        f"(or float16, bfloat16) input, found {dt}"
-            if self.takes == "integer" and dt not in ("int64", "int32"):
-                return f"{self.name} looks up integer indices: it expects an int64 " \
+            if role.takes == "integer" and dt not in ("int64", "int32"):
+                return f"{self.name} looks up integer indices: {it} expects an int64 " \
                        f"(or int32) input, found {dt}"
+            if role.takes == "bool" and dt != "bool":
+                return f"{self.name} takes a bool {role.name} (true = keep): {it} " \
+                       f"expects a bool input, found {dt}"
         return None
 
-    def constructor_args(self, shapes: Sequence[Shape], kwargs: dict[str, Any]) -> dict:
-        """Validate the options and add what the incoming shape implies."""
-        if self.many:
+    def role_problem(self, shapes: Sequence[Shape], shown: Sequence[tuple]) -> str | None:
+        """Why inputs in roles are wrong: their count, a role's rank, how they agree."""
+        need = sum(not r.optional for r in self.inputs)
+        if not need <= len(shapes) <= len(self.inputs):
+            names = ", ".join(r.name for r in self.inputs[:need]) + "".join(
+                f"[, {r.name}]" for r in self.inputs[need:])
+            count = need if need == len(self.inputs) else f"{need} or {len(self.inputs)}"
+            return f"{self.name} takes {count} inputs ({names}), found {len(shapes)}"
+        for role, shape, spelled in zip(self.inputs, shapes, shown):
+            if role.ranks is not None and len(shape) not in role.ranks:
+                want = " or ".join(str(r) for r in role.ranks)
+                return f"{self.name}'s {role.name} expects rank {want}, found " \
+                       f"{fmt_shape(spelled)}"
+        return self.agree(shapes, shown) if self.agree else None
+
+    def constructor_args(self, shapes: Sequence[Shape], kwargs: dict[str, Any],
+                         shown: Sequence[tuple] | None = None) -> dict:
+        """Validate the options and add what the incoming shape implies (`shown`: the
+        shapes as the spec spells them, for messages)."""
+        several = self.many or bool(self.inputs)
+        if self.inputs:
+            if msg := self.role_problem(shapes, shown or shapes):
+                raise LayerArgError(msg)
+        elif self.many:
             if len(shapes) < 2:
                 raise LayerArgError(f"{self.name} takes two or more inputs, found {len(shapes)}")
             if any(s != shapes[0] for s in shapes):
@@ -141,7 +184,7 @@ class LayerSpec:
                     bad := out_of_range(opt, opt.default, shapes, args)):
                 raise LayerArgError(f"{self.name} {bad} (its default)", option=opt.name,
                                     hint=f"write {opt.name}=... to the call")
-        return _rename(self, {**self.infer(list(shapes) if self.many else shape), **args})
+        return _rename(self, {**self.infer(list(shapes) if several else shape), **args})
 
 
 def show_value(value: Any) -> str:
@@ -171,6 +214,9 @@ def out_of_range(opt: Option, value: Any, shapes: Sequence[Shape], options: dict
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
+
+#: The largest factor a resize or an upsampling scales by.
+MAX_SCALE = 2.0 ** 16
 
 #: The largest whole number a size option takes (2^48): beyond it no tensor could be
 #: made, and far beyond it a number does not fit torch's 64-bit sizes. Sizes below it
@@ -269,25 +315,6 @@ def _pool_padding(value, shapes, options):
     kernels = _pairs(kernel)
     if all(_is_int(k) for k in kernels) and any(2 * p > k for p, k in zip(_pairs(value), kernels)):
         return f"at most half the kernel ({show_value(kernel)})"
-    return None
-
-
-def _ensemble_weights(value, shapes, options):
-    if value is None:
-        return None
-    if options["mode"] != "weighted":
-        return f'none with mode={show_value(options["mode"])} (weights go with mode="weighted")'
-    n = len(shapes)
-    if len(value) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and v > 0 for v in value):
-        return f"{n} positive numbers, one per member"
-    return None
-
-
-def _ensemble_learnable(value, shapes, options):
-    if value and options["mode"] != "weighted":
-        return f'false with mode={show_value(options["mode"])} (learnable goes with ' \
-               'mode="weighted")'
     return None
 
 
@@ -461,13 +488,6 @@ for _pool, _module in (("MaxPool2d", nn.MaxPool2d), ("AvgPool2d", nn.AvgPool2d))
          _o("stride", (int, tuple, type(None)), None, check=_ints(1, "the stride", 2)),
          _o("padding", _INT_OR_PAIR, 0, check=_pool_padding)), ranks=(4,),
         doc=f"2-D {'max' if _pool.startswith('Max') else 'average'} pooling"))
-register_layer(LayerSpec(
-    "Ensemble", Ensemble,
-    (_o("mode", str, "mean", "mean, weighted or vote", check=_choice("mean", "weighted", "vote")),
-     _o("weights", (tuple, type(None)), None, "one positive weight per member",
-        check=_ensemble_weights),
-     _o("learnable", bool, False, "weights trained as parameters", check=_ensemble_learnable)),
-    infer=lambda shapes: {"n": len(shapes)}, many=True,
-    doc="combine several members' outputs: mean, weighted mean or majority vote"))
 
+from synthdsl.library import fusion as _fusion  # noqa: E402,F401 - registers its layers
 from synthdsl.library import sequence as _sequence  # noqa: E402,F401 - registers its layers

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from synthdsl.lang.errors import fmt_shape as _fmt
-from synthdsl.library.layers import MAX_SIZE, Option, out_of_range
+from synthdsl.library.layers import MAX_SCALE, MAX_SIZE, Option, out_of_range
 
 Shape = tuple[int, ...]
 
@@ -71,6 +71,11 @@ def reshape(x: torch.Tensor, shape: tuple = ()) -> torch.Tensor:
 def select(x: torch.Tensor, dim: int = 1, index: int = 0) -> torch.Tensor:
     """Take one index along a dimension, dropping it (the class token: dim=1, index=0)."""
     return x.select(dim, index)
+
+
+def split(x: torch.Tensor, sizes: tuple = (), dim: int = 1) -> tuple[torch.Tensor, ...]:
+    """Cut `x` along `dim` into pieces of the given sizes: one value per piece."""
+    return tuple(torch.split(x, list(sizes), dim=dim))
 
 
 def resize(x: torch.Tensor, size: tuple | int | None = None, scale: float | None = None,
@@ -185,6 +190,22 @@ def _check_select(shapes, kwargs, names) -> str | None:
     return None
 
 
+def _check_split(shapes, kwargs, names) -> str | None:
+    (shape,), dim = shapes, kwargs["dim"]
+    if not -len(shape) <= dim < len(shape):
+        return f"split dim={dim} is out of range for {names[0]} {_fmt(shape)}"
+    if not isinstance(shape[dim], int):
+        return (f"split needs a fixed size along dim {dim}; {names[0]} is {_fmt(shape)}")
+    return None
+
+
+def _check_cls_token(shapes, kwargs, names) -> str | None:
+    (shape,) = shapes
+    if len(shape) != 3:
+        return f"cls_token takes a sequence [B, T, D]; {names[0]} is {_fmt(shape)}"
+    return None
+
+
 def _check_resize(shapes, kwargs, names) -> str | None:
     (shape,) = shapes
     if len(shape) < 3:
@@ -281,6 +302,17 @@ def _reshape_shape(value, shapes, options):
     return None
 
 
+def _split_sizes(value, shapes, options):
+    if len(value) < 2 or not all(isinstance(d, int) and not isinstance(d, bool)
+                                 and 1 <= d <= MAX_SIZE for d in value):
+        return "a list of two or more sizes (whole numbers >= 1)"
+    shape, dim = shapes[0], options["dim"]
+    if -len(shape) <= dim < len(shape) and isinstance(shape[dim], int) \
+            and sum(value) != shape[dim]:
+        return f"sizes adding up to {shape[dim]} (dim {dim} of the input), not {sum(value)}"
+    return None
+
+
 def _resize_size(value, shapes, options):
     if value is None:
         return None
@@ -294,9 +326,6 @@ def _resize_size(value, shapes, options):
         return f"sizes up to 2^48 = {MAX_SIZE}"
     return None
 
-
-#: The largest factor `resize` scales by.
-MAX_SCALE = 2.0 ** 16
 
 
 def _resize_scale(value, shapes, options):
@@ -328,6 +357,11 @@ register_op(OpSpec("reshape", reshape, 1, 1, (Option("shape", (tuple,), check=_r
                    doc="reshape the dimensions after the batch"))
 register_op(OpSpec("select", select, 1, 1, (Option("dim", (int,), 1), Option("index", (int,), 0)),
                    _check_select, doc="take one index along a dimension"))
+register_op(OpSpec("cls_token", select, 1, 1, (), _check_cls_token,
+                   doc="the class token: select(x, dim=1, index=0), [B, T, D] -> [B, D]"))
+register_op(OpSpec("split", split, 1, 1,
+                   (Option("sizes", (tuple,), check=_split_sizes), Option("dim", (int,), 1)),
+                   _check_split, doc="cut along a dimension into pieces: several values"))
 register_op(OpSpec("resize", resize, 1, 1,
                    (Option("size", (int, tuple, type(None)), None, check=_resize_size),
                     Option("scale", (float, type(None)), None, check=_resize_scale),

@@ -1,14 +1,17 @@
-"""Layers for sequences and token ids: Embedding, Conv1d, GroupNorm, Permute.
+"""Layers for sequences, token ids and maps: Embedding, Conv1d, GroupNorm, Permute, Upsample.
 
 They join the registry of :mod:`synthdsl.library.layers` when it loads. A sequence
 of token ids ``[B, T]`` (int64) becomes ``[B, T, dim]`` through `Embedding`;
-`Permute` puts its channels second (``[B, dim, T]``) for `Conv1d` and `GroupNorm`.
+`Permute` puts its channels second (``[B, dim, T]``) for `Conv1d` and `GroupNorm`;
+`Upsample` enlarges a map ``[B, C, H, W]`` (or a sequence ``[B, C, T]``).
 
 >>> from synthdsl.library.layers import LAYERS
 >>> LAYERS["Embedding"].constructor_args([(2, 16)], {"num": 100, "dim": 8})
 {'num_embeddings': 100, 'embedding_dim': 8}
 >>> LAYERS["Permute"].constructor_args([(2, 16, 8)], {"dims": (0, 2, 1)})
 {'dims': (0, 2, 1)}
+>>> LAYERS["Upsample"].constructor_args([(2, 3, 8, 8)], {"scale": 2})
+{'scale': 2.0, 'size': None, 'mode': 'nearest'}
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synthdsl.library.layers import (_TORCH_NAMES, LayerSpec, _conv_groups, _ints, _is_int, _o,
-                                     register_layer)
+from synthdsl.library.layers import (_TORCH_NAMES, MAX_SCALE, LayerSpec, _conv_groups, _ints,
+                                     _is_int, _o, register_layer)
 
 
 class Permute(nn.Module):
@@ -60,6 +63,32 @@ def _norm_groups(value, shapes, options):
     return None
 
 
+def upsample(scale: float | None, size: int | tuple | None, mode: str) -> nn.Upsample:
+    """``nn.Upsample`` by `scale` or to `size`; linear modes with ``align_corners=False``."""
+    return nn.Upsample(size=size, scale_factor=scale, mode=mode,
+                       align_corners=False if mode in ("linear", "bilinear", "bicubic") else None)
+
+
+def _upsample_scale(value, shapes, options):
+    if (value is None) == (options["size"] is None):
+        return "a number > 0, or none with size= (Upsample takes scale= or size=, one of them)"
+    if value is not None and not 0 < value <= MAX_SCALE:
+        return f"a number from 0 to {MAX_SCALE:g} (not 0)"
+    return None
+
+
+def _upsample_size(value, shapes, options):
+    return _ints(1, "a size", len(shapes[0]) - 2)(value, shapes, options)
+
+
+def _upsample_mode(value, shapes, options):
+    modes = ("nearest", "linear") if len(shapes[0]) == 3 else ("nearest", "bilinear", "bicubic")
+    if value in modes:
+        return None
+    return "one of " + ", ".join(f'"{m}"' for m in modes) + \
+        f" for an input of rank {len(shapes[0])}"
+
+
 _TORCH_NAMES.update({
     "Embedding": {"num": "num_embeddings", "dim": "embedding_dim"},
     "Conv1d": {"out": "out_channels", "kernel": "kernel_size"},
@@ -91,3 +120,13 @@ register_layer(LayerSpec(
     "Permute", Permute, (_o("dims", tuple, doc="the new order of the dimensions",
                             check=_permutation),),
     takes="any", doc="reorder the dimensions: [B, T, C] with dims=[0, 2, 1] → [B, C, T]"))
+register_layer(LayerSpec(
+    "Upsample", upsample,
+    (_o("scale", (float, type(None)), None, "the factor of every spatial size",
+        check=_upsample_scale),
+     _o("size", (int, tuple, type(None)), None, "the spatial sizes, or one for all",
+        check=_upsample_size),
+     _o("mode", str, "nearest", '"nearest", "bilinear" or "bicubic" ([B, C, H, W]); '
+        '"nearest" or "linear" ([B, C, T])', check=_upsample_mode)),
+    ranks=(3, 4), check_defaults=("scale",),
+    doc="enlarge (or shrink) the spatial sizes: by scale= or to size=, one of them"))
