@@ -83,6 +83,20 @@ BAD = [
     (IMG, "resize(x, scale=0.0)", "scale", "0.0", "> 0"),
     (IMG, "resize(x, scale=-2)", "scale", "-2", "> 0"),
     (IMG, "resize(x, size=4, mode=\"cubic\")", "mode", "\"cubic\"", "\"bicubic\""),
+    (SEQ, "MultiheadAttention(x, heads=3)", "heads", "3", "divisor of the input's 8"),
+    (SEQ, "MultiheadAttention(x, heads=0)", "heads", "0", "from 1 to 2^48"),
+    (SEQ, "MultiheadAttention(x, heads=2, dropout=1.5)", "dropout", "1.5", "from 0 to 1"),
+    (SEQ, "CrossAttention(x, x, heads=16)", "heads", "16", "divisor of the input's 8"),
+    (SEQ, "CrossAttention(x, x, heads=2, dropout=-0.1)", "dropout", "-0.1", "from 0 to 1"),
+    (IMG, "Upsample(x, scale=0)", "scale", "0", "(not 0)"),
+    (IMG, "Upsample(x, size=[4, 4], scale=2)", "scale", "2", "one of them"),
+    (IMG, "Upsample(x, size=[4, 4, 4])", "size", "[4, 4, 4]", "list of 2"),
+    (IMG, "Upsample(x, size=0)", "size", "0", ">= 1"),
+    (IMG, "Upsample(x, scale=2, mode=\"linear\")", "mode", "\"linear\"", "\"bilinear\""),
+    (SEQ, "Upsample(x, scale=2, mode=\"bilinear\")", "mode", "\"bilinear\"", "\"linear\""),
+    (VEC, "split(x, sizes=[8])", "sizes", "[8]", "two or more"),
+    (VEC, "split(x, sizes=[4, 0, 4])", "sizes", "[4, 0, 4]", ">= 1"),
+    (VEC, "split(x, sizes=[4, 5])", "sizes", "[4, 5]", "adding up to 8"),
 ]
 
 
@@ -133,6 +147,13 @@ GOOD = [
     (VEC, "reshape(x, shape=[2, -1])"),
     (IMG, "resize(x, size=[4, 6])"),
     (IMG, "resize(x, scale=0.5, mode=\"nearest\")"),
+    (SEQ, "MultiheadAttention(x, heads=8, dropout=1)"),
+    (SEQ, "CrossAttention(x, x, heads=1, dropout=0, bias=false)"),
+    (IMG, "Upsample(x, scale=0.5, mode=\"bicubic\")"),
+    (IMG, "Upsample(x, size=3, mode=\"bilinear\")"),
+    (SEQ, "Upsample(x, size=[9], mode=\"linear\")"),
+    (VEC, "GatedFusion(x, x, x)"),
+    (SEQ, "cls_token(x)"),
 ]
 
 
@@ -152,7 +173,8 @@ def test_every_range_checked_option_is_exercised():
 
 #: Options whose range depends on the inputs' shapes alone: the operation's shape rule
 #: reports them, as a mismatch of the inputs (S301), as it always has.
-BY_SHAPE_RULE = {("concat", "dim"), ("stack", "dim"), ("select", "dim"), ("select", "index")}
+BY_SHAPE_RULE = {("concat", "dim"), ("stack", "dim"), ("select", "dim"), ("select", "index"),
+                 ("split", "dim")}
 
 
 def test_every_numeric_or_text_option_states_a_range():
@@ -168,6 +190,7 @@ def test_every_numeric_or_text_option_states_a_range():
     (VEC, "stack(x, x, dim=3)", "out of range"),
     (SEQ, "select(x, dim=5)", "out of range"),
     (SEQ, "select(x, dim=1, index=5)", "size 5"),
+    (SEQ, "split(x, sizes=[4, 4], dim=3)", "out of range"),
 ])
 def test_an_operation_dimension_outside_the_inputs_is_s301(decl, call, words):
     errors = _errors(f"synth A\n{decl}\ny = {call}\noutput y\n")

@@ -51,6 +51,9 @@ VALUES: dict[str, list] = {
     "weights": [None],
     "num": [1, 3, 10],
     "dims": [(0, 1), (0, 2, 1), (0, 2, 3, 1), (1, 0)],
+    "heads": [1, 2, 4],
+    "dropout": [0, 0.1],
+    "sizes": [(4, 4), (1, 2), (3, 5), (2, 3, 3)],
 }
 NAMES = sorted({*LAYERS, *OPS} - {"Ensemble"})
 SHAPES = [("B", 3, 8, 8), ("B", 4, "H", "W"), ("B", 1, 7, 5), ("B", 8), ("B", 5, 8),
