@@ -226,3 +226,14 @@ def test_split_along_a_symbolic_dimension_is_s301():
 def test_other_frameworks_names_point_at_the_new_layers(written, meant):
     errors = _errors(f"synth A\ninput x: [B, 6, 16]\ny = {written}(x)\noutput y\n")
     assert [e.code for e in errors] == ["S101"] and f"did you mean '{meant}'" in errors[0].hint
+
+
+def test_lora_adapts_the_attention_projections():
+    _, model = _compiled("synth L\ninput x: [B, 6, 16]\ns = MultiheadAttention(x, heads=4)\n"
+                         "adapt s.q, s.v with lora(rank=2, alpha=4)\noutput s\n")
+    x = torch.randn(2, 6, 16)
+    before = model(x)
+    with torch.no_grad():
+        model.get_submodule("s.q").lora_B.normal_()
+    assert hasattr(model.get_submodule("s.v"), "lora_A")
+    assert not torch.allclose(model(x), before)  # the adapter takes part in the forward
