@@ -7,6 +7,8 @@ puts them together.
 
 >>> node_what({"kind": "layer", "label": "Linear", "build": {"in_features": 8, "out_features": 4}})
 ('Linear', 'Linear(in_features=8, out_features=4)')
+>>> node_what({"kind": "layer", "label": "Upsample", "build": {"scale": 2.0, "size": None}})
+('Upsample', 'Upsample(scale=2.0)')
 >>> edge_label("inherit", {"tensors": 2, "params": 36, "mode": "strict"})
 'inherits 2 tensors · 36 params · strict'
 """
@@ -68,7 +70,8 @@ def node_what(node: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "layer":
         build = node.get("build")
         args = build if isinstance(build, Mapping) else node.get("options", {})
-        opts = ", ".join(f"{clean(k)}={fmt_value(v)}" for k, v in args.items())
+        opts = ", ".join(f"{clean(k)}={fmt_value(v)}" for k, v in args.items()
+                         if v is not None)  # an option left unset (Upsample's size=none)
         return label, f"{label}({opts})"
     if kind == "op":
         opts = ", ".join(f"{clean(k)}={fmt_value(v)}" for k, v in
