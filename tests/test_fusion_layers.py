@@ -101,6 +101,7 @@ output g, b, u
 
 def test_the_layers_check_compile_and_match_torch_in_a_spec():
     graph, model = _compiled(SPEC)
+    assert graph.validate() == []  # an operation unpacked into names keeps to the records
     nodes = graph.nodes
     assert nodes["s"]["shape"] == ("B", 6, 16) and nodes["q"]["shape"] == ("B", 6, 16)
     assert nodes["q"]["build"] == {"dim": 16, "kdim": 24, "heads": 2, "dropout": 0.1,
@@ -237,3 +238,12 @@ def test_lora_adapts_the_attention_projections():
         model.get_submodule("s.q").lora_B.normal_()
     assert hasattr(model.get_submodule("s.v"), "lora_A")
     assert not torch.allclose(model(x), before)  # the adapter takes part in the forward
+
+
+def test_attention_over_sequences_of_symbolic_lengths_checks_and_runs():
+    graph, model = _compiled("synth V\ninput x: [B, T, 8]\ninput c: [B, S, 4]\n"
+                             "input m: [B, S] bool\ny = CrossAttention(x, c, m, heads=2)\n"
+                             "z = MultiheadAttention(y, heads=2)\noutput z\n")
+    assert graph.nodes["z"]["shape"] == ("B", "T", 8)
+    out = model(torch.randn(3, 5, 8), torch.randn(3, 7, 4), torch.rand(3, 7) > 0.5)
+    assert out.shape == (3, 5, 8) and torch.isfinite(out).all()

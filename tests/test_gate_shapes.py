@@ -165,6 +165,9 @@ def test_a_layer_whose_size_follows_from_symbols_is_s304_naming_them(tmp_path):
     ("input x: [B, C]", "BatchNorm1d(x)", "C"),
     ("input x: [B, 4]", "Linear(Flatten(stack(x, x, dim=0)), out=2)", "B"),
     ("input x: [B, 4, T]", "Flatten(x) |> Linear(out=2)", "T"),
+    ("input x: [B, T, D]", "MultiheadAttention(x, heads=1)", "D"),
+    ("input x: [B, T, 8]\ninput c: [B, S, K]", "CrossAttention(x, c, heads=2)", "K"),
+    ("input x: [B, D]", "GatedFusion(x, x)", "D"),
 ])
 def test_each_layer_sized_by_a_symbol_is_s304(decl, call, symbols):
     errors = errors_of(spec(decl, f"y = {call}", "output y"))
