@@ -17,7 +17,7 @@ from synthdsl.cli.common import EXIT_OK, check_output, print_warnings, read_text
 from synthdsl.graph import SynthGraph
 from synthdsl.files import atomic_path
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
-from synthdsl.library.checkpoints import write_safetensors
+from synthdsl.library.checkpoint_write import write_safetensors
 from synthdsl.library.cache import sources_of
 from synthdsl.library.cuts import cut_points
 from synthdsl.library.sources import SOURCE_KINDS, source_kind

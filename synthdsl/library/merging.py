@@ -26,11 +26,11 @@ arithmetic, TIES and the DARE variants differ only in how task vectors are spars
 divided by the weights (by default only for ``ties``).
 
 >>> import torch
->>> a, b = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 2.0])
+>>> a, b = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 1.0])
 >>> linear([a, b], [1.0, 1.0]).tolist()
-[2.0, 0.0]
->>> merge_tensor("ties", "w", torch.zeros(2), [a, b], {"density": 1.0}).tolist()
-[2.0, 0.0]
+[2.0, -0.5]
+>>> merge_tensor("ties", "w", torch.zeros(2), [a, b], {"density": 1.0}).tolist()  # -2 and 1
+[2.0, -2.0]
 """
 
 from __future__ import annotations
