@@ -174,6 +174,10 @@ def test_integer_tensors_are_kept_from_the_base():
 def save(path: Path, seed: int, arch: str = ARCH, **kwargs) -> dict:
     torch.manual_seed(seed)
     model = timm.create_model(arch, num_classes=5, **kwargs)
+    with torch.no_grad():  # running statistics as training leaves them, not 0 and 1
+        for name, b in model.named_buffers():
+            if b.is_floating_point():
+                b.uniform_(0.5, 1.5)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path))
     return state
@@ -237,6 +241,21 @@ def test_counters_come_from_the_base_and_parts_merge_only_their_tensors(folder):
     prov = model.provenance
     assert prov["soup.conv1.0.weight"]["method"] == "base"
     assert prov["soup.fc.weight"]["method"] == "ties"
+
+
+@pytest.mark.parametrize("method", ["ties", "task_arithmetic", "dare_linear"])
+def test_running_statistics_are_averaged_not_added(folder, method):
+    root, states = folder
+    options = f'method="{method}", base="m0.safetensors", weights=[1, 1, 2], ' + MODELS
+    got = synthdsl.compile_spec(spec(root, options)).state_dict()
+    key = "bn1.running_var" if "bn1.running_var" in states[0] else next(
+        k for k in states[0] if k.endswith("running_var"))
+    want = ref_linear([s[key] for s in states[1:4]], [1, 1, 2])
+    assert close(got[f"soup.{key}"], want)
+    assert (got[f"soup.{key}"] > 0).all()
+    weight = "fc.weight"  # parameters follow the method
+    assert not close(got[f"soup.{weight}"], ref_linear([s[weight] for s in states[1:4]],
+                                                       [1, 1, 2]))
 
 
 def test_provenance_names_every_input_with_its_hash(folder):

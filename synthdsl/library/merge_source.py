@@ -35,7 +35,7 @@ import fnmatch
 import math
 import weakref
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -165,13 +165,21 @@ def options_problem(node: Mapping[str, Any]) -> SynthError | None:
     return None
 
 
+def running_statistics(model: nn.Module) -> list[str]:
+    """The state names of normalisation layers' running means and variances: averaged
+    across models by every method (:func:`synthdsl.library.merging.merge_tensor`)."""
+    return [f"{name}.{buf}" if name else buf for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase)
+            for buf in ("running_mean", "running_var") if getattr(m, buf, None) is not None]
+
+
 class MergeReader(TensorReader):
     """The merged tensors of a merge source, each computed when it is asked for from one
     tensor of each input file (through the run's readers)."""
 
     def __init__(self, node: Mapping[str, Any], readers: ReaderCache,
                  shapes: Mapping[str, tuple[int, ...]],
-                 dtypes: Mapping[str, torch.dtype]) -> None:
+                 dtypes: Mapping[str, torch.dtype], statistics: Sequence[str] = ()) -> None:
         self.node = node
         opts = node.get("options", {})
         self.method = opts["method"]
@@ -182,6 +190,7 @@ class MergeReader(TensorReader):
         self._base = [readers.open(f["path"]) for f in files_of(node, "base")]
         self._models = [readers.open(f["path"]) for f in files_of(node, "models")]
         self._shapes, self._dtypes = dict(shapes), dict(dtypes)
+        self._statistics = set(statistics)
         self._inputs = None
 
     def keys(self) -> list[str]:
@@ -204,7 +213,8 @@ class MergeReader(TensorReader):
         if not self.merged(key):
             return base
         ts = [r.get(key) for r in self._models]
-        out = merge_tensor(self.method, key, base, ts, self.options)
+        out = merge_tensor(self.method, key, base, ts, self.options,
+                           statistic=key in self._statistics)
         return out.to(self._dtypes[key])
 
     def inputs(self) -> list[dict[str, Any]]:
@@ -286,7 +296,8 @@ class MergeKind(SourceKind):
     def reader(self, node, readers: ReaderCache, model: nn.Module | None = None
                ) -> MergeReader:
         model = model if model is not None else self.build(node, "meta")
-        return MergeReader(node, readers, model_state_shapes(model), model_state_dtypes(model))
+        return MergeReader(node, readers, model_state_shapes(model), model_state_dtypes(model),
+                           running_statistics(model))
 
     def plan(self, model, node, exclusive=True):
         return self.zoo(node).plan(model, arch_node(node), exclusive)

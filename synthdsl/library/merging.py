@@ -180,14 +180,21 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def merge_tensor(method: str, key: str, base: torch.Tensor | None,
-                 ts: Sequence[torch.Tensor], options: dict) -> torch.Tensor:
+                 ts: Sequence[torch.Tensor], options: dict,
+                 statistic: bool = False) -> torch.Tensor:
     """The merged value of tensor `key` under `method` and its `options` (weights,
-    density, scale, t, seed, normalize, rescale). Integer and bool tensors (counters, indices)
-    are not averaged: the base's (or the first model's) is kept."""
+    density, scale, t, seed, normalize, rescale). Integer and bool tensors (counters,
+    indices) are not averaged: the base's (or the first model's) is kept. A `statistic`
+    (a normalisation layer's running mean or variance) is the weighted average of the
+    models under every method (``1 − t`` and ``t`` for slerp): task vectors of
+    variances can add up to a negative variance."""
     first = base if base is not None else ts[0]
     if not first.dtype.is_floating_point:
         return first
     weights = options.get("weights") or [1.0] * len(ts)
+    if statistic and method != "linear":
+        t = float(options.get("t", 0.5))
+        return linear(ts, [1 - t, t] if method == "slerp" else weights)
     if method == "linear":
         return linear(ts, weights, options.get("normalize", True))
     if method == "slerp":
