@@ -227,10 +227,12 @@ class MergeReader(TensorReader):
         return self._inputs
 
     def origin(self, key: str) -> dict[str, Any]:
-        merged = self.merged(key)
-        return {"origin": "merge" if merged else "checkpoint",
-                "method": self.method if merged else "base",
-                "options": dict(self.options), "inputs": self.inputs(), "key": key}
+        if not self.merged(key):  # outside parts=: the base's tensor
+            base = self.inputs()[0]
+            return {"origin": "checkpoint", "method": "base", "file": base["file"],
+                    "sha256": base["sha256"], "key": key}
+        return {"origin": "merge", "method": self.method, "options": dict(self.options),
+                "inputs": self.inputs(), "key": key}
 
 
 class MergeKind(SourceKind):
