@@ -447,3 +447,23 @@ def test_equal_to_mergekit(tensors, method, options):
         int8_mask=False, **{"lambda": options.get("scale", 1.0)})
     ours = merging.merge_tensor(method, "k", base, ts, {"weights": weights, **options})
     assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_inputs_saved_under_other_names_are_renamed(folder):
+    root, states = folder
+    for i in (1, 2):  # as another codebase saves them: every key under "model."
+        save_file({f"model.{k}": v for k, v in states[i].items()},
+                  str(root / f"p{i}.safetensors"))
+    options = ('method="linear", rename=["model\\\\.(.*)", "\\\\1"], '
+               'models=["p1.safetensors", "p2.safetensors"]')
+    got = synthdsl.compile_spec(spec(root, options)).state_dict()
+    assert close(got["soup.fc.weight"], ref_linear([states[1]["fc.weight"],
+                                                    states[2]["fc.weight"]], [1, 1]))
+    with pytest.raises(SynthError) as e:  # without rename= the names do not fit
+        synthdsl.check_spec(spec(root, 'method="linear", models=["p1.safetensors", '
+                                       '"p2.safetensors"]'))
+    assert "S205" in str(e.value) and "models[0]" in str(e.value)
+    with pytest.raises(SynthError) as e:  # two tensors given one name
+        synthdsl.check_spec(spec(root, 'method="linear", rename=["model\\\\.fc\\\\..*", "fc"], '
+                                       'models=["p1.safetensors", "p2.safetensors"]'))
+    assert "S402" in str(e.value) and "two" in str(e.value)

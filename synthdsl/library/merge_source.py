@@ -18,6 +18,8 @@ its own options (``num_classes=10``); the merge's options are
 ``rescale``    how DARE scales what it keeps: ``"l1"`` (default), ``"density"``, ``"none"``
 ``normalize``  divide the sum by the weights (``linear``, task methods)
 ``parts``      globs over tensor names (``["layer3.*", "fc"]``): only these are merged
+``rename``     ``[regex, replacement, ...]``: the input files' tensor names renamed to
+               the architecture's (files saved by other code), as ``inherit`` does
 =============  =========================================================================
 
 Everything is checked from the files' headers before a tensor is read: each file exists
@@ -32,6 +34,7 @@ tensor's provenance names the method, its options and every input file with its 
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 import math
 import weakref
 from pathlib import Path
@@ -43,13 +46,14 @@ from torch import nn
 from synthdsl.lang.errors import SynthError, did_you_mean
 from synthdsl.library.checkpoints import ReaderCache, TensorReader, file_sha256, reason
 from synthdsl.library.merging import METHODS, RESCALES, merge_tensor
+from synthdsl.library.rename import Renamer, RenameError, rename_problem
 from synthdsl.library.sources import (SourceKind, compare_state, model_state_dtypes,
                                       model_state_shapes, register_source_kind, source_kind)
 from synthdsl.library.weights import dtype_problems
 
 #: The options a merge takes itself; every other option is the architecture's.
 MERGE_OPTIONS = ("method", "models", "base", "weights", "density", "scale", "t", "seed",
-                 "normalize", "rescale", "parts", "zoo")
+                 "normalize", "rescale", "parts", "rename", "zoo")
 #: The zoos a merge builds its architecture from.
 ZOOS = ("timm", "torchvision")
 
@@ -78,6 +82,16 @@ def pattern_matches(name: str, pattern: str) -> bool:
 
 #: The zoo kind that built each merge source's model (its stages, cuts, preprocessing).
 _ZOO_OF: "weakref.WeakKeyDictionary[nn.Module, SourceKind]" = weakref.WeakKeyDictionary()
+
+
+def renamed_keys(node: Mapping[str, Any], keys) -> dict[str, str]:
+    """The architecture's name of each tensor of an input file (``rename=`` applied; a key
+    no pattern matches keeps its name): file key -> model key. Raises RenameError."""
+    rename = node.get("options", {}).get("rename")
+    if not rename:
+        return {k: k for k in keys}
+    renamer = Renamer(list(rename))
+    return {k: renamer(k) or k for k in keys}
 
 
 def _is_number(v: Any) -> bool:
@@ -158,6 +172,11 @@ def options_problem(node: Mapping[str, Any]) -> SynthError | None:
     for option, (ok, want) in checks.items():
         if option in opts and not ok(opts[option]):
             return bad(option, f"{option}= expects {want}, found {opts[option]!r}")
+    rename = opts.get("rename")
+    if rename is not None:
+        items = list(rename) if isinstance(rename, (list, tuple)) else [rename]
+        if (problem := rename_problem(items)) is not None:
+            return bad("rename", problem.replace("inherit rename=", "rename="))
     parts = opts.get("parts")
     if parts is not None and (not isinstance(parts, (list, tuple)) or not parts
                               or not all(isinstance(p, str) and p for p in parts)):
@@ -189,6 +208,9 @@ class MergeReader(TensorReader):
         self.parts = tuple(opts.get("parts") or ())
         self._base = [readers.open(f["path"]) for f in files_of(node, "base")]
         self._models = [readers.open(f["path"]) for f in files_of(node, "models")]
+        # model key -> the file's own key, per input (the same names unless rename=)
+        self._keys = {id(r): {m: k for k, m in renamed_keys(node, r.keys()).items()}
+                      for r in self._base + self._models}
         self._shapes, self._dtypes = dict(shapes), dict(dtypes)
         self._statistics = set(statistics)
         self._inputs = None
@@ -209,13 +231,16 @@ class MergeReader(TensorReader):
     def get(self, key: str) -> torch.Tensor:
         if key not in self._shapes:
             raise KeyError(key)
-        base = self._base[0].get(key) if self._base else None
+        base = self._read(self._base[0], key) if self._base else None
         if not self.merged(key):
             return base
-        ts = [r.get(key) for r in self._models]
+        ts = [self._read(r, key) for r in self._models]
         out = merge_tensor(self.method, key, base, ts, self.options,
                            statistic=key in self._statistics)
         return out.to(self._dtypes[key])
+
+    def _read(self, reader: TensorReader, key: str) -> torch.Tensor:
+        return reader.get(self._keys[id(reader)].get(key, key))
 
     def inputs(self) -> list[dict[str, Any]]:
         """Every input file: its role, as the spec writes it, resolved, and its sha256."""
@@ -275,6 +300,18 @@ class MergeKind(SourceKind):
             except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
                 return SynthError("S203", f"{where}: cannot read weights file "
                                   f"'{f['text']}': {reason(e)}", f["span"])
+            try:
+                names = renamed_keys(node, found)
+            except RenameError as e:
+                return SynthError("S402", f"merge('{node['target']}') {e}",
+                                  _span(node, "rename"))
+            twice = sorted(m for m, n in Counter(names.values()).items() if n > 1)
+            if twice:
+                return SynthError("S402", f"{where}: rename= gives {len(twice)} name(s) to two "
+                                  f"tensors of '{f['text']}': " + ", ".join(twice[:3]),
+                                  _span(node, "rename"))
+            found = {names[k]: v for k, v in found.items()}
+            kinds = {names[k]: v for k, v in kinds.items()}
             problems = compare_state(shapes, found) or dtype_problems(dtypes, kinds)
             if problems:
                 return SynthError("S205", f"{where}: weights file '{f['text']}' does not fit "
