@@ -160,7 +160,6 @@ def main() -> int:
               "seconds": round(time.perf_counter() - t0, 1)}
     if not args.no_write:
         _record.write_report(report, args.out)
-        print(f"wrote {args.out}")
     return 0
 
 
