@@ -19,8 +19,33 @@ def pytest_addoption(parser):
 TORCHVISION_CKPT = ROOT / "models" / "ckpt" / "torchvision_resnet18.pth"
 
 
+#: The checkpoints models/merged_soup.synth merges (not committed): seeds 0, 1, 2, 3.
+SOUP_CKPTS = [ROOT / "models" / "ckpt" / f"soup_{n}.safetensors" for n in ("base", "a", "b", "c")]
+
+
+def write_soup_checkpoints() -> None:
+    """A "pretrained" test_resnet (the base) and three "fine-tuned" variants of it (the
+    base plus seeded noise), the checkpoints the merge example reads."""
+    if all(p.exists() for p in SOUP_CKPTS):
+        return
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = randomize_(timm.create_model("test_resnet", num_classes=10)).state_dict()
+    for seed, path in enumerate(SOUP_CKPTS):
+        g = torch.Generator().manual_seed(seed)
+        state = {k: v if seed == 0 or not v.is_floating_point() or "running" in k
+                 else v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+
+
 def pytest_configure(config):
-    """Write the example's torchvision checkpoint once (random weights, seed 0)."""
+    """Write the examples' checkpoints once (random weights, fixed seeds)."""
+    write_soup_checkpoints()
     if TORCHVISION_CKPT.exists():
         return
     import torch

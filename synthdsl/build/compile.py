@@ -101,13 +101,14 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             provenance.update({f"{s}.{k}": {**v, "via": f"spec:{node['target']}"}
                                for k, v in child.provenance.items()})
             continue
-        if node.get("weights") and load_weights and device != "meta":
+        kind = SOURCE_KINDS[node["constructor"]]
+        if kind.has_reader(node) and load_weights and device != "meta":
             model, parts = sources.take(s)  # meta once: the check's model is filled in place
             if model is None or (has_hidden_state(model) and not _unrestorable(model)):
                 sources.meta(s)  # a new one: taken already, or tensors cached by a forward
                 model, parts = sources.take(s)
             if not has_hidden_state(model):
-                models[s], bound[s], lazy[s] = model, parts, _open(node, sources)
+                models[s], bound[s], lazy[s] = model, parts, _open(node, sources, model)
                 continue
         if device == "meta":  # a structure only: the check's meta model serves
             model, parts = sources.take(s)
@@ -148,9 +149,9 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
                     materialize(module, _key_in(path, s), lazy[s], provenance, path, s)
                 except (ValueError, OSError) as e:  # the file changed since the check
                     node = graph.nodes[s]
-                    raise SynthError("S205", f"weights file '{node['weights_text']}' changed "
-                                     f"since the spec was checked: {e}",
-                                     node["weights_span"]) from None
+                    raise SynthError("S205", f"{_files_text(node)} changed since the spec "
+                                     f"was checked: {e}",
+                                     node.get("weights_span") or node["span"]) from None
             elif not isinstance(models[s], SynthModule):
                 origin = _origin(graph.nodes[s], load_weights)
                 for name, _, _ in persistent_tensors(module):
@@ -193,8 +194,10 @@ def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, 
 
 def _donor_reader(graph: SynthGraph, donor: str, sources: Sources) -> TensorReader:
     node = graph.nodes[donor]
-    if node["kind"] == "checkpoint" or node.get("weights"):
+    if node["kind"] == "checkpoint":
         return _open(node, sources)
+    if SOURCE_KINDS[node["constructor"]].has_reader(node):
+        return _open(node, sources, sources.pristine(donor))
     model = sources.real(donor)  # a donor with random or hub weights: build it
     return ModuleReader(model, _origin(node, True))
 
@@ -205,13 +208,21 @@ def _tensor(root: nn.Module, name: str) -> torch.Tensor:
     return owner._parameters.get(leaf) if leaf in owner._parameters else owner._buffers[leaf]
 
 
-def _open(node, sources: Sources) -> TensorReader:
-    """The run's reader of the node's checkpoint (the one the check read shapes from)."""
+def _files_text(node) -> str:
+    if node.get("weights_text"):
+        return f"weights file '{node['weights_text']}'"
+    return "the files of " + ", ".join(f"'{f['text']}'" for f in node.get("files", ()))
+
+
+def _open(node, sources: Sources, model: nn.Module | None = None) -> TensorReader:
+    """The run's reader of the node's tensors (of the files the check read headers from)."""
     try:
-        return sources.reader(node["weights"])
+        if node["kind"] == "checkpoint":
+            return sources.reader(node["weights"])
+        return SOURCE_KINDS[node["constructor"]].reader(node, sources.readers, model)
     except Exception as e:  # noqa: BLE001 - the check read its header; the file changed since
-        raise SynthError("S203", f"cannot read weights file '{node['weights_text']}': {e}",
-                         node["weights_span"]) from None
+        raise SynthError("S203", f"cannot read {_files_text(node)}: {e}",
+                         node.get("weights_span") or node["span"]) from None
 
 
 def _key_in(path: str, source: str):

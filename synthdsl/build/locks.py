@@ -48,12 +48,14 @@ def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
     def walk(g: SynthGraph, top: bool) -> Iterator[Named]:
         for n in g.nodes:
             node = g.nodes[n]
-            if node.get("weights"):
-                text = node.get("weights_text", node["weights"])
-                key = text if top else Path(os.path.relpath(node["weights"], base)).as_posix()
+            named = [(node["weights"], node.get("weights_span"),
+                      node.get("weights_text", node["weights"]))] if node.get("weights") else []
+            named += [(f["path"], f["span"], f["text"]) for f in node.get("files", ())]
+            for path, span, text in named:
+                key = text if top else Path(os.path.relpath(path, base)).as_posix()
                 if key not in seen:
                     seen.add(key)
-                    yield Named(key, node["weights"], node.get("weights_span"), text)
+                    yield Named(key, path, span, text)
             if node.get("constructor") == "spec" and node.get("graph") is not None:
                 yield from walk(node["graph"], False)
 

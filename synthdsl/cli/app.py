@@ -57,6 +57,8 @@ cmd_check = _command("synthdsl.cli.check", "cmd_check")
 cmd_summary = _command("synthdsl.cli.spec", "cmd_summary")
 cmd_lock = _command("synthdsl.cli.spec", "cmd_lock")
 cmd_compile = _command("synthdsl.cli.spec", "cmd_compile")
+cmd_merge = _command("synthdsl.cli.spec", "cmd_merge")
+cmd_soup = _command("synthdsl.cli.soup", "cmd_soup")
 cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
 cmd_train = _command("synthdsl.cli.train", "cmd_train")
@@ -101,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     k.set_defaults(func=cmd_compile)
 
+    m = sub.add_parser("merge", help="write the merged weights of a merge(...) source")
+    m.add_argument("file")
+    m.add_argument("-o", "--output", help="the .safetensors file to write")
+    m.add_argument("--source", help="which merge(...) source, when the spec has several")
+    m.set_defaults(func=cmd_merge)
+
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
     n.add_argument("target", help="a timm architecture, torchvision:NAME, or a .synth file")
     n.add_argument("source", nargs="?", help="with a .synth file: the name of its source")
@@ -133,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy, precision, recall, F1 and the confusion matrix")
     _eval_arguments(e)
     e.set_defaults(func=cmd_eval)
+
+    so = sub.add_parser("soup", help="fine-tune variants of a spec from one start; the greedy "
+                        "and uniform soups against the best variant")
+    so.add_argument("file", help="the .synth spec")
+    so.add_argument("--data", required=True, help="as for synth train")
+    so.add_argument("--variants", type=int, default=4, help="fine-tuned variants (default 4)")
+    so.add_argument("--seed", type=int, default=0,
+                    help="seed of the start; variant i trains with seed+1+i (default 0)")
+    so.add_argument("--lrs", help="learning rates, cycled over the variants: 0.003,0.001")
+    so.add_argument("--epochs", type=int, help="epochs of each variant (default: the recipe's)")
+    so.add_argument("--batch-size", type=int)
+    so.add_argument("--classes", help="keep these classes, as for synth train")
+    so.add_argument("--device", default="cpu")
+    so.add_argument("-o", "--output", help="write the greedy soup as a compiled module")
+    so.add_argument("--report", help="write every variant's and soup's accuracies (JSON)")
+    so.set_defaults(func=cmd_soup)
 
     d = sub.add_parser("demo", help="the synthesis loop, measured: fuse two models trained on "
                        "digits 0-4 into one for 5-9, against training from scratch")

@@ -94,9 +94,10 @@ class StatementBuilder:
         if st.constructor == "spec":
             self.add_spec_source(st, attrs)
             return
-        weights = st.kwarg("weights")
+        kind = _kind(st.constructor)
+        own = getattr(kind, "own_options", ())  # options the kind reads itself
+        weights = st.kwarg("weights") if "weights" not in own else None
         if weights is not None:
-            kind = _kind(st.constructor)
             if isinstance(weights.value, str) and kind is not None \
                     and kind.zoo_weights(weights.value):  # `weights="IMAGENET1K_V1"`
                 attrs.update(pretrained=True, zoo_weights=weights.value,
@@ -127,8 +128,33 @@ class StatementBuilder:
             else:
                 attrs["pretrained"] = pretrained.value
         attrs["create_kwargs"] = {k.name: k.value for k in st.kwargs
-                                  if k.name not in SOURCE_OPTIONS}
+                                  if k.name not in SOURCE_OPTIONS or k.name in own}
+        attrs["files"] = self.source_files(st)
         self.g.add_node(st.name, **attrs)
+
+    def source_files(self, st: ast.SourceDecl) -> list[dict]:
+        """The files a kind's path options name (``merge``'s ``base``, ``models``),
+        resolved from the spec's folder: option, index in a list (or None), text, path, span."""
+        kind = _kind(st.constructor)
+        files = []
+        for option in getattr(kind, "path_options", ()):
+            kw = st.kwarg(option)
+            if kw is None:
+                continue
+            listed = isinstance(kw.value, (list, tuple))
+            values = list(kw.value) if listed else [kw.value]
+            if not values or not all(isinstance(v, str) and v for v in values):
+                self.error("S204", f"{option}= expects a path to a .safetensors, .pt or .pth "
+                           "file" + (" or a list of them" if option != "base" else "")
+                           + f", found {kw.value!r}", kw.value_span)
+                continue
+            for i, text in enumerate(values):
+                path = Path(text)
+                if not path.is_absolute():
+                    path = Path(self.g.graph["base_dir"]) / path
+                files.append({"option": option, "index": i if listed else None, "text": text,
+                              "path": str(path), "span": kw.value_span})
+        return files
 
 
     def add_spec_source(self, st: ast.SourceDecl, attrs: dict) -> None:

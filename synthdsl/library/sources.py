@@ -80,6 +80,25 @@ class SourceKind(ABC):
         """How inputs are prepared for the model: mean, std, interpolation, input size."""
         return None
 
+    #: Options whose values are paths of files the source reads (``merge``'s ``base`` and
+    #: ``models``): the graph resolves them from the spec's folder into ``node["files"]``
+    #: (option, index, text, path, span), and the lock covers each.
+    path_options: tuple[str, ...] = ()
+    #: Options the kind reads itself although other kinds give them a common meaning
+    #: (``merge``'s ``weights=[...]`` are its models' coefficients, not a file).
+    own_options: tuple[str, ...] = ()
+
+    def has_reader(self, node: Mapping[str, Any]) -> bool:
+        """Whether the source's tensors come from a reader (:meth:`reader`): the compiler
+        then fills the meta model tensor by tensor, reading only what the spec keeps."""
+        return bool(node.get("weights"))
+
+    def reader(self, node: Mapping[str, Any], readers: ReaderCache,
+               model: nn.Module | None = None):
+        """The reader of the source's tensors (by default its weights file, opened once per
+        run through `readers`); `model` is its meta model when the caller has it."""
+        return readers.open(node["weights"])
+
     def zoo_weights(self, text: str) -> bool:
         """`weights="..."` names the zoo's own downloadable weights (an enum entry), not a
         local file: the source is then ``pretrained`` with ``zoo_weights`` set to it."""
@@ -376,3 +395,4 @@ register_source_kind(TimmKind())
 register_source_kind(SpecKind())
 
 from synthdsl.library import torchvision_source  # noqa: E402,F401 - registers torchvision(...)
+from synthdsl.library import merge_source  # noqa: E402,F401 - registers merge(...)

@@ -99,6 +99,9 @@ def render_provenance(model) -> str:
             where = f"{p.get('from')} <- {_short(p.get('file'))}:{p.get('key')}"
         elif origin in ("new", "init"):
             where = p.get("initialiser", "")
+        elif origin == "merge":
+            where = f"{p.get('source', '')} <- {p.get('method')} of " + ", ".join(
+                _short(i.get("file")) for i in p.get("inputs", ())) + f":{p.get('key')}"
         else:
             where = p.get("model", "")
         rows.append((name, fmt_shape(t.shape), origin, where,
@@ -112,7 +115,9 @@ def render_provenance(model) -> str:
     for r in rows:
         counts[r[2]] = counts.get(r[2], 0) + 1
     files = sorted({(p.get("file"), p.get("sha256")) for p in model.provenance.values()
-                    if p.get("file")})
+                    if p.get("file")} | {(i.get("file"), i.get("sha256"))
+                                         for p in model.provenance.values()
+                                         for i in p.get("inputs", ()) if i.get("file")})
     out.append("")
     out.append("tensors by origin: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for f, h in files:
