@@ -56,8 +56,13 @@ class InputSpec:
         d = self.dims[i]
         return d if isinstance(d, int) else None
 
+    @property
+    def shape(self) -> str:
+        """The dims as a spec writes them: ``[B, 16]``."""
+        return "[" + ", ".join(str(d) for d in self.dims) + "]"
+
     def describe(self) -> str:
-        return f"{self.name}: {list(self.dims)} {self.dtype}"
+        return f"{self.name}: {self.shape} {self.dtype}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dims": list(self.dims), "dtype": self.dtype,

@@ -28,7 +28,6 @@ Traceback (most recent call last):
   ...
 synthdsl.train.errors.DataError: error[D004]: 'p.npz': array 'ids' holds float32 values; \
 input 'ids' ([B, 5] int64) takes integers, and floats are not rounded into them
-  = help: store the values as integers (token ids, positions)
 """
 
 from __future__ import annotations
@@ -69,7 +68,9 @@ class TensorColumn:
         return to_float(got) if self.image else got
 
     def describe(self) -> str:
-        return f"{list(self.values.shape[1:])} {str(self.values.dtype).removeprefix('torch.')}"
+        dtype = str(self.values.dtype).removeprefix("torch.")
+        scale = (" 0..255" if dtype == "uint8" else " in [0, 1]") if self.image else ""
+        return f"{list(self.values.shape[1:])} {dtype}{scale}"
 
 
 class ImagesColumn:
@@ -109,7 +110,7 @@ def check_input_array(arr: np.ndarray, spec: InputSpec, where: str, aname: str
                       ) -> np.ndarray:
     """`arr` checked against input `spec` and made what a batch of it holds: images as
     ``[N, C, H, W]`` uint8 or float32, other values in the input's element type."""
-    said = f"input '{spec.name}' ({list(spec.dims)} {spec.dtype})"
+    said = f"input '{spec.name}' ({spec.shape} {spec.dtype})"
     kind = arr.dtype.kind
     if kind not in "biuf":
         raise DataError(f"'{where}': array '{aname}' holds {arr.dtype} values; {said} takes "
@@ -233,7 +234,7 @@ def named_npz(arrays: dict[str, np.ndarray], fname: str, split: str,
         if found is None:
             want = f"{s.name}_train and {s.name}_test" if by_split else s.name
             raise DataError(f"'{fname}' has no array {want} for input '{s.name}' "
-                            f"({list(s.dims)} {s.dtype}); it holds {', '.join(sorted(arrays))}",
+                            f"({s.shape} {s.dtype}); it holds {', '.join(sorted(arrays))}",
                             hint="name one array after each input ("
                             + ", ".join(x.name for x in specs) + ") and the labels y")
         got[s.name] = found
