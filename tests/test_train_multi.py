@@ -326,3 +326,18 @@ def test_a_captions_line_outside_its_folder_is_refused(tmp_path):
     (tmp_path / "caps" / "captions.tsv").write_text("../secret.png\ta caption\n")
     with pytest.raises(DataError, match="lies outside"):
         read_captions(tmp_path / "caps" / "captions.tsv", tmp_path / "caps")
+
+
+def test_the_tokenizer_is_the_one_in_the_folder_of_the_spec_s_hf_source(tmp_path):
+    from synthdsl.graph.build import build_graph
+    from synthdsl.lang.parse import parse_file
+    from synthdsl.train.captions import tokenizer_folder
+
+    spec = tmp_path / "h.synth"
+    spec.write_text("synth H\ninput tokens: [B, 8] int64\nsource bert = hf(\"bert\")\n"
+                    "y = bert(tokens)\noutput y\n")
+    (tmp_path / "bert").mkdir()
+    graph = build_graph(parse_file(spec))  # built, not checked: the folder is all it reads
+    assert tokenizer_folder(graph) is None  # a folder without tokenizer files
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    assert tokenizer_folder(graph) == tmp_path / "bert"
