@@ -341,3 +341,17 @@ def test_the_tokenizer_is_the_one_in_the_folder_of_the_spec_s_hf_source(tmp_path
     assert tokenizer_folder(graph) is None  # a folder without tokenizer files
     (tmp_path / "bert" / "vocab.txt").write_text("\n".join(WORDS) + "\n")
     assert tokenizer_folder(graph) == tmp_path / "bert"
+
+
+def test_contrastive_embeddings_of_two_sizes_are_s301_at_the_second():
+    import synthdsl
+
+    from synthdsl.lang.errors import SynthErrors
+
+    with pytest.raises(SynthErrors) as caught:
+        synthdsl.check_spec("synth C\ninput x: [B, 6]\na = Linear(x, out=8)\n"
+                            "b = Linear(x, out=4)\nloss contrastive(a, b)\noutput a, b\n")
+    (err,) = caught.value.errors
+    assert err.code == "S301" and "one size: 'a' is [B, 8], 'b' is [B, 4]" in err.message
+    assert (err.span.line, err.span.column) == (5, 21)
+    assert "Linear(out=D)" in err.hint
