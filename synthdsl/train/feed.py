@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from synthdsl.build.module import embedding_sizes
+from synthdsl.train.errors import DataError
 from synthdsl.train.preprocess import Preprocess, image_preprocess, preprocess_for, random_shift
 
 #: Element types an image input may have.
@@ -99,6 +100,12 @@ class Feed:
     images: tuple[tuple[str, Preprocess], ...] = ()
 
     def inputs(self, raw: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        missing = [s.name for s in self.specs if not isinstance(raw, dict) or s.name not in raw]
+        if missing:  # a teacher of other inputs than the data's, say
+            held = ", ".join(raw) if isinstance(raw, dict) else "one batch of images"
+            raise DataError(f"the data has no values for input '{missing[0]}' (it holds "
+                            f"{held})", hint="give data with one array per input: "
+                            + ", ".join(s.name for s in self.specs))
         pre = dict(self.images)
         return tuple(pre[s.name](raw[s.name]) if s.name in pre
                      else raw[s.name].to(getattr(torch, s.dtype)) for s in self.specs)
