@@ -107,6 +107,10 @@ def test_dual_encoder_learns_pairs_and_beats_chance(tmp_path, capsys):
         pytest.approx(m.a_to_b[1])
     code, out, _ = _cli(capsys, tmp_path, "eval", str(tmp_path / "run"))
     assert "-- retrieval img <-> txt --" in out and "chance" in out
+    code, _, err = _cli(capsys, tmp_path, "eval", str(tmp_path / "run"), "--plot",
+                        str(tmp_path / "c.png"))
+    assert code == 1 and "error[E001]: --plot draws a confusion matrix" in err
+    assert not (tmp_path / "c.png").exists()
 
 
 def _quiet():
