@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,18 @@ output logits
 ARGS = ["--data", "digits", "--classes", "5-9", "--no-progress", "--save-every", "7"]
 
 
+def _torchrun(spec, out, args: list[str]) -> subprocess.CompletedProcess:
+    """`synth train SPEC -o OUT ARGS` under two gloo processes, which must succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "synthdsl.cli", "train", str(spec), "-o", str(out), *args],
+        env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ddp     2 processes (gloo)" in proc.stdout
+    return proc
+
+
 def test_two_gloo_processes_equal_one(tmp_path):
     from safetensors.torch import load_file
 
@@ -32,13 +45,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     spec = tmp_path / "ddp.synth"
     spec.write_text(SPEC)
     assert run(["train", str(spec), "-o", str(tmp_path / "one"), "-q", *ARGS]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "synthdsl.cli", "train", str(spec), "-o", str(tmp_path / "two"), *ARGS],
-        env=env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ddp     2 processes (gloo)" in proc.stdout
+    proc = _torchrun(spec, tmp_path / "two", ARGS)
     assert proc.stdout.count("epoch 2/2") == 1  # only the first process prints
 
     def log(name):
@@ -63,3 +70,28 @@ def test_two_gloo_processes_equal_one(tmp_path):
     fresh = synthdsl.compile_spec(spec, seed=1).state_dict()
     assert torch.equal(w2["trunk.1.weight"], fresh["trunk.1.weight"])
     assert not torch.equal(w2["hidden.0.weight"], fresh["hidden.0.weight"])
+
+
+def test_two_gloo_processes_equal_one_on_named_inputs(tmp_path):
+    """A spec of an image and token ids, from an .npz of one array per input: each process
+    takes its share of every dict batch, and two end where one does."""
+    from safetensors.torch import load_file
+
+    from synthdsl.cli import run
+    from tests.test_train_multi import TWO_INPUTS, _two_input_arrays
+
+    spec = tmp_path / "two.synth"
+    spec.write_text(TWO_INPUTS.replace("epochs=4", "epochs=2"))
+    np.savez(tmp_path / "two.npz", **_two_input_arrays(150))
+    args = ["--data", str(tmp_path / "two.npz"), "--no-progress"]
+    assert run(["train", str(spec), "-o", str(tmp_path / "one"), "-q", *args]) == 0
+    _torchrun(spec, tmp_path / "two", args)
+    one, two = ([json.loads(line) for line in (tmp_path / n / "log.jsonl").read_text()
+                 .splitlines()] for n in ("one", "two"))
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["val"] == a["val"]
+    w1 = load_file(str(tmp_path / "one" / "model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "model.safetensors"))
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)

@@ -146,15 +146,16 @@ def test_summary_viz_and_compile_show_the_dtype(tmp_path, capsys):
     assert "tokens: [2, 6] int64" in capsys.readouterr().out
 
 
-def test_synth_train_refuses_typed_inputs_with_t001(tmp_path, capsys):
+def test_synth_train_of_typed_inputs_on_image_data_says_what_data_fits(tmp_path, capsys):
     from synthdsl.cli.app import run
     path = tmp_path / "seq.synth"
     path.write_text(SEQ)
-    assert run(["train", str(path), "--data", str(tmp_path / "none.npz"),
-                "-o", str(tmp_path / "run")]) != 0
+    assert run(["train", str(path), "--data", "digits", "-o", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err
-    assert "T001" in err and "float32 image input" in err and "tokens: ['B', 6] int64" in err
-    assert "Traceback" not in err
+    assert "error[D001]: 'digits' holds one image per sample" in err
+    assert "tokens: [B, 6] int64, mask: [B, 6] bool" in err
+    assert "an .npz with one array per input (tokens, mask)" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_a_spec_source_s_typed_input_is_checked_and_runs(tmp_path):

@@ -202,6 +202,23 @@ def _run_loss(ctx: CheckContext, n, node, args):
         raise SynthError("S301", f"loss ce takes class scores [B, classes]; "
                          f"{ctx.describe(node['inputs'][0])} is "
                          f"{fmt_shape(ctx.shape_of(args[0]))}", node["span"])
+    if kind == "contrastive":
+        for i, a in enumerate(args):
+            if a.dim() != 2:
+                raise SynthError("S301", f"loss contrastive takes embeddings [B, D]; "
+                                 f"{ctx.describe(node['inputs'][i])} is "
+                                 f"{fmt_shape(ctx.shape_of(a))}",
+                                 node.get("arg_spans", (node["span"],) * 2)[i],
+                                 hint="pool or flatten it to one vector per sample, e.g. "
+                                 "GlobalAvgPool or Flatten, then Linear")
+        if args[0].shape[1] != args[1].shape[1]:
+            raise SynthError("S301", f"loss contrastive compares embeddings of one size: "
+                             f"{ctx.describe(node['inputs'][0])} is "
+                             f"{fmt_shape(ctx.shape_of(args[0]))}, "
+                             f"{ctx.describe(node['inputs'][1])} is "
+                             f"{fmt_shape(ctx.shape_of(args[1]))}",
+                             node.get("arg_spans", (node["span"],) * 2)[1],
+                             hint="project both to one size with Linear(out=D)")
     if count == 2 and args[0].shape != args[1].shape:
         raise SynthError("S301", f"loss {kind} compares two values of one shape: "
                          f"{ctx.describe(node['inputs'][0])} is "

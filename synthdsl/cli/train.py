@@ -14,7 +14,7 @@ from synthdsl.lang.budget import budget_limits
 from synthdsl.train.data import BUILTIN, parse_classes
 from synthdsl.train.demo import DemoConfig, run_demo
 from synthdsl.train.distributed import close, is_main_process
-from synthdsl.train.errors import TrainError
+from synthdsl.train.errors import EvalError, TrainError
 from synthdsl.train.evaluate import data_for, evaluate, load_model
 from synthdsl.train.options import Options
 from synthdsl.train.run import train_spec
@@ -108,6 +108,10 @@ def cmd_eval(args) -> int:
         written = report.write(args.output)
         if not args.json:
             print(f"\nwrote {', '.join(str(p) for p in written)}")
+    if args.plot and report.primary is None:
+        raise EvalError("--plot draws a confusion matrix, and no output of "
+                        f"'{loaded.model.graph.name}' gives class scores",
+                        hint="drop --plot; retrieval is in the report")
     if args.plot:
         report.primary.metrics.plot(args.plot, f"{report.primary.name} on {report.data}")
         if not args.json:

@@ -144,6 +144,7 @@ class LossNode(NodeRecord):
     """``loss ce(logits)``: a sink only training reads; `name` is the loss kind."""
 
     kind_span: Span                    #: where the loss kind is written
+    arg_spans: tuple                   #: where each value it reads is written (Spans)
 
 
 class OutputNode(NodeRecord):

@@ -269,6 +269,7 @@ class StatementBuilder:
                            hint="name the value first: `v = ...`, then `loss ...(v)`")
         self.g.add_node(node_id, kind="loss", name=st.kind, label=f"loss {st.kind}",
                         span=st.span, kind_span=st.kind_span, inputs=tuple(inputs),
+                        arg_spans=tuple(a.span for a in st.args),
                         options={k.name: k.value for k in st.options},
                         option_spans={k.name: k.value_span for k in st.options})
         self.connect(inputs, node_id)

@@ -168,6 +168,11 @@ LOSSES = {loss.name: loss for loss in (
     LossKind("feature", 2, _table(
         Option("weight", _NUMBER, 1.0, "the term's weight in the total", low=0)),
         "mean squared error between two values of one shape"),
+    LossKind("contrastive", 2, _table(
+        Option("temperature", _NUMBER, 0.07, "the softmax temperature of the cosine "
+               "similarities", low=0, low_open=True),
+        Option("weight", _NUMBER, 1.0, "the term's weight in the total", low=0)),
+        "CLIP's symmetric InfoNCE between paired embeddings [B, D]; needs no labels"),
 )}
 
 #: Options a `train ... with` statement takes.

@@ -58,7 +58,7 @@ TEST_FRACTION = 0.2
 MNIST5K_TRAIN_PER_CLASS = 400
 
 
-def _split_positions(targets: np.ndarray, test_fraction: float, seed: int = 0
+def split_positions(targets: np.ndarray, test_fraction: float, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
     """A fixed stratified split: per class, a seeded shuffle, the first part to train."""
     rng = np.random.default_rng(seed)
@@ -128,7 +128,7 @@ def _builtin(name: str, split: str) -> ImageData:
     return TensorImages(f"{name}/{split}", x[pos], y[pos], classes)
 
 
-def _hwc_to_chw(arr: np.ndarray, where: str) -> np.ndarray:
+def hwc_to_chw(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim == 3:
         return arr[:, None]
     if arr.ndim != 4:
@@ -139,15 +139,20 @@ def _hwc_to_chw(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
-def _npz(path: Path, split: str) -> ImageData:
+def npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` at `path`, through the size-checked reader."""
     try:  # sizes checked against the zip directory before anything is allocated
         with open_regular(path, WEIGHTS_MAX_BYTES, "data file") as f:  # a FIFO: not opened
-            arrays = read_npz(f, str(path))
+            return read_npz(f, str(path))
     except FileNotFoundError:
         raise DataError(f"no dataset '{path}': the file does not exist") from None
     except OSError as e:
         raise DataError(f"cannot read '{path}' as an .npz of arrays: "
                         f"{e.strerror or e}") from None
+
+
+def _npz(path: Path, split: str) -> ImageData:
+    arrays = npz_arrays(path)
 
     def pick(*names: str) -> tuple[str, np.ndarray] | tuple[None, None]:
         return next(((n, arrays[n]) for n in names if n in arrays), (None, None))
@@ -158,7 +163,6 @@ def _npz(path: Path, split: str) -> ImageData:
             check_images_and_labels(np.asarray(x), np.asarray(y), str(path), xn, yn)
         return x, y
 
-    _, classes_arr = pick("classes", "class_names")
     if "x_train" in arrays:
         want = {"train": (("x_train",), ("y_train",)), "test": (("x_test",), ("y_test",))}
         if split == "all":
@@ -178,25 +182,32 @@ def _npz(path: Path, split: str) -> ImageData:
                             hint="name them x/y (or images/labels), or x_train/y_train/"
                             "x_test/y_test")
         if split != "all":
-            train, test = _split_positions(np.asarray(y), TEST_FRACTION)
+            train, test = split_positions(np.asarray(y), TEST_FRACTION)
             pos = train if split == "train" else test
             x, y = x[pos], y[pos]
-    x = _hwc_to_chw(np.asarray(x), path.name)
+    x = hwc_to_chw(np.asarray(x), path.name)
     y = np.asarray(y)
     if np.issubdtype(x.dtype, np.integer):
         images = torch.from_numpy(x.astype(np.uint8))
     else:
         images = torch.from_numpy(x.astype(np.float32))
-    n_classes = int(y.max(initial=-1)) + 1
-    if classes_arr is not None:
-        classes = [str(c) for c in classes_arr.tolist()]
-        if len(classes) < n_classes:
-            raise DataError(f"'{path.name}' names {len(classes)} classes but has label "
-                            f"{n_classes - 1}")
-    else:
-        classes = [str(i) for i in range(n_classes)]
+    classes = class_names(arrays, y, path.name)
     return TensorImages(f"{path.name}/{split}", images, torch.from_numpy(y.astype(np.int64)),
                         classes)
+
+
+def class_names(arrays: dict[str, np.ndarray], y: np.ndarray, fname: str) -> list[str]:
+    """The class names an ``.npz`` gives (``classes`` or ``class_names``), else 0..k-1 for
+    labels `y` up to k-1; D001 when it names fewer classes than its labels use."""
+    n_classes = int(y.max(initial=-1)) + 1
+    stored = next((arrays[n] for n in ("classes", "class_names") if n in arrays), None)
+    if stored is None:
+        return [str(i) for i in range(n_classes)]
+    classes = [str(c) for c in stored.tolist()]
+    if len(classes) < n_classes:
+        raise DataError(f"'{fname}' names {len(classes)} classes but has label "
+                        f"{n_classes - 1}")
+    return classes
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -233,7 +244,7 @@ def _folder(root: Path, split: str, size: tuple[int, int] | None, channels: int)
         classes = [p.name for p in _class_folders(root)]
         files, labels = _folder_files(root, classes)
         if split != "all" and files:
-            train, test = _split_positions(np.array(labels), TEST_FRACTION)
+            train, test = split_positions(np.array(labels), TEST_FRACTION)
             pos = train if split == "train" else test
             files, labels = [files[i] for i in pos], [labels[i] for i in pos]
     if not classes:
@@ -303,7 +314,20 @@ class DataSpec:
 
     def load(self, split: str, size: tuple[int, int] | None = None,
              channels: int = 3) -> ImageData:
-        data = load_dataset(self.source, split, size, channels)
+        return self._choose(load_dataset(self.source, split, size, channels), split)
+
+    def load_for(self, split: str, feed, tokenizer: Path | None = None) -> ImageData:
+        """The `split` as a spec reads it: images through a ``Preprocess`` (its size and
+        channels), or named inputs through a ``Feed`` (:mod:`synthdsl.train.named`)."""
+        from synthdsl.train.feed import Feed
+
+        if not isinstance(feed, Feed):
+            return self.load(split, feed.size, feed.channels or 3)
+        from synthdsl.train.named import load_named
+
+        return self._choose(load_named(self.source, split, feed, tokenizer), split)
+
+    def _choose(self, data: ImageData, split: str) -> ImageData:
         if self.classes:
             data = data.select_classes(list(self.classes))
         if self.shots and split == "train":

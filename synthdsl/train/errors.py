@@ -22,7 +22,8 @@ class TrainError(SynthError):
 class DataError(SynthError):
     """Data that cannot be read or does not fit what was asked of it: D001 in general, D002
     non-finite image values, D003 images and labels of different lengths, D004 an array of
-    the wrong kind or range, D005 an image file that cannot be read."""
+    the wrong kind or range, D005 an image file that cannot be read, D006 an array whose
+    shape does not fit the input it is for."""
 
     def __init__(self, message: str, hint: str | None = None, code: str = "D001") -> None:
         super().__init__(code, message, None, hint=hint)

@@ -12,7 +12,8 @@ What can be evaluated (:func:`load_model`):
 Every output that gives one score per class is evaluated, and so is every member
 of an ``Ensemble`` layer: a person sees what each member scores alone and what the
 combination adds. Metrics are those of :mod:`synthdsl.train.metrics` (equal to
-``sklearn.metrics``).
+``sklearn.metrics``). The two values of every ``loss contrastive`` are scored by
+retrieval, recall@1 and @5 both ways (:mod:`synthdsl.train.retrieval`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from synthdsl.train.errors import DataError, EvalError
 from synthdsl.train.images import ImageData
 from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
 from synthdsl.train.predict import graph_with_members, predict_values
-from synthdsl.train.preprocess import Preprocess, preprocess_for
+from synthdsl.train.captions import tokenizer_folder
+from synthdsl.train.feed import Feed, feed_for, read_feed
+from synthdsl.train.preprocess import Preprocess
+from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Loaded:
     """A model ready to evaluate, with the preprocessing and run record that go with it."""
 
     model: Any
-    preprocess: Preprocess
+    preprocess: Preprocess | Feed
     run: dict[str, Any] | None = None
     description: str = ""
 
@@ -202,9 +206,9 @@ def load_model(target: str | Path, weights: str | Path | None = None,
             _load_state(model, load_compiled(wp).state_dict(), wp)
         desc += f" with weights {wp}"
     if run and run.get("preprocess"):
-        pre = Preprocess.from_dict(run["preprocess"])
+        pre = read_feed(run["preprocess"])
     else:
-        pre = preprocess_for(model)
+        pre = feed_for(model)
     model.to(device).eval()
     return Loaded(model, pre, run, desc)
 
@@ -225,12 +229,19 @@ class EvalReport:
     data: str
     rows: list[EvalRow]
     skipped: list[str] = field(default_factory=list)
+    retrieval: list[RetrievalMetrics] = field(default_factory=list)
 
     @property
-    def primary(self) -> EvalRow:
-        return self.rows[0]
+    def primary(self) -> EvalRow | None:
+        return self.rows[0] if self.rows else None
+
+    @property
+    def n(self) -> int:
+        return self.rows[0].metrics.n if self.rows else self.retrieval[0].n
 
     def summary_table(self) -> str:
+        if not self.rows:
+            return ""
         width = max(len(r.name) for r in self.rows)
         rw = max(len(r.role) for r in self.rows)
         lines = [f"{'output'.ljust(width)}  {'role'.ljust(rw)}  accuracy  macro-P  macro-R  "
@@ -242,11 +253,14 @@ class EvalReport:
         return "\n".join(lines)
 
     def text(self) -> str:
-        parts = [f"{self.target} on {self.data} ({self.primary.metrics.n} images)", "",
-                 self.summary_table()]
+        parts = [f"{self.target} on {self.data} ({self.n} {'images' if self.rows else 'pairs'})"]
+        if self.rows:
+            parts += ["", self.summary_table()]
         for r in self.rows:
             if r.role == "output":
                 parts += ["", r.metrics.table(f"-- {r.name} --")]
+        for m in self.retrieval:
+            parts += ["", f"-- retrieval {m.a} <-> {m.b} --", m.table()]
         if self.skipped:
             parts += ["", "not evaluated: " + "; ".join(self.skipped)]
         return "\n".join(parts)
@@ -255,6 +269,7 @@ class EvalReport:
         return {"target": self.target, "data": self.data,
                 "results": [{"name": r.name, "role": r.role, **r.metrics.to_dict()}
                             for r in self.rows],
+                "retrieval": [m.to_dict() for m in self.retrieval],
                 "skipped": self.skipped}
 
     def write(self, folder: str | Path) -> list[Path]:
@@ -277,9 +292,13 @@ def evaluate(model, data: ImageData, preprocess: Preprocess | None = None,
     """Metrics of every class-score output of `model`, and of every ensemble member."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise EvalError(f"the batch size must be a whole number ≥ 1, not {batch_size!r}")
-    preprocess = preprocess or preprocess_for(model)
+    preprocess = preprocess or feed_for(model)
+    pairs = contrastive_pairs(model.graph)
+    retrieval = [retrieval_of(model, data, preprocess, p, batch_size, device) for p in pairs]
     labelled = data.targets >= 0
     if not bool(labelled.any()):
+        if retrieval:
+            return EvalReport(target or model.graph.name, data.name, [], [], retrieval)
         raise EvalError(f"{data.name} has no labelled samples")
     _, extra = graph_with_members(model)
     values = predict_values(model, data, preprocess, batch_size, device, members=bool(extra))
@@ -297,11 +316,13 @@ def evaluate(model, data: ImageData, preprocess: Preprocess | None = None,
         pred = v.argmax(-1)
         rows.append(EvalRow(name, role, classification_metrics(
             data.targets[labelled], pred[labelled], data.classes)))
+    if not rows and retrieval:
+        return EvalReport(target or model.graph.name, data.name, [], skipped, retrieval)
     if not rows:
         raise EvalError(f"no output of '{model.graph.name}' gives {data.num_classes} class "
                         f"scores per image: " + "; ".join(skipped),
                         hint="choose the classes the model was trained on with --classes")
-    return EvalReport(target or model.graph.name, data.name, rows, skipped)
+    return EvalReport(target or model.graph.name, data.name, rows, skipped, retrieval)
 
 
 def data_for(loaded: Loaded, source: str | None, classes: str | None, split: str):
@@ -316,5 +337,4 @@ def data_for(loaded: Loaded, source: str | None, classes: str | None, split: str
         spec = DataSpec(spec.source, tuple(chosen) if chosen else spec.classes)
     else:
         spec = DataSpec(source, tuple(chosen) if chosen else None)
-    size = loaded.preprocess.size
-    return spec.load(split, size, loaded.preprocess.channels or 3)
+    return spec.load_for(split, loaded.preprocess, tokenizer_folder(loaded.model.graph))

@@ -107,6 +107,17 @@ class FrozenSplit:
                 " to the trainable part")
 
 
+class SuffixModule(nn.Module):
+    """What DDP wraps: the trainable part of a split graph (its modules are the model's)."""
+
+    def __init__(self, split: FrozenSplit) -> None:
+        super().__init__()
+        self.graph = split.suffix
+
+    def forward(self, inputs: tuple, boundary: tuple) -> Any:
+        return self.graph(*inputs, *boundary)
+
+
 def changes_in_training(module: nn.Module) -> list[str]:
     """Why `module` (in its current mode) may give another output for the same input:
     randomness or running statistics in training mode."""

@@ -79,11 +79,17 @@ class ImageData(Dataset):
         labelled = self.targets[self.targets >= 0]
         return torch.bincount(labelled, minlength=self.num_classes).tolist()
 
+    def samples_text(self, n: int) -> str:
+        """What `n` samples of this data are, for :meth:`describe`."""
+        return f"{n} images {list(self.image_shape)}"
+
     def describe(self) -> str:
+        if not self.num_classes:
+            return f"{self.name}: {self.samples_text(len(self))}, unlabelled"
         counts = self.class_counts()
         unlabelled = int((self.targets < 0).sum())
         extra = f", {unlabelled} unlabelled" if unlabelled else ""
-        return (f"{self.name}: {len(self)} images {list(self.image_shape)}, "
+        return (f"{self.name}: {self.samples_text(len(self))}, "
                 f"{self.num_classes} classes, {sum(counts)} labelled{extra}")
 
     # -- subsets --------------------------------------------------------------------
@@ -158,6 +164,9 @@ class _Subset(ImageData):
     def images(self, positions: torch.Tensor) -> torch.Tensor:
         return self.base.images(self.positions[positions])
 
+    def samples_text(self, n: int) -> str:
+        return self.base.samples_text(n)
+
 
 class TensorImages(ImageData):
     """Images held in memory as one tensor ``[N, C, H, W]`` (uint8, or float in [0, 1])."""
@@ -168,10 +177,10 @@ class TensorImages(ImageData):
         self.data = images
 
     def image(self, i: int) -> torch.Tensor:
-        return _to_float(self.data[i])
+        return to_float(self.data[i])
 
     def images(self, positions: torch.Tensor) -> torch.Tensor:
-        return _to_float(self.data[positions])
+        return to_float(self.data[positions])
 
 
 #: Most bytes one image file may have.
@@ -260,5 +269,5 @@ class FolderImages(ImageData):
         return t.float() / 255.0
 
 
-def _to_float(t: torch.Tensor) -> torch.Tensor:
+def to_float(t: torch.Tensor) -> torch.Tensor:
     return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()

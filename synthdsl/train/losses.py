@@ -6,6 +6,10 @@
   sample plus ``(1 - a) · CE(student, label)`` over the labelled ones.
 * ``feature(student, teacher, weight=w)`` — ``w ·`` the mean squared difference of two
   values of one shape.
+* ``contrastive(a, b, temperature=t)`` — CLIP's symmetric InfoNCE: ``a`` and ``b``
+  ``[B, D]`` L2-normalised, the similarities ``a bᵀ / t`` scored by cross-entropy with
+  sample ``i``'s pair as the class, rows and columns averaged; no labels. Under DDP the
+  other samples of a process's share are its negatives.
 
 The second value of ``distill`` and ``feature`` is the target and gets no gradient.
 Per-sample losses are weighted and divided by the batch's counts, so that under DDP
@@ -47,7 +51,7 @@ class Teacher:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = self.model(self.preprocess(images))
+            out = self.model(*self.preprocess.inputs(images))
         if isinstance(out, dict):
             out = out[self.output or next(iter(out))]
         return out.float()
@@ -126,6 +130,24 @@ def term_names(terms: Sequence[LossTerm]) -> list[str]:
             for i, t in enumerate(terms)]
 
 
+def contrastive_per_sample(a: torch.Tensor, b: torch.Tensor, temperature: float
+                           ) -> torch.Tensor:
+    """Each pair's symmetric InfoNCE loss: ``a[i]`` against every ``b`` and ``b[i]`` against
+    every ``a``, the pair as the right answer (CLIP's loss, before the mean).
+
+    >>> import torch
+    >>> e = torch.eye(3)
+    >>> bool(contrastive_per_sample(e, e, 0.01).max() < 1e-6)     # every pair found
+    True
+    """
+    a = F.normalize(a.float().flatten(1), dim=-1)
+    b = F.normalize(b.float().flatten(1), dim=-1)
+    logits = a @ b.T / temperature
+    target = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, target, reduction="none")
+            + F.cross_entropy(logits.T, target, reduction="none")) / 2
+
+
 def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: torch.Tensor,
               w: torch.Tensor, n_all: float, n_labelled: float, label_smoothing: float = 0.0
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -158,6 +180,10 @@ def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: tor
         elif t.kind == "feature":
             a, b = values[t.inputs[0]].float(), values[t.inputs[1]].detach().float()
             per = (a - b).pow(2).flatten(1).mean(1)
+            value = float(_option(t, "weight")) * (per * w).sum() / max(n_all, 1.0)
+        elif t.kind == "contrastive":
+            per = contrastive_per_sample(values[t.inputs[0]], values[t.inputs[1]],
+                                         float(_option(t, "temperature")))
             value = float(_option(t, "weight")) * (per * w).sum() / max(n_all, 1.0)
         else:
             raise TrainError(f"unknown loss '{t.kind}'")

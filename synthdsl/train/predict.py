@@ -17,6 +17,7 @@ from torch import fx
 
 from synthdsl.library.layers import Ensemble
 from synthdsl.train.distributed import Dist, gather_rows
+from synthdsl.train.feed import Feed, to_device
 from synthdsl.train.images import ImageData
 from synthdsl.train.preprocess import Preprocess
 
@@ -58,13 +59,16 @@ def graph_with_members(model) -> tuple[fx.GraphModule, dict[str, tuple[str, str]
 
 
 @torch.no_grad()
-def predict_values(model, data: ImageData, preprocess: Preprocess, batch_size: int = 256,
-                   device: str | torch.device = "cpu", names: Sequence[str] | None = None,
-                   members: bool = False, dist: Dist | None = None, amp: torch.dtype | None = None
-                   ) -> dict[str, torch.Tensor]:
+def predict_values(model, data: ImageData, preprocess: Preprocess | Feed,
+                   batch_size: int = 256, device: str | torch.device = "cpu",
+                   names: Sequence[str] | None = None, members: bool = False,
+                   dist: Dist | None = None, amp: torch.dtype | None = None,
+                   train_values: bool = False) -> dict[str, torch.Tensor]:
     """Every output (or those in `names`), and with `members` every Ensemble member, for
-    each sample of `data` in order, on the CPU. The model runs in eval mode; its mode is
-    restored afterwards. Under DDP each process predicts a share and all get the whole."""
+    each sample of `data` in order, on the CPU; with `train_values` also every value a loss
+    reads (``forward_train``). The model runs in eval mode; its mode is restored
+    afterwards. Under DDP each process predicts a share and all get the whole. `preprocess`
+    is a ``Preprocess`` or, for named inputs, a ``Feed`` (:mod:`synthdsl.train.feed`)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -76,10 +80,11 @@ def predict_values(model, data: ImageData, preprocess: Preprocess, batch_size: i
     try:
         for i in range(0, len(positions), batch_size):
             pos = positions[i:i + batch_size]
-            x = preprocess(data.images(pos).to(device))
+            x = preprocess.inputs(to_device(data.images(pos), device))
             ctx = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
             with ctx:
-                out = gm(x) if gm is not None else model(x)
+                out = gm(*x) if gm is not None else (
+                    model.forward_train(*x) if train_values else model(*x))
             out = out if isinstance(out, dict) else {model.output_names[0]: out}
             for k, v in out.items():
                 if names is not None and k not in names:

@@ -58,6 +58,10 @@ class Preprocess:
             x = (x - mean[:, :x.shape[1]]) / std[:, :x.shape[1]]
         return x.contiguous()
 
+    def inputs(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the model is called with: the one image input."""
+        return (self(raw),)
+
     def describe(self) -> str:
         parts = []
         if self.size:
@@ -129,7 +133,13 @@ def preprocess_for(model, mean: Sequence[float] | None = None,
     mean, std and interpolation of its first timm source's own data config, unless given
     here or in the spec's recipe (``mean``, ``std``, ``normalize``; `normalize=False`
     keeps values in [0, 1])."""
-    _, dims = image_input(model)
+    return image_preprocess(model, image_input(model)[1], mean, std, normalize)
+
+
+def image_preprocess(model, dims: Sequence, mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None, normalize: bool | None = None
+                     ) -> Preprocess:
+    """:func:`preprocess_for` of one image input of `dims` ``[B, C, H, W]``."""
     stated = model.graph.graph.get("recipe", {})  # a spec may say it (mean, std, normalize)
     if mean is None and std is None and normalize is None:
         mean, std = stated.get("mean"), stated.get("std")

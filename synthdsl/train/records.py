@@ -15,6 +15,7 @@ from synthdsl import __version__
 from synthdsl.train.checkpoint import RUN_FORMAT
 from synthdsl.train.data import DataSpec
 from synthdsl.train.options import Options
+from synthdsl.train.feed import Feed
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.recipe import Recipe
 
@@ -54,9 +55,12 @@ class EpochRecord:
         parts = [f"epoch {self.epoch}/{epochs}", f"loss {self.loss:.4f}"]
         if self.train_accuracy is not None:
             parts.append(f"train acc {self.train_accuracy:.3f}")
-        if self.val:
+        if self.val and "accuracy" in self.val:
             parts.append(f"val acc {self.val['accuracy']:.3f}")
             parts.append(f"macro F1 {self.val['macro_f1']:.3f}")
+        elif self.val:  # a contrastive spec: retrieval both ways
+            parts.append(f"val R@1 {self.val['a2b_recall@1']:.3f}/{self.val['b2a_recall@1']:.3f}")
+            parts.append(f"R@5 {self.val['a2b_recall@5']:.3f}/{self.val['b2a_recall@5']:.3f}")
         parts.append(f"{self.seconds:.1f}s ({self.samples_per_second:,.0f} img/s)")
         return "  ".join(parts)
 
@@ -78,7 +82,7 @@ class TrainResult:
 
 
 def run_record(model, spec_path: str | None, data: DataSpec | None, recipe: Recipe,
-               options: Options, preprocess: Preprocess, teacher: dict | None,
+               options: Options, preprocess: Preprocess | Feed, teacher: dict | None,
                extra: dict | None) -> dict[str, Any]:
     """``run.json``: the spec (and a hash of its text), data, recipe, preprocessing and
     teacher a run started with; resuming checks them against what is asked again."""

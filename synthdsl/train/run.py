@@ -23,13 +23,16 @@ from synthdsl.lang.errors import SynthError
 from synthdsl.pipeline import check_spec, compile_locked
 from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec
+from synthdsl.train.captions import tokenizer_folder
 from synthdsl.train.distributed import barrier
 from synthdsl.train.errors import TrainError
+from synthdsl.train.feed import Feed, feed_for
 from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model, run_record_problem
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
-from synthdsl.train.preprocess import Preprocess, preprocess_for
+from synthdsl.train.preprocess import Preprocess
+from synthdsl.train.retrieval import RetrievalMetrics
 from synthdsl.train.recipe import Recipe
 from synthdsl.train.records import TrainResult, run_record
 from synthdsl.train.trainer import Trainer
@@ -38,7 +41,7 @@ from synthdsl.train.trainer import Trainer
 def train(model, data: ImageData, run: str | Path | None = None, *,
           recipe: Recipe | None = None, options: Options = Options(),
           val_data: ImageData | None = None, test_data: ImageData | None = None,
-          preprocess: Preprocess | None = None, teacher: Teacher | None = None,
+          preprocess: Preprocess | Feed | None = None, teacher: Teacher | None = None,
           resume: bool = False, spec_path: str | None = None, data_spec: DataSpec | None = None,
           teacher_record: dict | None = None, extra_record: dict | None = None,
           callback=None) -> TrainResult:
@@ -49,7 +52,7 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
     recipe = recipe or Recipe.resolve(model.graph.graph.get("recipe"))
     t0 = time.perf_counter()
     run_path = Path(run) if run is not None else None
-    preprocess = preprocess or preprocess_for(model)
+    preprocess = preprocess or feed_for(model)
     record = run_record(model, spec_path, data_spec, recipe, options, preprocess,
                         teacher_record, extra_record)
     if run_path is not None:
@@ -119,7 +122,10 @@ def _undo_start(run: Path | None, started: tuple[list[Path], set[Path]]) -> None
 
 def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
     save_compiled(trainer.model, run / "model.safetensors")
-    if metrics is not None:
+    if isinstance(metrics, RetrievalMetrics):
+        write_json(run / "metrics.json", {"split": test_data.name, **metrics.to_dict()})
+        trainer._log(f"test    {test_data.name}: {metrics.line()} (metrics.json)")
+    elif metrics is not None:
         write_json(run / "metrics.json", {"split": test_data.name, "output": trainer.primary,
                                            **metrics.to_dict()})
         metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
@@ -142,20 +148,6 @@ def load_teacher(target: str, temperature: float, alpha: float, device: str,
                      "alpha": alpha, "output": output, "description": loaded.description}
 
 
-def _float_inputs_only(graph) -> None:
-    """T001 for a spec with an integer or boolean input: training reads images only."""
-    typed = [n for n in graph.inputs
-             if graph.nodes[n].get("input_dtype", "float32") != "float32"]
-    if typed:
-        declared = ", ".join(f"{n}: {list(graph.nodes[n]['dims'])} "
-                             f"{graph.nodes[n].get('input_dtype', 'float32')}"
-                             for n in graph.inputs)
-        raise TrainError(f"synth train trains specs with one float32 image input "
-                         f"[B, C, H, W]; spec '{graph.name}' declares {declared}",
-                         hint="a spec with integer or bool inputs can be checked, compiled and "
-                         "run (synth compile, SynthModule.example_inputs) but not yet trained")
-
-
 def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                recipe: dict[str, Any] | None = None, options: Options = Options(),
                classes: Sequence[int | str] | None = None, shots: int | None = None,
@@ -173,18 +165,17 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
     preprocessing; `teacher` names a run, artifact or spec to distil from."""
     graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
-    _float_inputs_only(graph)
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built
     model = compile_locked(graph, seed=resolved.seed)
     data_spec = DataSpec(data, tuple(classes) if classes else None, shots,
                          shots_seed if shots_seed is not None else resolved.seed, unlabelled)
-    preprocess = preprocess_for(model, mean, std, normalize)
-    size, channels = preprocess.size, preprocess.channels or 3
-    train_data = data_spec.load("train", size, channels)
+    preprocess = feed_for(model, mean, std, normalize)
+    tokenizer = tokenizer_folder(model.graph)
+    train_data = data_spec.load_for("train", preprocess, tokenizer)
     test = None if eval_split == "none" else DataSpec(
-        data, data_spec.classes).load(eval_split, size, channels)
+        data, data_spec.classes).load_for(eval_split, preprocess, tokenizer)
     loaded, teacher_record = (None, None)
     if teacher:
         loaded, teacher_record = load_teacher(teacher, temperature, alpha, options.device,

@@ -8,11 +8,10 @@ normalisation stays in eval mode. The frozen prefix of the graph runs without au
 sample and reused.
 
 The objective is the spec's ``loss`` statements, summed (:mod:`synthdsl.train.losses`):
-cross-entropy, Hinton et al.'s distillation, feature matching. Without a ``loss``
-statement the single output is trained with cross-entropy, or, given a teacher, distilled
-from that teacher's output. Unlabelled samples (label -1, see
-:meth:`~synthdsl.train.images.ImageData.few_shot`) count only in the distillation and
-feature terms.
+cross-entropy, Hinton et al.'s distillation, feature matching, contrastive. Without a
+``loss`` statement the single output is trained with cross-entropy, or, given a teacher,
+distilled from it. Unlabelled samples (label -1) count only in the other terms. A batch
+is images, or named tensors for a spec of other inputs (:mod:`synthdsl.train.feed`).
 
 Resuming ends exactly where an uninterrupted run ends: each epoch's order of samples and
 random streams are derived from the seed and the epoch, and a checkpoint also holds the
@@ -45,7 +44,8 @@ from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoin
                                        set_rng_state, trainable_state)
 from synthdsl.train.distributed import all_sum, init_distributed, shard
 from synthdsl.train.errors import TrainError, diverged
-from synthdsl.train.frozen import (FrozenCache, FrozenSplit, cache_problems, check_deterministic,
+from synthdsl.train.feed import Feed, feed_for, shift_images, to_device
+from synthdsl.train.frozen import (FrozenCache, SuffixModule, cache_problems, check_deterministic,
                                    split_frozen)
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import (TEACHER_VALUE, Teacher, loss_terms, objective,
@@ -54,20 +54,10 @@ from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
 from synthdsl.train.optim import lr_factor, make_optimizer, set_lr
 from synthdsl.train.options import Options, amp_dtype
 from synthdsl.train.predict import predict_values
-from synthdsl.train.preprocess import Preprocess, preprocess_for, random_shift
+from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.recipe import Recipe
 from synthdsl.train.records import EpochRecord
-
-
-class _Suffix(nn.Module):
-    """What DDP wraps: the trainable part of the graph (its modules are the model's)."""
-
-    def __init__(self, split: FrozenSplit) -> None:
-        super().__init__()
-        self.graph = split.suffix
-
-    def forward(self, inputs: tuple, boundary: tuple) -> Any:
-        return self.graph(*inputs, *boundary)
+from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
 
 
 def _as_dict(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -79,7 +69,7 @@ class Trainer:
 
     def __init__(self, model, data: ImageData, recipe: Recipe, options: Options = Options(),
                  run: str | Path | None = None, val_data: ImageData | None = None,
-                 preprocess: Preprocess | None = None, teacher: Teacher | None = None,
+                 preprocess: Preprocess | Feed | None = None, teacher: Teacher | None = None,
                  record: dict[str, Any] | None = None,
                  callback: Callable[["Trainer", int, int], None] | None = None) -> None:
         self.dist, self.device = init_distributed(options.device)
@@ -87,7 +77,7 @@ class Trainer:
         self.data, self.val_data = data, val_data
         self.recipe, self.options = recipe, options
         self.run = Path(run) if run is not None else None
-        self.preprocess = preprocess or preprocess_for(model)
+        self.preprocess = preprocess or feed_for(model)
         self.teacher = teacher
         if teacher is not None:
             teacher.model.to(self.device).eval()
@@ -97,12 +87,15 @@ class Trainer:
         self.callback = callback
         self.terms = loss_terms(model, teacher)
         self.primary = primary_output(self.terms, model)
+        self.classifies = any(t.kind in ("ce", "distill") for t in self.terms)
+        pairs = contrastive_pairs(model.graph)  # scored by retrieval where nothing classifies
+        self.retrieval = pairs[0] if pairs and not self.classifies else None
         self.amp = amp_dtype(options.amp, self.device)
         if len(data) == 0:
             raise TrainError(f"{data.name} has no samples")
-        if data.num_classes and not (data.targets >= 0).any():
-            if not any(t.kind in ("distill", "feature") for t in self.terms):
-                raise TrainError(f"{data.name} has no labelled samples to train on")
+        if not (data.targets >= 0).any() and not any(
+                t.kind in ("distill", "feature", "contrastive") for t in self.terms):
+            raise TrainError(f"{data.name} has no labelled samples to train on")
 
         self.teacher_modules = teacher_modules(model)
         self.train_mode()  # the split reads the modes modules train in
@@ -112,7 +105,7 @@ class Trainer:
         self.opt = make_optimizer(model, recipe)
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.suffix: nn.Module = _Suffix(self.split)
+        self.suffix: nn.Module = SuffixModule(self.split)
         if self.dist.active:
             self.suffix = self._wrap_ddp()
         self.epoch = 0             # completed epochs
@@ -190,14 +183,13 @@ class Trainer:
         b = self.recipe.batch_size
         return [perm[i:i + b] for i in range(0, len(perm), b)]
 
-    def _images(self, pos: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        x = self.data.images(pos)
+    def _images(self, pos: torch.Tensor, epoch: int, step: int) -> Any:
+        x = self.data.images(pos)  # a tensor of images, or named tensors
         if self.options.augment:
             g = torch.Generator().manual_seed(
                 (self.recipe.seed * 1_000_003 + epoch * 10_007 + step) % (2 ** 63))
-            full = random_shift(x, self.options.augment, g)
-            x = full
-        return x.to(self.device, non_blocking=True)
+            x = shift_images(x, self.options.augment, g)
+        return to_device(x, self.device)
 
     def _forward(self, pos: torch.Tensor, global_pos: torch.Tensor, cached: bool,
                  epoch: int = 0, step: int = 0
@@ -214,7 +206,8 @@ class Trainer:
         need_images = (boundary is None and not self.split.empty) or (
             self.teacher is not None and teacher_out is None) or self._suffix_reads_inputs
         raw = self._images(pos, epoch, step) if need_images else None
-        inputs = (self.preprocess(raw),) if raw is not None else (None,)
+        inputs = self.preprocess.inputs(raw) if raw is not None else \
+            (None,) * len(self.model.graph.inputs)
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else \
             contextlib.nullcontext()
         with ctx:
@@ -242,7 +235,7 @@ class Trainer:
     def _check_classes(self) -> None:
         """The trained output gives one score per class of the data (checked on two
         images in eval mode: no statistics move, no random numbers are drawn)."""
-        if not any(t.kind in ("ce", "distill") for t in self.terms):
+        if not self.classifies:
             return
         pos = torch.arange(min(2, len(self.data)))
         self.model.eval()
@@ -267,8 +260,8 @@ class Trainer:
         problems = cache_problems(self.split, augment=bool(self.options.augment))
         if not problems:
             pos = torch.arange(min(4, len(self.data)))
-            x = self.preprocess(self.data.images(pos).to(self.device))
-            problem = check_deterministic(self.split, (x,))
+            x = self.preprocess.inputs(to_device(self.data.images(pos), self.device))
+            problem = check_deterministic(self.split, x)
             problems = [problem] if problem else []
         if problems and self.split.empty and self.teacher is not None:
             problems = []  # nothing to cache but the teacher: that is fine
@@ -428,7 +421,7 @@ class Trainer:
             self.step_in_epoch = k + 1
             with torch.no_grad():  # this process's share of each sum
                 pred = values[self.primary].argmax(-1)
-                lab = (y >= 0) & (w > 0)
+                lab = (y >= 0) & (w > 0) & self.classifies
                 sums = {"loss": float(loss) * n_all,
                         "correct": float(((pred == y) & lab).sum()),
                         "labelled": float(lab.sum()), "samples": float(w.sum())}
@@ -485,12 +478,19 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------------
 
     def validate(self, data: ImageData | None = None) -> dict[str, Any]:
-        """Accuracy and macro F1 of the primary output on `data` (the val data)."""
+        """Accuracy and macro F1 of the primary output on `data` (the val data), or the
+        recalls of a contrastive spec."""
         m = self.final_metrics(data if data is not None else self.val_data)
+        if isinstance(m, RetrievalMetrics):
+            return m.summary()
         return {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
 
-    def final_metrics(self, data: ImageData) -> ClassificationMetrics:
-        """The metrics of the primary output on the labelled samples of `data`."""
+    def final_metrics(self, data: ImageData) -> ClassificationMetrics | RetrievalMetrics:
+        """The metrics of the primary output on the labelled samples of `data`; for a
+        contrastive spec that classifies nothing, retrieval both ways."""
+        if self.retrieval is not None:
+            return retrieval_of(self.model, data, self.preprocess, self.retrieval,
+                                self.recipe.batch_size, self.device, self.dist, self.amp)
         values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
                                 self.device, names=[self.primary], dist=self.dist,
                                 amp=self.amp)
