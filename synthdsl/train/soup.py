@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from synthdsl.library.merging import merge_tensor
-from synthdsl.train.data import DataSpec, _split_positions
+from synthdsl.train.data import DataSpec, split_positions
 from synthdsl.train.errors import TrainError
 from synthdsl.train.evaluate import evaluate
 from synthdsl.train.options import Options
@@ -117,7 +117,7 @@ def soup(spec: str | Path, data: str, *, variants: int = 4, seed: int = 0,
     size, channels = preprocess.size, preprocess.channels or 3
     spec_data = DataSpec(data, tuple(classes) if classes else None)
     full = spec_data.load("train", size, channels)
-    fit_pos, val_pos = _split_positions(full.targets.numpy(), VAL_FRACTION, seed)
+    fit_pos, val_pos = split_positions(full.targets.numpy(), VAL_FRACTION, seed)
     fit = full.subset(torch.as_tensor(fit_pos), name=f"{full.name} (fit)")
     val = full.subset(torch.as_tensor(val_pos), name=f"{full.name} (validation)")
     test = spec_data.load("test", size, channels)
