@@ -29,7 +29,10 @@ baseline (the measuring helpers are :mod:`assembly_memory`'s: VmHWM reset with
 The result's bytes are those of the merged state dict (unique storages); the three
 paths are checked to give the same tensor names, the same float64 sum and the same
 sha256 of every tensor's bytes (the ``merge`` path's file is read back for that after
-its window closes). Each path runs ``--runs`` times (default 3) per case, the order
+its window closes). ``load_file`` maps the files, so the naive path's inputs are resident
+as file pages (RssFile, which the page cache can give back) and its merged tensors as
+anonymous memory; the other two paths read each tensor into memory of its own and map
+nothing. Each path runs ``--runs`` times (default 3) per case, the order
 rotating from run to run; medians are reported, with peak / result bytes.
 
 Run from the repository root::
