@@ -81,6 +81,7 @@ class SourceNode(NodeRecord):
     path_resolved: NotRequired[str]    #: spec(...): the absolute path of the .synth file
     graph: NotRequired[Union["SynthGraph", None]]  #: spec(...): its graph; None if unreadable
     outputs: NotRequired[list[str]]    #: spec(...): the names of its outputs
+    files: NotRequired[list[dict[str, Any]]]  #: merge(...): the files its path options name
 
 
 class CallNode(NodeRecord):
