@@ -467,3 +467,28 @@ def test_inputs_saved_under_other_names_are_renamed(folder):
         synthdsl.check_spec(spec(root, 'method="linear", rename=["model\\\\.fc\\\\..*", "fc"], '
                                        'models=["p1.safetensors", "p2.safetensors"]'))
     assert "S402" in str(e.value) and "two" in str(e.value)
+
+
+def test_files_saved_in_another_order_of_names_map_by_order(folder):
+    root, states = folder
+    for i in (1, 2):  # another codebase's names, in the architecture's order, as .pt
+        torch.save({f"net.p{j}": v for j, v in enumerate(states[i].values())},
+                   root / f"o{i}.pt")
+    options = 'method="linear", map="order", models=["o1.pt", "o2.pt"]'
+    got = synthdsl.compile_spec(spec(root, options)).state_dict()
+    for key in ("fc.weight", "conv1.0.weight", "conv1.1.running_var"):
+        assert close(got[f"soup.{key}"], ref_linear([states[1][key], states[2][key]], [1, 1]))
+    torch.save({f"net.p{j}": v for j, v in list(enumerate(states[1].values()))[:-1]},
+               root / "short.pt")
+    with pytest.raises(SynthError) as e:  # one tensor fewer than the architecture
+        synthdsl.check_spec(spec(root, 'method="linear", map="order", '
+                                       'models=["o1.pt", "short.pt"]'))
+    assert "S205" in str(e.value) and "models[1]" in str(e.value)
+    for bad, words in (('models=["m1.safetensors", "m2.safetensors"]', "order of its"),
+                       ('models=["o1.pt", "o2.pt"], rename=["a", "b"]', "not both")):
+        with pytest.raises(SynthError) as e:
+            synthdsl.check_spec(spec(root, f'method="linear", map="order", {bad}'))
+        assert "S402" in str(e.value) and words in str(e.value)
+    with pytest.raises(SynthError) as e:
+        synthdsl.check_spec(spec(root, 'method="linear", map="sorted", models=["o1.pt"]'))
+    assert "S402" in str(e.value) and '"name" or "order"' in str(e.value)

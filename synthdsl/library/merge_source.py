@@ -20,6 +20,8 @@ its own options (``num_classes=10``); the merge's options are
 ``parts``      globs over tensor names (``["layer3.*", "fc"]``): only these are merged
 ``rename``     ``[regex, replacement, ...]``: the input files' tensor names renamed to
                the architecture's (files saved by other code), as ``inherit`` does
+``map``        ``"name"`` (default) or ``"order"``: a ``.pt``/``.pth`` file's tensors paired
+               with the architecture's in the order the file keeps (same count required)
 =============  =========================================================================
 
 Everything is checked from the files' headers before a tensor is read: each file exists
@@ -53,7 +55,7 @@ from synthdsl.library.weights import dtype_problems
 
 #: The options a merge takes itself; every other option is the architecture's.
 MERGE_OPTIONS = ("method", "models", "base", "weights", "density", "scale", "t", "seed",
-                 "normalize", "rescale", "parts", "rename", "zoo")
+                 "normalize", "rescale", "parts", "rename", "map", "zoo")
 #: The zoos a merge builds its architecture from.
 ZOOS = ("timm", "torchvision")
 
@@ -84,9 +86,12 @@ def pattern_matches(name: str, pattern: str) -> bool:
 _ZOO_OF: "weakref.WeakKeyDictionary[nn.Module, SourceKind]" = weakref.WeakKeyDictionary()
 
 
-def renamed_keys(node: Mapping[str, Any], keys) -> dict[str, str]:
+def renamed_keys(node: Mapping[str, Any], keys, model_keys=None) -> dict[str, str]:
     """The architecture's name of each tensor of an input file (``rename=`` applied; a key
-    no pattern matches keeps its name): file key -> model key. Raises RenameError."""
+    no pattern matches keeps its name; with ``map="order"`` the i-th key of the file is the
+    i-th of `model_keys`): file key -> model key. Raises RenameError."""
+    if node.get("options", {}).get("map") == "order":
+        return dict(zip(keys, model_keys or ()))
     rename = node.get("options", {}).get("rename")
     if not rename:
         return {k: k for k in keys}
@@ -177,6 +182,16 @@ def options_problem(node: Mapping[str, Any]) -> SynthError | None:
         items = list(rename) if isinstance(rename, (list, tuple)) else [rename]
         if (problem := rename_problem(items)) is not None:
             return bad("rename", problem.replace("inherit rename=", "rename="))
+    if opts.get("map", "name") not in ("name", "order"):
+        return bad("map", f'map= expects "name" or "order", found {opts["map"]!r}')
+    if opts.get("map") == "order" and rename is not None:
+        return bad("map", 'pairs tensors by rename= or by map="order", not both')
+    if opts.get("map") == "order":
+        for f in node.get("files", ()):
+            if f["path"].endswith(".safetensors"):
+                return bad("map", f"map=\"order\": a safetensors file ('{f['text']}') does "
+                           "not keep the order of its tensors, so it cannot be mapped by order",
+                           hint="map it by name with rename=[...], or use the .pt/.pth file")
     parts = opts.get("parts")
     if parts is not None and (not isinstance(parts, (list, tuple)) or not parts
                               or not all(isinstance(p, str) and p for p in parts)):
@@ -209,7 +224,7 @@ class MergeReader(TensorReader):
         self._base = [readers.open(f["path"]) for f in files_of(node, "base")]
         self._models = [readers.open(f["path"]) for f in files_of(node, "models")]
         # model key -> the file's own key, per input (the same names unless rename=)
-        self._keys = {id(r): {m: k for k, m in renamed_keys(node, r.keys()).items()}
+        self._keys = {id(r): {m: k for k, m in renamed_keys(node, r.keys(), list(shapes)).items()}
                       for r in self._base + self._models}
         self._shapes, self._dtypes = dict(shapes), dict(dtypes)
         self._statistics = set(statistics)
@@ -300,8 +315,14 @@ class MergeKind(SourceKind):
             except Exception as e:  # noqa: BLE001 - any failure to read is the user's file
                 return SynthError("S203", f"{where}: cannot read weights file "
                                   f"'{f['text']}': {reason(e)}", f["span"])
+            if node.get("options", {}).get("map") == "order" and len(found) != len(shapes):
+                return SynthError("S205", f"{where}: weights file '{f['text']}' holds "
+                                  f"{len(found)} tensors and "
+                                  f"{node.get('options', {}).get('zoo', 'timm')}"
+                                  f"('{node['target']}') has {len(shapes)}: map=\"order\" pairs "
+                                  "them one by one", f["span"])
             try:
-                names = renamed_keys(node, found)
+                names = renamed_keys(node, list(found), list(shapes))
             except RenameError as e:
                 return SynthError("S402", f"merge('{node['target']}') {e}",
                                   _span(node, "rename"))
