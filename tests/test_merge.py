@@ -492,3 +492,27 @@ def test_files_saved_in_another_order_of_names_map_by_order(folder):
     with pytest.raises(SynthError) as e:
         synthdsl.check_spec(spec(root, 'method="linear", map="sorted", models=["o1.pt"]'))
     assert "S402" in str(e.value) and '"name" or "order"' in str(e.value)
+
+
+def test_a_merged_source_is_cut_at_a_node_and_its_artifact_keeps_the_provenance(folder):
+    root, states = folder
+    path = spec(root, 'method="linear", ' + MODELS, 'y = soup(x, at="layer1")\noutput y\n')
+    model = synthdsl.compile_spec(path).eval()
+    assert not any(k.startswith("soup.fc") for k in model.state_dict())  # only what is kept
+    reference = timm.create_model(ARCH, num_classes=5).eval()
+    reference.load_state_dict({k: ref_linear([s[k].float() for s in states[1:4]], [1, 1, 1])
+                               .to(states[1][k].dtype) if states[1][k].is_floating_point()
+                               else states[1][k] for k in states[1]})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = reference.layer1(reference.maxpool(reference.act1(reference.bn1(
+            reference.conv1(x)))))
+        got = model(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    out = root / "cut.safetensors"
+    assert run(["compile", str(path), "-o", str(out)]) == 0
+    loaded = synthdsl.load_compiled(out)
+    key = next(k for k in loaded.provenance if k.startswith("soup."))
+    assert loaded.provenance[key]["origin"] == "merge"
+    assert {i["role"] for i in loaded.provenance[key]["inputs"]} == \
+        {"models[0]", "models[1]", "models[2]"}
