@@ -6,6 +6,8 @@
                     [-o OUT]       ... and write it, with its spec and provenance
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
     synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
+    synth diff A B [--json]        what changed between two specs, by meaning: values, shapes,
+                                   sources, freeze sets, parameter counts
     synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
@@ -58,6 +60,7 @@ cmd_summary = _command("synthdsl.cli.spec", "cmd_summary")
 cmd_lock = _command("synthdsl.cli.spec", "cmd_lock")
 cmd_compile = _command("synthdsl.cli.spec", "cmd_compile")
 cmd_merge = _command("synthdsl.cli.spec", "cmd_merge")
+cmd_diff = _command("synthdsl.cli.spec", "cmd_diff")
 cmd_soup = _command("synthdsl.cli.soup", "cmd_soup")
 cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
@@ -108,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", help="the .safetensors file to write")
     m.add_argument("--source", help="which merge(...) source, when the spec has several")
     m.set_defaults(func=cmd_merge)
+
+    d = sub.add_parser("diff", help="what changed between two specs: sources, values, shapes, "
+                       "freeze sets and parameter counts, not their text",
+                       epilog="example: synth diff models/transfer_resnet18.synth new.synth")
+    d.add_argument("before")
+    d.add_argument("after")
+    d.add_argument("--json", action="store_true", help="print the changes as JSON")
+    d.add_argument("--exit-code", action="store_true",
+                   help="exit 4 when the specs differ (0 when they describe the same model)")
+    d.set_defaults(func=cmd_diff)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
     n.add_argument("target", help="a timm architecture, torchvision:NAME, or a .synth file")

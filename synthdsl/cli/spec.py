@@ -43,6 +43,23 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
+#: `synth diff --exit-code`: the specs differ.
+EXIT_DIFFERENT = 4
+
+
+def cmd_diff(args) -> int:
+    from synthdsl.viz.diff import render_diff, spec_diff
+
+    before, after = checked(args.before), checked(args.after)
+    diff = spec_diff(before, after)
+    if args.json:
+        print(json.dumps({"before": args.before, "after": args.after, **diff.as_dict()},
+                         indent=2))
+    else:
+        print(render_diff(diff, args.before, args.after))
+    return EXIT_DIFFERENT if args.exit_code and not diff.same else EXIT_OK
+
+
 def cmd_lock(args) -> int:
     if args.verify:
         if not has_lock(args.file):
