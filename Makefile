@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) sysdeps
+# The demo needs neither Graphviz nor Chromium: only the tests (and `make docs`) install them.
+demo: $(STAMP)
 	$(VENV)/bin/synth demo
 
 test: $(STAMP) sysdeps

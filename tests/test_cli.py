@@ -62,3 +62,41 @@ def test_internal_errors_are_reported_briefly(monkeypatch, capsys):
     assert cli.run(["check", "x.synth"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert "internal error: ValueError: kaboom" in err and "Traceback" not in err
+
+
+def test_version_and_python_dash_m():
+    from synthdsl.cli.app import version
+
+    for cmd in (["synth"], [sys.executable, "-m", "synthdsl"]):
+        exe = [str(Path(sys.executable).parent / "synth")] if cmd == ["synth"] else cmd
+        out = subprocess.run([*exe, "--version"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == f"synthdsl {version()}"
+    assert version() != "unknown"
+
+
+def test_every_command_help_shows_examples_that_name_real_files():
+    import re
+
+    from synthdsl.cli.app import EXAMPLES, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(EXAMPLES)
+    for name, parser in sub.choices.items():
+        text = parser.format_help()
+        assert "examples:" in text and f"synth {name}" in text, name
+        for path in re.findall(r"models/\w+\.synth", text):
+            assert (ROOT / path).exists(), (name, path)
+
+
+def test_summary_and_nodes_print_json(capsys):
+    import json
+
+    assert run(["summary", str(ROOT / "models/transfer_resnet18.synth"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"] == {"params": 11181642, "trainable": 8398858, "frozen": 2782784}
+    assert [r["node"] for r in data["nodes"]][:2] == ["image", "r18"]
+    assert run(["nodes", "test_resnet", "--input", "3", "32", "32", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = [n["name"] for n in data["nodes"]]
+    assert "layer1" in " ".join(names) and data["input"] == [None, 3, 32, 32]
+    assert any(n["stage_end"] for n in data["nodes"])

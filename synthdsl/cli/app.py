@@ -13,6 +13,7 @@
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
     synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
+    synth --version                the installed version (also `python -m synthdsl`)
 
 A mistake in a spec is printed like a compiler prints it (file:line:col, the
 line, a caret, a code and a hint) and exits 1; the CLI never shows a traceback.
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "name) that registers layers, operations or kinds of source "
                    "(repeatable; also SYNTHDSL_PLUGINS=a,b). Installed plugins are never "
                    "loaded unless named")
+    p.add_argument("--version", action="version", version=f"synthdsl {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="check a spec; every problem, with line and column")
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--inheritance", action="store_true",
                    help="also where every tensor comes from (builds the module)")
+    s.add_argument("--json", action="store_true", help="the rows and totals as JSON")
     s.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     s.set_defaults(func=cmd_summary)
 
@@ -113,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_merge)
 
     d = sub.add_parser("diff", help="what changed between two specs: sources, values, shapes, "
-                       "freeze sets and parameter counts, not their text",
-                       epilog="example: synth diff models/transfer_resnet18.synth new.synth")
+                       "freeze sets and parameter counts, not their text")
     d.add_argument("before")
     d.add_argument("after")
     d.add_argument("--json", action="store_true", help="print the changes as JSON")
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("source", nargs="?", help="with a .synth file: the name of its source")
     n.add_argument("--input", type=int, nargs="+", metavar="N",
                    help="input size without the batch, e.g. --input 3 224 224")
+    n.add_argument("--json", action="store_true", help="the cut points as JSON")
     n.set_defaults(func=cmd_nodes)
 
     v = sub.add_parser("viz", help="draw the assembled model: text, DOT, SVG, PNG, HTML, "
@@ -175,7 +178,57 @@ def build_parser() -> argparse.ArgumentParser:
                        "digits 0-4 into one for 5-9, against training from scratch")
     _demo_arguments(d)
     d.set_defaults(func=cmd_demo)
+    for name, parser in sub.choices.items():
+        if name in EXAMPLES:
+            parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
+
+
+#: What each command's --help shows under "examples:".
+EXAMPLES = {
+    "check": ["synth check models/transfer_resnet18.synth",
+              "synth check spec.synth --json             # diagnostics as data, exit 1 if any",
+              "synth check big.synth --budget params=16GiB"],
+    "summary": ["synth summary models/transfer_resnet18.synth",
+                "synth summary spec.synth --inheritance     # where every tensor comes from",
+                "synth summary spec.synth --json"],
+    "lock": ["synth lock spec.synth                      # writes spec.synth.lock",
+             "synth lock spec.synth --verify"],
+    "compile": ["synth compile models/whole_resnet18.synth --code",
+                "synth compile spec.synth -o model.safetensors"],
+    "merge": ["synth merge models/merged_soup.synth -o merged.safetensors",
+              "synth merge spec.synth --source soup -o soup.safetensors"],
+    "diff": ["synth diff models/transfer_resnet18.synth new.synth",
+             "synth diff a.synth b.synth --json",
+             "synth diff a.synth b.synth --exit-code    # exit 4 when they differ"],
+    "nodes": ["synth nodes resnet18",
+              "synth nodes torchvision:resnet50 --input 3 224 224",
+              "synth nodes models/truncated_trunk.synth r50 --json"],
+    "viz": ["synth viz models/fusion_vgg_mobilenet.synth",
+            "synth viz spec.synth -o model.svg",
+            "synth viz spec.synth -o model.html --expand r18 --depth 2"],
+    "train": ["synth train models/transfer_resnet18.synth --data digits -o runs/r18",
+              "synth train spec.synth --data imgs/ --classes 5-9 --epochs 3 -o runs/a",
+              "synth train spec.synth --data digits -o runs/a --resume"],
+    "eval": ["synth eval runs/r18 --data digits",
+             "synth eval model.safetensors --data imgs/ --json",
+             "synth eval spec.synth --weights run/model.safetensors --data digits"],
+    "soup": ["synth soup spec.synth --data digits --classes 5-9 --variants 4 -o soup.safetensors",
+             "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
+    "demo": ["synth demo                                 # about 5 minutes on 2 cores",
+             "synth demo --quick -o /tmp/demo            # a smoke test"],
+}
+
+
+def version() -> str:
+    """The installed synthdsl's version (without importing anything heavy)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("synthdsl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:

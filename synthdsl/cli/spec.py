@@ -22,7 +22,7 @@ from synthdsl.library.cache import sources_of
 from synthdsl.library.cuts import cut_points
 from synthdsl.library.sources import SOURCE_KINDS, source_kind
 from synthdsl.pipeline import check_spec, compile_locked
-from synthdsl.viz.summary import render_provenance, render_summary
+from synthdsl.viz.summary import render_provenance, render_summary, summary_rows, totals
 
 
 def checked(path: str, lock: bool = True, budget: str | None = None) -> SynthGraph:
@@ -36,6 +36,13 @@ def checked(path: str, lock: bool = True, budget: str | None = None) -> SynthGra
 def cmd_summary(args) -> int:
     graph = checked(args.file, budget=getattr(args, "budget", None))
     print_warnings(graph, read_text(args.file))
+    if getattr(args, "json", False):
+        data = {"file": args.file, "name": graph.name, "nodes": summary_rows(graph),
+                "totals": totals(graph)}
+        if args.inheritance:
+            data["provenance"] = compile_locked(graph, seed=0).provenance
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
     print(render_summary(graph))
     if args.inheritance:
         print()
@@ -214,6 +221,12 @@ def cmd_nodes(args) -> int:
         last = [r[0] for r in rows if r[0] == d["module"] or r[0].startswith(d["module"] + ".")]
         if last:
             marks[last[-1]] = f"stage {i} ({d['module']})"
+    if getattr(args, "json", False):
+        print(json.dumps({"target": arch, "input": [None, *size], "nodes": [
+            {"name": name, "op": what, "shape": [None, *shape[1:]] if shape else None,
+             "stage_end": marks.get(name)} for name, what, shape in rows],
+            "stages": [d["module"] for d in info]}, indent=2))
+        return EXIT_OK
     width = max(len(r[0]) for r in rows)
     what_w = max(len(r[1]) for r in rows)
     print(f"{arch}: {len(rows)} cut points for input [B, {', '.join(map(str, size))}]")
