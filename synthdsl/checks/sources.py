@@ -86,6 +86,8 @@ def part_error(graph, node, e: PartError) -> SynthError:
         span = node["option_spans"][e.option]
     elif e.at == "index":
         span = index_span(graph, node)
+    elif e.at == "keyword" and e.option in node.get("keyword_spans", {}):
+        span = node["keyword_spans"][e.option]
     else:
         span = node["callee_span"]
     return SynthError(e.code, str(e), span, hint=e.hint)

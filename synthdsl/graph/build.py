@@ -257,11 +257,13 @@ class _Builder(StatementBuilder):
     def add_call(self, node_id: str, name: str, span: ast.Span, callee: tuple[str, ...],
                  callee_span: ast.Span, inputs: tuple, kwargs: tuple[ast.KwArg, ...],
                  index: ast.Index | None = None) -> None:
+        literal = [k for k in kwargs if not k.is_data]
         attrs: dict[str, Any] = dict(
             name=name, span=span, callee_span=callee_span, inputs=inputs,
-            options={k.name: k.value for k in kwargs},
-            option_spans={k.name: k.span for k in kwargs},
+            options={k.name: k.value for k in literal},
+            option_spans={k.name: k.span for k in literal},
             index=None if index is None else (index.start, index.stop, index.item))
+        data = [k for k in kwargs if k.is_data]
         if index is not None:
             attrs["index_span"] = index.span
         head = callee[0]
@@ -303,6 +305,7 @@ class _Builder(StatementBuilder):
         else:
             attrs.update(kind="op", op=None, label=".".join(callee), invalid=True)
             self.g.add_node(node_id, **attrs)
+            data = []  # the callee is unknown: its own diagnostic says so
             if len(callee) > 1:
                 self.error("S101", f"unknown source '{head}'", callee_span,
                            hint=did_you_mean(head, self.sources))
@@ -312,6 +315,32 @@ class _Builder(StatementBuilder):
                            hint=alias_hint(head, known)
                            or did_you_mean(head, [*known, *self.sources]) or _plugin_hint())
         self.connect(inputs, node_id)
+        if data:
+            self.add_keywords(node_id, data)
+
+    def add_keywords(self, node_id: str, data: list[ast.KwArg]) -> None:
+        """Keyword data inputs (`t(x, attention_mask=mask)`): a part's (or a value applied
+        again, which the check finds to be a part's) go on the node and a data edge
+        records the keyword; a layer's or an operation's options take literals only."""
+        node = self.g.nodes[node_id]
+        if node["kind"] in ("layer", "op"):
+            node["invalid"] = True
+            for k in data:
+                self.error("S402", _literal_expected(node, k), k.value_span,
+                           hint="layers and operations take their data positionally, first "
+                           "(`f(a, b, option=1)`); only parts of sources take values by "
+                           "keyword")
+            return
+        node["keywords"] = {k.name: self.lookup(k.value) for k in data}
+        node["keyword_spans"] = {k.name: k.span for k in data}
+        for k in data:
+            src = node["keywords"][k.name]
+            if src is None:
+                continue
+            if self.g.has_edge(src, node_id):
+                self.g.edges[src, node_id].setdefault("keywords", []).append(k.name)
+            else:
+                self.g.add_edge(src, node_id, kind="data", positions=[], keywords=[k.name])
 
     def connect(self, inputs: tuple, node_id: str) -> None:
         """Data edges from each resolved input, with the argument positions they feed."""
@@ -373,6 +402,13 @@ class _Builder(StatementBuilder):
             first = next(iter(node["option_spans"].values()))
             self.error("S402", f"applying '{ref.name}' again takes no options: it runs as it "
                        "did the first time", first)
+            return
+        if node.get("keywords") and t["kind"] == "layer":
+            node["invalid"] = True
+            name = next(iter(node["keywords"]))
+            self.error("S402", f"'{ref.name}' is layer '{t['label']}', which takes its data "
+                       f"positionally; keyword '{name}' names a value", node["keyword_spans"][name],
+                       hint="only parts of sources take values by keyword")
             return
         for key in ("kind", "layer", "source", "path", "method", "module", "index", "options",
                     "unpack"):
@@ -443,6 +479,19 @@ def _call_parts(call: ast.Call | ast.Pipe):
         s = call.stage
         return s.callee, s.index, s.callee_span, (call.value,), s.kwargs
     return call.callee, call.index, call.callee_span, call.args, call.kwargs
+
+
+def _literal_expected(node: dict, k: ast.KwArg) -> str:
+    """A value name given to a layer's or an operation's option: what the option expects."""
+    what = node["label"]
+    registry = LAYERS if node["kind"] == "layer" else OPS
+    spec = registry.get(node.get("layer") or node.get("op") or "")
+    option = spec.option(k.name) if spec is not None else None
+    if option is None:
+        return (f"{what} has no option '{k.name}', and its options take literal values; "
+                f"found the value name '{k.value.name}'")
+    return (f"{what} option '{k.name}' expects a literal value (a number, a string, true, "
+            f"false, none or a list), found the value name '{k.value.name}'")
 
 
 def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
