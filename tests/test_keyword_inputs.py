@@ -299,3 +299,25 @@ def test_vit_method_takes_no_unknown_keyword():
     (err,) = _errors(text)
     assert err.code == "S402" and "forward_features has no such argument" in err.message
     assert err.hint == "did you mean 'attn_mask'?"
+
+
+# ---- pictures and the summary -------------------------------------------------------------
+
+
+def test_pictures_and_summary_name_the_keyword(plugin):
+    from synthdsl.viz.dot import render_dot
+    from synthdsl.viz.mermaid import render_mermaid
+    from synthdsl.viz.summary import render_summary
+    from synthdsl.viz.text import render_text
+    from synthdsl.viz.view import build_view
+
+    graph = check_spec(SPEC)
+    view = build_view(graph)
+    (edge,) = [e for e in view.edges if (e.src, e.dst) == ("mask", "h")]
+    assert edge.label == "mask=[B, T]"
+    assert next(n for n in view.nodes if n.id == "h").inputs == ["x", "mask=mask"]
+    assert '"mask" -> "h" [label="mask=[B, T]"]' in render_dot(view)
+    assert '-->|"mask=#91;B, T#93;"|' in render_mermaid(view)
+    assert "← x, mask=mask" in render_text(view)
+    row = next(line for line in render_summary(graph).splitlines() if line.startswith("h "))
+    assert "t(mask=mask)" in row
