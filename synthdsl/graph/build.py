@@ -40,6 +40,7 @@ from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
 from synthdsl.graph.ir import SynthGraph
+from synthdsl.graph.keywords import KeywordInputs
 from synthdsl.graph.statements import (_IMPORTS_BUILT, PART_METHODS, SOURCE_CONSTRUCTORS,
                                        SOURCE_OPTIONS, StatementBuilder, spec_texts)
 
@@ -87,7 +88,7 @@ def _reserved(name: str) -> bool:
         or name in _module_attributes()
 
 
-class _Builder(StatementBuilder):
+class _Builder(KeywordInputs, StatementBuilder):
     """Names, then data flow: inputs, calls, pipes, re-applied values and outputs."""
 
     def __init__(self, spec: ast.Spec, stack: tuple[str, ...] = ()) -> None:
@@ -318,30 +319,6 @@ class _Builder(StatementBuilder):
         if data:
             self.add_keywords(node_id, data)
 
-    def add_keywords(self, node_id: str, data: list[ast.KwArg]) -> None:
-        """Keyword data inputs (`t(x, attention_mask=mask)`): a part's (or a value applied
-        again, which the check finds to be a part's) go on the node and a data edge
-        records the keyword; a layer's or an operation's options take literals only."""
-        node = self.g.nodes[node_id]
-        if node["kind"] in ("layer", "op"):
-            node["invalid"] = True
-            for k in data:
-                self.error("S402", _literal_expected(node, k), k.value_span,
-                           hint="layers and operations take their data positionally, first "
-                           "(`f(a, b, option=1)`); only parts of sources take values by "
-                           "keyword")
-            return
-        node["keywords"] = {k.name: self.lookup(k.value) for k in data}
-        node["keyword_spans"] = {k.name: k.span for k in data}
-        for k in data:
-            src = node["keywords"][k.name]
-            if src is None:
-                continue
-            if self.g.has_edge(src, node_id):
-                self.g.edges[src, node_id].setdefault("keywords", []).append(k.name)
-            else:
-                self.g.add_edge(src, node_id, kind="data", positions=[], keywords=[k.name])
-
     def connect(self, inputs: tuple, node_id: str) -> None:
         """Data edges from each resolved input, with the argument positions they feed."""
         for pos, src in enumerate(inputs):
@@ -479,19 +456,6 @@ def _call_parts(call: ast.Call | ast.Pipe):
         s = call.stage
         return s.callee, s.index, s.callee_span, (call.value,), s.kwargs
     return call.callee, call.index, call.callee_span, call.args, call.kwargs
-
-
-def _literal_expected(node: dict, k: ast.KwArg) -> str:
-    """A value name given to a layer's or an operation's option: what the option expects."""
-    what = node["label"]
-    registry = LAYERS if node["kind"] == "layer" else OPS
-    spec = registry.get(node.get("layer") or node.get("op") or "")
-    option = spec.option(k.name) if spec is not None else None
-    if option is None:
-        return (f"{what} has no option '{k.name}', and its options take literal values; "
-                f"found the value name '{k.value.name}'")
-    return (f"{what} option '{k.name}' expects a literal value (a number, a string, true, "
-            f"false, none or a list), found the value name '{k.value.name}'")
 
 
 def build_graph(spec: ast.Spec, _stack: tuple[str, ...] = ()) -> SynthGraph:
