@@ -321,3 +321,16 @@ def test_pictures_and_summary_name_the_keyword(plugin):
     assert "← x, mask=mask" in render_text(view)
     row = next(line for line in render_summary(graph).splitlines() if line.startswith("h "))
     assert "t(mask=mask)" in row
+
+
+def test_an_item_of_a_sequential_part_takes_keyword_inputs_of_its_forward():
+    text = ("synth B\ninput tokens: [B, 5, 64]\ninput m: [B, 1, 5, 5] bool\n" + VIT
+            + "h = vit.blocks[0](tokens, attn_mask=m)\noutput h\n")
+    model = compile_spec(text, seed=0).eval()
+    block = model.get_submodule("vit.blocks.0")
+    x, mask = torch.randn(2, 5, 64), _mask()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), block(x, attn_mask=mask), rtol=0, atol=0)
+        assert not torch.allclose(model(x, mask), block(x))
+    (err,) = _errors(text.replace("blocks[0]", "blocks[0:2]"))
+    assert err.code == "S402" and "a slice that runs its layers in a row" in err.message
