@@ -334,3 +334,15 @@ def test_an_item_of_a_sequential_part_takes_keyword_inputs_of_its_forward():
         assert not torch.allclose(model(x, mask), block(x))
     (err,) = _errors(text.replace("blocks[0]", "blocks[0:2]"))
     assert err.code == "S402" and "a slice that runs its layers in a row" in err.message
+
+
+def test_a_part_applied_again_takes_keyword_inputs_of_its_forward(plugin):
+    text = SPEC.replace("h = t(x, mask=mask)", "h = t(x, mask=mask)\nh2 = h(x, mask=mask)\n"
+                        "h3 = h(x, maks=mask)").replace("output logits", "output logits, h2, h3")
+    (err,) = _errors(text)
+    assert err.code == "S402" and "takes no keyword input 'maks'" in err.message
+    model = compile_spec(text.replace("h3 = h(x, maks=mask)\n", "")
+                         .replace(", h3", ""), seed=0).eval()
+    x, mask = torch.randn(2, 5, 4), torch.rand(2, 5) > 0.5
+    out = model(x, mask)
+    torch.testing.assert_close(out["h2"], model.get_submodule("t")(x, mask=mask))

@@ -72,8 +72,9 @@ def _check_parts(ctx: CheckContext, s: str, model) -> None:
     """Every part of source `s` names what the model has (see the module's docstring)."""
     for p in ctx.g.successors(s):
         node = ctx.g.nodes[p]
-        if node["kind"] != "part" or node.get("shares") or node.get("invalid"):
-            continue
+        if node["kind"] != "part" or node.get("invalid") \
+                or (node.get("shares") and not node.get("keywords")):
+            continue  # a part applied again names what its first use named, but its keywords
         problem = part_problem(model, node)
         if problem is not None:
             ctx.errors.add(part_error(ctx.g, node, problem))
