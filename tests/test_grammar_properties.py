@@ -252,6 +252,11 @@ kwargs = st.dictionaries(names, literals, max_size=3).map(
 
 refs = names.map(lambda n: ast.Ref(name=n))
 
+# A call's or a stage's keyword arguments may also name a value (a keyword data input);
+# the other statements take literals only.
+call_kwargs = st.dictionaries(names, st.one_of(literals, refs), max_size=3).map(
+    lambda d: tuple(ast.KwArg(name=k, value=v) for k, v in d.items()))
+
 
 small_ints = st.integers(-20, 20)
 indexes = st.one_of(
@@ -266,11 +271,11 @@ def _extend(inner):
     calls = st.builds(
         lambda callee, index, args, kw: ast.Call(callee=callee, index=index, args=tuple(args),
                                                  kwargs=kw),
-        dotted, indexes, st.lists(inner, max_size=3), kwargs)
+        dotted, indexes, st.lists(inner, max_size=3), call_kwargs)
     pipes = st.builds(
         lambda value, callee, index, kw: ast.Pipe(
             value=value, stage=ast.Stage(callee=callee, index=index, kwargs=kw)),
-        inner, dotted, indexes, kwargs)
+        inner, dotted, indexes, call_kwargs)
     return st.one_of(calls, pipes)
 
 

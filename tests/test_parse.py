@@ -346,3 +346,42 @@ def test_error_spans_stay_inside_the_text():
         err = error_of(text)
         assert 0 <= err.span.start <= len(text) and err.span.line <= text.count("\n") + 1
         assert err.span.column >= 1
+
+
+def test_keyword_data_inputs_name_values():
+    text = ("synth K\ninput tokens: [B, 4] int64\ninput mask: [B, 4] bool\n"
+            "h = t(tokens, attention_mask=mask, flag=true, gone=none, other=none_)\n"
+            "g = tokens |> t(attention_mask=mask)\noutput h")
+    h, g = parse_spec(text).statements[2:4]
+    mask, flag, gone, other = h.value.kwargs
+    assert mask.value == ast.Ref(name="mask") and mask.is_data
+    assert text_at(text, mask.value_span) == "mask" == text_at(text, mask.value.span)
+    assert text_at(text, mask.span) == "attention_mask=mask"
+    # true, false and none are keywords, never names; a name that starts like one is a name
+    assert (flag.value, flag.is_data, gone.value, gone.is_data) == (True, False, None, False)
+    assert other.value == ast.Ref(name="none_")
+    # a pipe's stage takes them too: `x |> t(k=m)` is `t(x, k=m)`
+    assert g.value.stage.kwargs[0].value == ast.Ref(name="mask")
+    assert g.value.value == ast.Ref(name="tokens")
+
+
+@pytest.mark.parametrize("text, what", [
+    ("synth A recipe epochs=2, lr=rate", "recipe option 'lr'"),
+    ("synth A loss distill(a, b, alpha=x)", "loss distill option 'alpha'"),
+    ("synth A train r.* with lr_mult=x", "train option 'lr_mult'"),
+    ("synth A adapt r.* with lora(rank=r8)", "adapt lora option 'rank'"),
+    ("synth A inherit h from r.fc with rows=n", "inherit option 'rows'"),
+    ('synth A source s = timm("resnet18", num_classes=n)', "source 's' option 'num_classes'"),
+])
+def test_statements_other_than_calls_take_literals_only(text, what):
+    err = error_of(text)
+    assert err.code == "S402"
+    assert str(err.message).startswith(f"{what} expects a literal value")
+    assert "found the value name" in err.message
+    assert text_at(text, err.span) == text.rstrip(")").rsplit("=", 1)[1]
+
+
+def test_only_a_name_is_a_keyword_data_input():
+    err = error_of("synth A y = t(x, mask=a.b)")
+    assert err.code == "S002"
+    assert error_of("synth A y = t(x, mask=[a])").code == "S002"  # lists hold literals

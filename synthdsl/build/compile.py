@@ -276,7 +276,10 @@ def build_fx_graph(graph: SynthGraph, plans: dict[str, Part],
             values = [env[node["inputs"][0]][node["item"]]]
         elif kind == "part":
             plan = plans[node.get("shares") or n]
-            values = plan.emit(g, args, name)
+            keywords = {k: _value(graph, env, i) for k, i in (node.get("keywords") or {}).items()}
+            # keyword data inputs become the call's kwargs (a plugin's own plan may not
+            # take them, and is asked only when there are some)
+            values = plan.emit(g, args, name, keywords) if keywords else plan.emit(g, args, name)
         elif kind == "layer":
             values = [g.create_node("call_module", node["module"], args, name=name)]
         elif kind == "op":

@@ -270,7 +270,8 @@ def embedding_sizes(g, n: str) -> list[int]:
             nums.append(node["build"]["num_embeddings"])
         child = g.nodes[node["source"]].get("graph") if node["kind"] == "part" else None
         if child is not None:
-            for name, src in zip(child.inputs, node["inputs"]):
+            for name, src in [*zip(child.inputs, node["inputs"]),  # then its inputs by name
+                              *(node.get("keywords") or {}).items()]:
                 if src in reached:
                     nums += embedding_sizes(child, name)
     return nums

@@ -266,8 +266,12 @@ class CheckContext:
         return span
 
     def described_inputs(self, node) -> list[str]:
+        """A note per input of a node: its positional inputs, then its keyword data inputs."""
         return [f"input {i + 1} {self.describe(src)} has shape "
-                f"{fmt_shape(self.g.nodes[src]['shape'])}" for i, src in enumerate(node["inputs"])]
+                f"{fmt_shape(self.g.nodes[src]['shape'])}" for i, src in enumerate(node["inputs"])
+                ] + [f"keyword input {k}={self.describe(src)} has shape "
+                     f"{fmt_shape(self.g.nodes[src]['shape'])}"
+                     for k, src in (node.get("keywords") or {}).items()]
 
     # -- modules and tensors -----------------------------------------------------
 

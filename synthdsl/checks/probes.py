@@ -185,10 +185,17 @@ def input_tensor(node, probes: dict[str, int]) -> torch.Tensor:
                        dtype=getattr(torch, node.get("input_dtype", "float32")), device="meta")
 
 
+def keyword_values(node, values: dict[str, Any]) -> dict[str, Any]:
+    """A part's keyword data inputs (`t(x, attention_mask=m)`): keyword -> value, from the
+    values of one run (a missing value is a KeyError, as a missing positional one)."""
+    return {k: values[i] for k, i in (node.get("keywords") or {}).items()}
+
+
 def again(ctx: CheckContext, n: str, node, args, probes: dict[str, int],
-          measure: Measured | None = None):
+          measure: Measured | None = None, kwargs: dict[str, Any] | None = None):
     """Node `n`'s value under the assignment `probes`, with the modules the first run
-    built; `Again` when it does not run, or (a layer) its sizes would differ."""
+    built; `Again` when it does not run, or (a layer) its sizes would differ. `kwargs`
+    are a part's keyword data inputs under the same assignment."""
     kind = node["kind"]
     if kind == "input":
         try:
@@ -200,7 +207,7 @@ def again(ctx: CheckContext, n: str, node, args, probes: dict[str, int],
     if kind == "item":
         return args[0][node["item"]]
     if kind == "part":
-        return _part_again(ctx, n, node, args, probes, measure)
+        return _part_again(ctx, n, node, args, probes, measure, kwargs or {})
     if kind == "layer":
         spec = LAYERS[node["layer"]]
         shared = node.get("shares")
@@ -224,9 +231,10 @@ def again(ctx: CheckContext, n: str, node, args, probes: dict[str, int],
     raise Again(f"cannot run a {kind} node again")  # pragma: no cover
 
 
-def _part_again(ctx: CheckContext, n, node, args, probes, measure):
+def _part_again(ctx: CheckContext, n, node, args, probes, measure, kwargs):
     if node["source"] in ctx.children:
-        return spec_outputs(ctx, node, args, second=probes is ctx.probes2)
+        return spec_outputs(ctx, node, spec_arguments(ctx.children[node["source"]], args,
+                                                      kwargs), second=probes is ctx.probes2)
     plan = ctx.plans.get(node.get("shares") or n)
     if plan is None:
         raise Again("the part was not planned")
@@ -234,15 +242,21 @@ def _part_again(ctx: CheckContext, n, node, args, probes, measure):
         with torch.no_grad():
             if measure is not None:
                 with measure:
-                    out = plan.call(*args)
+                    out = plan.call(*args, **kwargs)
             else:
-                out = plan.call(*args)
+                out = plan.call(*args, **kwargs)
     except Exception as e:  # noqa: BLE001
         raise Again(ctx.reason(e)) from None
     if isinstance(out, (list, tuple)) and plan.outputs == len(out) \
             and all(isinstance(t, torch.Tensor) for t in out):
         out = out[0] if len(out) == 1 else tuple(out)
     return out
+
+
+def spec_arguments(child: SynthGraph, args: list, kwargs: dict[str, Any]) -> list:
+    """A spec source's arguments in the order of its inputs: the positional ones first,
+    then its other inputs by name (`enc(image, mask=m)`); the check has matched them."""
+    return [*args, *(kwargs[name] for name in child.inputs[len(args):] if name in kwargs)]
 
 
 def spec_outputs(ctx: CheckContext, node, args, second: bool):
@@ -296,7 +310,8 @@ def depends_on(ctx: CheckContext, n: str, test) -> list[str]:
             if node["kind"] in ("source", "checkpoint"):
                 continue
             try:
-                values[m] = again(ctx, m, node, [values[i] for i in node["inputs"]], assign)
+                values[m] = again(ctx, m, node, [values[i] for i in node["inputs"]], assign,
+                                  kwargs=keyword_values(node, values))
             except (Again, KeyError) as e:
                 outcome = e if m == n else Again("upstream")
                 break
@@ -363,7 +378,8 @@ def find_example_dims(ctx: CheckContext, limit: int) -> dict[str, int]:
         try:
             for m in order:
                 node = g.nodes[m]
-                values[m] = again(ctx, m, node, [values[i] for i in node["inputs"]], assign)
+                values[m] = again(ctx, m, node, [values[i] for i in node["inputs"]], assign,
+                                  kwargs=keyword_values(node, values))
                 if node["kind"] in ("input", "part", "layer", "op"):
                     out = values[m] if isinstance(values[m], tuple) else (values[m],)
                     used += sum(t.numel() * t.element_size() for t in out)

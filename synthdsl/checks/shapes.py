@@ -26,8 +26,10 @@ from torch import nn
 from synthdsl.checks.budget import current_budget, input_too_big
 from synthdsl.checks.context import Broken, CheckContext
 from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, input_tensor,
-                                    probed, record_activations, record_child, run_cached,
-                                    spec_outputs, start, symbolic_error)
+                                    keyword_values, probed, record_activations, record_child,
+                                    run_cached, spec_arguments, spec_outputs, start,
+                                    symbolic_error)
+from synthdsl.checks.sources import part_error
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
 from synthdsl.lang.options import LOSSES
@@ -55,18 +57,22 @@ def _run_all(ctx: CheckContext) -> None:
         kind = node["kind"]
         if kind in ("source", "checkpoint"):
             continue
+        keywords = node.get("keywords") or {}
         if n in ctx.broken or node.get("invalid") or any(
-                i is None or i not in ctx.values for i in node["inputs"]):
+                i is None or i not in ctx.values for i in (*node["inputs"], *keywords.values())):
             ctx.broken.add(n)
             continue
         args = [ctx.values[i] for i in node["inputs"]]
         try:
-            out = RUNNERS[kind](ctx, n, node, args)
+            if keywords:  # keyword data inputs: only parts take them (the builder saw to it)
+                out = _run_part(ctx, n, node, args, keyword_values(node, ctx.values))
+            else:
+                out = RUNNERS[kind](ctx, n, node, args)
             _unpacked(node, out)
             measure = Measured() if kind == "part" else None
             try:  # the same node under the other probe sizes
                 out2 = again(ctx, n, node, [ctx.values2[i] for i in node["inputs"]],
-                             ctx.probes2, measure)
+                             ctx.probes2, measure, keyword_values(node, ctx.values2))
                 if not _alike(out, out2):
                     raise Again("its result has another form for other sizes")
             except Again as e:
@@ -231,9 +237,10 @@ def _run_loss(ctx: CheckContext, n, node, args):
 
 # -- parts ------------------------------------------------------------------------
 
-def _run_part(ctx: CheckContext, n, node, args):
+def _run_part(ctx: CheckContext, n, node, args, kwargs=None):
+    kwargs = kwargs or {}
     if node["source"] in ctx.children:
-        return _run_spec_part(ctx, n, node, args)
+        return _run_spec_part(ctx, n, node, args, kwargs)
     if node["source"] not in ctx.models:
         raise Broken  # the source's own problem is reported already
     shared = node.get("shares")
@@ -249,10 +256,7 @@ def _run_part(ctx: CheckContext, n, node, args):
             plan = plan_part(model, node, exclusive=len(users) == 1,
                              kind=sources_of(ctx.g).kind(node["source"]))
         except PartError as e:
-            span = node["option_spans"].get(e.option, node["callee_span"]) \
-                if e.option else node["callee_span"]
-            code = "S402" if e.option and "no option" in str(e) else "S202"
-            raise SynthError(code, str(e), span, hint=e.hint) from None
+            raise part_error(ctx.g, node, e) from None
         except Exception as e:  # noqa: BLE001 - tracing the model failed
             raise SynthError("S303", f"'{node['source']}' cannot be cut here",
                              node["span"], notes=[ctx.reason(e)],
@@ -263,10 +267,10 @@ def _run_part(ctx: CheckContext, n, node, args):
     recorder = Measured()
     try:
         with torch.no_grad(), recorder:
-            out = plan.call(*args)
+            out = plan.call(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - the part rejects its input
         root, module = next(iter(plan.modules.items()))
-        raise _input_mismatch(ctx, node, module, args, e, root) from None
+        raise _input_mismatch(ctx, node, module, args, e, root, kwargs) from None
     if isinstance(out, (list, tuple)) and plan.outputs == len(out) \
             and all(isinstance(t, torch.Tensor) for t in out):
         out = out[0] if len(out) == 1 else tuple(out)
@@ -297,10 +301,21 @@ def _claim(ctx: CheckContext, n: str, node, ids: set[int]) -> None:
                 f"{other['name']}(...)`; to use a copy, declare a second source")
 
 
-def _run_spec_part(ctx: CheckContext, n, node, args):
-    """A spec source called like a function: its inputs bound, its outputs' shapes given."""
+def _run_spec_part(ctx: CheckContext, n, node, args, kwargs):
+    """A spec source called like a function: its inputs bound (positionally, then by name),
+    its outputs' shapes given."""
     child = ctx.children[node["source"]]
     inputs = child.inputs
+    for key in kwargs:
+        if key not in inputs or inputs.index(key) < len(args):
+            given = key in inputs
+            raise SynthError(
+                "S402", f"spec '{child.name}' input '{key}' is already given positionally"
+                if given else f"spec '{child.name}' has no input '{key}'",
+                node["keyword_spans"][key],
+                hint=None if given else did_you_mean(key, inputs[len(args):])
+                or f"its inputs, in order: {', '.join(inputs)}")
+    args = spec_arguments(child, args, kwargs)
     if len(args) != len(inputs):
         raise SynthError("S301", f"spec '{child.name}' takes {len(inputs)} input"
                          f"{'s' if len(inputs) != 1 else ''} "
@@ -344,12 +359,12 @@ def _run_spec_part(ctx: CheckContext, n, node, args):
 
 
 def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
-                    e: Exception, root: str | None = None) -> SynthError:
+                    e: Exception, root: str | None = None, kwargs=None) -> SynthError:
     """Name both sides: what the part's first layer expects, what flows in."""
     notes = ctx.described_inputs(node)
     first = next(((k, m) for k, m in module.named_modules()
                   if isinstance(m, (nn.Conv2d, nn.Linear))), None)
-    if first is not None and len(args) == 1:
+    if first is not None and len(args) == 1 and not kwargs:
         path, layer = first
         base = root or node["module"]  # the module's own path: `s.conv1`, `s.layer1.0`
         where = f"{base}.{path}" if path else base

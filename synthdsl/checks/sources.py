@@ -72,8 +72,9 @@ def _check_parts(ctx: CheckContext, s: str, model) -> None:
     """Every part of source `s` names what the model has (see the module's docstring)."""
     for p in ctx.g.successors(s):
         node = ctx.g.nodes[p]
-        if node["kind"] != "part" or node.get("shares") or node.get("invalid"):
-            continue
+        if node["kind"] != "part" or node.get("invalid") \
+                or (node.get("shares") and not node.get("keywords")):
+            continue  # a part applied again names what its first use named, but its keywords
         problem = part_problem(model, node)
         if problem is not None:
             ctx.errors.add(part_error(ctx.g, node, problem))
@@ -86,6 +87,8 @@ def part_error(graph, node, e: PartError) -> SynthError:
         span = node["option_spans"][e.option]
     elif e.at == "index":
         span = index_span(graph, node)
+    elif e.at == "keyword" and e.option in node.get("keyword_spans", {}):
+        span = node["keyword_spans"][e.option]
     else:
         span = node["callee_span"]
     return SynthError(e.code, str(e), span, hint=e.hint)

@@ -40,6 +40,7 @@ from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.lang.printer import format_index
 from synthdsl.graph.ir import SynthGraph
+from synthdsl.graph.keywords import KeywordInputs
 from synthdsl.graph.statements import (_IMPORTS_BUILT, PART_METHODS, SOURCE_CONSTRUCTORS,
                                        SOURCE_OPTIONS, StatementBuilder, spec_texts)
 
@@ -87,7 +88,7 @@ def _reserved(name: str) -> bool:
         or name in _module_attributes()
 
 
-class _Builder(StatementBuilder):
+class _Builder(KeywordInputs, StatementBuilder):
     """Names, then data flow: inputs, calls, pipes, re-applied values and outputs."""
 
     def __init__(self, spec: ast.Spec, stack: tuple[str, ...] = ()) -> None:
@@ -257,11 +258,13 @@ class _Builder(StatementBuilder):
     def add_call(self, node_id: str, name: str, span: ast.Span, callee: tuple[str, ...],
                  callee_span: ast.Span, inputs: tuple, kwargs: tuple[ast.KwArg, ...],
                  index: ast.Index | None = None) -> None:
+        literal = [k for k in kwargs if not k.is_data]
         attrs: dict[str, Any] = dict(
             name=name, span=span, callee_span=callee_span, inputs=inputs,
-            options={k.name: k.value for k in kwargs},
-            option_spans={k.name: k.span for k in kwargs},
+            options={k.name: k.value for k in literal},
+            option_spans={k.name: k.span for k in literal},
             index=None if index is None else (index.start, index.stop, index.item))
+        data = [k for k in kwargs if k.is_data]
         if index is not None:
             attrs["index_span"] = index.span
         head = callee[0]
@@ -303,6 +306,7 @@ class _Builder(StatementBuilder):
         else:
             attrs.update(kind="op", op=None, label=".".join(callee), invalid=True)
             self.g.add_node(node_id, **attrs)
+            data = []  # the callee is unknown: its own diagnostic says so
             if len(callee) > 1:
                 self.error("S101", f"unknown source '{head}'", callee_span,
                            hint=did_you_mean(head, self.sources))
@@ -312,6 +316,8 @@ class _Builder(StatementBuilder):
                            hint=alias_hint(head, known)
                            or did_you_mean(head, [*known, *self.sources]) or _plugin_hint())
         self.connect(inputs, node_id)
+        if data:
+            self.add_keywords(node_id, data)
 
     def connect(self, inputs: tuple, node_id: str) -> None:
         """Data edges from each resolved input, with the argument positions they feed."""
@@ -373,6 +379,13 @@ class _Builder(StatementBuilder):
             first = next(iter(node["option_spans"].values()))
             self.error("S402", f"applying '{ref.name}' again takes no options: it runs as it "
                        "did the first time", first)
+            return
+        if node.get("keywords") and t["kind"] == "layer":
+            node["invalid"] = True
+            name = next(iter(node["keywords"]))
+            self.error("S402", f"'{ref.name}' is layer '{t['label']}', which takes its data "
+                       f"positionally; keyword '{name}' names a value", node["keyword_spans"][name],
+                       hint="only parts of sources take values by keyword")
             return
         for key in ("kind", "layer", "source", "path", "method", "module", "index", "options",
                     "unpack"):

@@ -91,6 +91,8 @@ class CallNode(NodeRecord):
     index: tuple[int | None, int | None, bool] | None  #: [start:stop] or [item] (start, -, True)
     index_span: NotRequired[Span]      #: where the item or slice is written, brackets included
     unpack: NotRequired[int]           #: `a, b = ...`: how many names receive its values
+    keywords: NotRequired[dict[str, str | None]]  #: keyword data inputs: keyword -> node id
+    keyword_spans: NotRequired[dict[str, Span]]   #: where each keyword input is written
     applies: NotRequired[str]          #: `b = a(y)`: the name applied again
     shares: NotRequired[str]           #: the node whose module this one applies again
     parameters: NotRequired[dict[str, int]]  #: the check: parameter name -> element count
@@ -169,6 +171,7 @@ class DataEdge(TypedDict):
 
     kind: Literal["data"]
     positions: list[int]               #: the argument positions it feeds
+    keywords: NotRequired[list[str]]   #: the keywords it feeds (`t(x, attention_mask=m)`)
     shape: NotRequired[Shape]          #: the check: the value's shape
 
 

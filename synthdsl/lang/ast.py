@@ -116,11 +116,18 @@ class InputDecl(Node):
 
 
 class KwArg(Node):
-    """`name=value`; values are literals: str, int, float, bool, None or tuples of them."""
+    """`name=value`; a value is a literal (str, int, float, bool, None or a tuple of them)
+    or, in a call, a :class:`Ref` to a named value: a keyword data input
+    (`t(tokens, attention_mask=mask)`)."""
 
     name: str
     value: Any
     value_span: Span = NO_SPAN
+
+    @property
+    def is_data(self) -> bool:
+        """Whether the value names a value of the spec rather than being a literal."""
+        return isinstance(self.value, Ref)
 
 
 class SourceDecl(Node):

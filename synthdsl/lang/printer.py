@@ -32,6 +32,8 @@ def format_value(value) -> str:
         return text if any(c in text for c in ".eE") else text + ".0"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, ast.Ref):  # a keyword data input: the value's name
+        return value.name
     if isinstance(value, tuple | list):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     raise TypeError(f"not a spec literal: {value!r}")

@@ -145,7 +145,8 @@ class AstBuilder:
             name=self._name(name), name_span=self._tok(name),
             constructor=str(ctor), constructor_span=self._tok(ctor),
             target=self._string(target), target_span=self._tok(target),
-            kwargs=self._unique(kwargs), span=self._span(meta))
+            kwargs=self._unique(self._literals(kwargs, f"source '{name}'")),
+            span=self._span(meta))
 
     def assign(self, meta, items):
         name, *more, value = items
@@ -219,6 +220,18 @@ class AstBuilder:
         return ast.KwArg(name=str(name), value=value, value_span=value_span,
                          span=self._span(meta))
 
+    def _literals(self, kwargs, what: str) -> list:
+        """Keyword arguments of a statement that takes literals only: a value name is S402
+        at the value, saying a literal was expected."""
+        for k in kwargs or ():
+            if k.is_data:
+                raise SynthError("S402", f"{what} option '{k.name}' expects a literal value "
+                                 f"(a number, a string, true, false, none or a list), found "
+                                 f"the value name '{k.value.name}'", k.value_span,
+                                 hint="only parts of sources take values by keyword; write "
+                                 "the option's value itself here")
+        return kwargs or ()
+
     def _unique(self, kwargs) -> tuple[ast.KwArg, ...]:
         seen: dict[str, ast.KwArg] = {}
         for k in kwargs:
@@ -250,6 +263,11 @@ class AstBuilder:
                              hint=f"numbers in a spec lie within ±{MAX_NUMBER:.0e}")
         return value
 
+    def value_ref(self, meta, items):
+        (tok,) = items  # a keyword data input: the name of a value, resolved by the graph
+        span = self._tok(tok)
+        return ast.Ref(name=str(tok), span=span), span
+
     def true(self, meta, items):
         return True, self._span(meta)
 
@@ -273,7 +291,8 @@ class AstBuilder:
 
     def train_stmt(self, meta, items):
         *patterns, options = items
-        return ast.TrainStmt(patterns=tuple(patterns), options=self._unique(options or ()),
+        return ast.TrainStmt(patterns=tuple(patterns),
+                             options=self._unique(self._literals(options, "train")),
                              span=self._span(meta))
 
     def policy_stmt(self, meta, items):
@@ -285,12 +304,14 @@ class AstBuilder:
         *patterns, method, options = items
         return ast.AdaptStmt(patterns=tuple(patterns), method=str(method),
                              method_span=self._tok(method),
-                             options=self._unique(options or ()), span=self._span(meta))
+                             options=self._unique(self._literals(options, f"adapt {method}")),
+                             span=self._span(meta))
 
     def inherit_stmt(self, meta, items):
         (target, target_span), donor, options = items
         return ast.InheritStmt(target=target, target_span=target_span, **donor,
-                               options=self._unique(options or ()), span=self._span(meta))
+                               options=self._unique(self._literals(options, "inherit")),
+                               span=self._span(meta))
 
     def module_donor(self, meta, items):
         ((path, span),) = items
@@ -305,11 +326,13 @@ class AstBuilder:
         kind, arguments = items
         args, kwargs = self._split_arguments(arguments)
         return ast.LossStmt(kind=str(kind), kind_span=self._tok(kind), args=tuple(args),
-                            options=self._unique(kwargs), span=self._span(meta))
+                            options=self._unique(self._literals(kwargs, f"loss {kind}")),
+                            span=self._span(meta))
 
     def recipe_stmt(self, meta, items):
         (options,) = items
-        return ast.RecipeStmt(options=self._unique(options), span=self._span(meta))
+        return ast.RecipeStmt(options=self._unique(self._literals(options, "recipe")),
+                              span=self._span(meta))
 
     def output_stmt(self, meta, items):
         return ast.OutputStmt(names=tuple(ast.Ref(name=str(t), span=self._tok(t)) for t in items),

@@ -193,6 +193,65 @@ def picked_children(module: nn.Module, qual: str, index: tuple) -> list[tuple[st
     return picked
 
 
+# ---- keyword data inputs --------------------------------------------------------------------
+
+
+def keyword_problem(module: nn.Module, node: dict) -> PartError | None:
+    """A keyword data input (`t(x, attention_mask=m)`) the part cannot take: the callee's
+    forward (or method) decides, read with inspect; a cut, stages and a slice of several
+    layers take none. At the keyword, S402."""
+    keywords = list(node.get("keywords") or ())
+    if not keywords:
+        return None
+    label, method, index = node["label"], node.get("method"), node.get("index")
+    first = keywords[0]
+    cut = next((k for k in ("at", "stage", "stages") if k in node["options"]), None)
+    if cut is not None:
+        return PartError(f"part '{label}' is cut with {cut}=, and a cut takes its data "
+                         f"positionally; keyword '{first}' names a value", option=first,
+                         at="keyword", code="S402",
+                         hint="give the value to the whole model or a submodule instead")
+    if index is not None and not index[2]:
+        return PartError(f"part '{label}' is a slice that runs its layers in a row, each on "
+                         f"the one before; it takes no keyword input '{first}'", option=first,
+                         at="keyword", code="S402", hint="take one module, e.g. an item [i]")
+    if index is not None:
+        module = picked_children(module, label, index)[0][1]
+    name = method or "forward"
+    fn = getattr(type(module), name, None)
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):  # no signature to read: the call itself decides
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    by_name = {p.name: (i, p) for i, p in enumerate(params)
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    given = len(node["inputs"])
+    for key in keywords:
+        if key not in by_name:
+            free = [k for k, (i, _) in by_name.items() if i >= given]
+            return PartError(
+                f"part '{label}' takes no keyword input '{key}': "
+                f"{type(module).__name__}.{name} has no such argument", option=key,
+                at="keyword", code="S402", hint=did_you_mean(key, free) or (
+                    f"{name} takes " + ", ".join(f"{k}=" for k in free) if free
+                    else f"{name} takes no other inputs"))
+        if by_name[key][0] < given:
+            return PartError(f"part '{label}' gets '{key}' twice: by position (argument "
+                             f"{by_name[key][0] + 1}) and by keyword", option=key,
+                             at="keyword", code="S402",
+                             hint="give it once, positionally or by keyword")
+    return None
+
+
+def method_keywords(owner: nn.Module, method: str, keywords) -> tuple[str, ...]:
+    """A method part's keyword data inputs in the order its signature names them (the
+    order its traces take them in)."""
+    names = list(inspect.signature(getattr(type(owner), method)).parameters)
+    return tuple(sorted(keywords, key=lambda k: names.index(k) if k in names else len(names)))
+
+
 def part_problem(model: nn.Module, node: dict) -> PartError | None:
     """The first mistake a part node makes in naming what it takes from `model`, or None."""
     source, path, method = node["source"], tuple(node["path"]), node.get("method")
@@ -204,9 +263,10 @@ def part_problem(model: nn.Module, node: dict) -> PartError | None:
                 return PartError(f"'{'.'.join((source, *path))}' has no method '{method}'",
                                  hint=did_you_mean(method, [m for m in PART_METHODS
                                                             if hasattr(module, m)]))
-            return _option_problem(node["label"], module, method, dict(node["options"]))
+            return _option_problem(node["label"], module, method, dict(node["options"])) \
+                or keyword_problem(module, node)
         if index is not None:
             picked_children(module, ".".join((source, *path)), index)
+        return keyword_problem(module, node)
     except PartError as e:
         return e
-    return None

@@ -40,7 +40,8 @@ from torch.utils._pytree import tree_flatten
 
 from synthdsl.lang.errors import did_you_mean
 from synthdsl.library.partcheck import (  # noqa: F401 - PartError, PART_METHODS: re-exported
-    PART_METHODS, PartError, method_options, part_problem, picked_children, submodule)
+    PART_METHODS, PartError, method_keywords, method_options, part_problem, picked_children,
+    submodule)
 from synthdsl.library.cuts import cut_extractor, cut_graphs, graph_node_names
 from synthdsl.library.traced import TraceError, bind_traced, resolvable, trace_method
 
@@ -76,7 +77,7 @@ class ModulesPlan(PartPlan):
         mods = [model.get_submodule(p[len(self.source) + 1:]) if p != self.source else model
                 for p in self.paths]
         if len(mods) == 1:
-            call = mods[0]
+            call = mods[0]  # keyword data inputs go to its forward
         else:
             def call(*args):
                 value = mods[0](*args)
@@ -97,20 +98,24 @@ class MethodPlan(PartPlan):
     method: str = ""
     options: dict = field(default_factory=dict)
     graphs: tuple[fx.Graph, fx.Graph] | None = None
+    #: keyword data inputs, in the method's order: inputs of the traces after the data
+    keywords: tuple[str, ...] = ()
 
     def bind(self, model: nn.Module) -> "Part":
         if self.graphs is not None:
             return _bind_traced(self, model, _graphs_for(model, self.graphs, lambda: trace_method(
-                model, self.method, self.options)), self.method, single=True)
+                model, self.method, self.options, keywords=self.keywords)), self.method,
+                single=True, keywords=self.keywords)
         owner = model.get_submodule(".".join(self.path)) if self.path else model
         fn, method, options, source = getattr(owner, self.method), self.method, \
             dict(self.options), self.source
 
-        def emit(g, args, name):
+        def emit(g, args, name, kwargs=None):
             node = g.create_node("get_attr", source, name=f"{name}_owner")
-            return [g.create_node("call_method", method, (node, *args), options, name=name)]
+            return [g.create_node("call_method", method, (node, *args),
+                                  {**options, **(kwargs or {})}, name=name)]
 
-        return Part({self.source: model}, lambda *a: fn(*a, **options), emit, self)
+        return Part({self.source: model}, lambda *a, **kw: fn(*a, **options, **kw), emit, self)
 
 
 def _graphs_for(model: nn.Module, graphs, retrace):
@@ -119,24 +124,27 @@ def _graphs_for(model: nn.Module, graphs, retrace):
     return graphs if resolvable(model, graphs) else retrace()
 
 
-def _bind_traced(plan: PartPlan, model: nn.Module, graphs, what: str, single: bool) -> "Part":
+def _bind_traced(plan: PartPlan, model: nn.Module, graphs, what: str, single: bool,
+                 keywords: tuple[str, ...] = ()) -> "Part":
     """A traced plan bound to `model`: the modules its traces use, and one call of the
-    source's container module in the compiled graph."""
+    source's container module in the compiled graph. The traces take the keyword data
+    inputs (`keywords`) after the positional ones, in that order."""
     traced = bind_traced(model, plan.source, graphs, what)
     source, fn = plan.source, traced.fn
 
-    def emit(g, args, name):
+    def emit(g, args, name, kwargs=None):
         owner = g.create_node("get_attr", source, name=f"{name}_owner") \
             if traced.container else None
-        out = g.create_node("call_function", fn, (owner, *args),
+        extra = tuple((kwargs or {})[k] for k in keywords)
+        out = g.create_node("call_function", fn, (owner, *args, *extra),
                             name=name if single else f"{name}_stages")
         if single:
             return [out]
         return [g.create_node("call_function", operator.getitem, (out, i),
                               name=f"{name}_{i}") for i in range(plan.outputs)]
 
-    def run(*args):
-        out = traced.run(*args)
+    def run(*args, **kwargs):
+        out = traced.run(*args, *(kwargs[k] for k in keywords))
         return out if single else tuple(out)
 
     return Part(traced.modules, run, emit, plan)
@@ -231,10 +239,11 @@ class SpecPlan(PartPlan):
     def bind(self, model: nn.Module) -> "Part":
         names, source = self.output_names, self.source
 
-        def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+        def emit(g: fx.Graph, args: tuple, name: str, kwargs=None) -> list[fx.Node]:
+            kwargs = dict(kwargs or {})  # its other inputs, by name
             if len(names) == 1:
-                return [g.create_node("call_module", source, args, name=name)]
-            whole = g.create_node("call_module", source, args, name=f"{name}_all")
+                return [g.create_node("call_module", source, args, kwargs, name=name)]
+            whole = g.create_node("call_module", source, args, kwargs, name=f"{name}_all")
             return [g.create_node("call_function", operator.getitem, (whole, o),
                                   name=f"{name}_{o}") for o in names]
 
@@ -247,8 +256,9 @@ class Part:
     call them (eagerly on meta in the check) and write their fx nodes (the compiler)."""
 
     modules: dict[str, nn.Module]
-    call: Callable[..., Any]                     # eager: args -> tensor or tuple of tensors
-    emit: Callable[[fx.Graph, tuple, str], list[fx.Node]]
+    call: Callable[..., Any]                     # eager: (*args, **keyword data) -> tensor(s)
+    #: (fx graph, args, name[, keyword data inputs]) -> the fx nodes of its values
+    emit: Callable[..., list[fx.Node]]
     plan: PartPlan
     notes: list[str] = field(default_factory=list)
 
@@ -275,12 +285,12 @@ def _submodule(model: nn.Module, source: str, path: Sequence[str]) -> nn.Module:
 
 
 def _emit_modules(paths: Sequence[str]):
-    def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+    def emit(g: fx.Graph, args: tuple, name: str, kwargs=None) -> list[fx.Node]:
         value = None
-        for i, p in enumerate(paths):
-            call_args = args if i == 0 else (value,)
+        for i, p in enumerate(paths):  # keyword data inputs: only for one module (checked)
+            call_args, call_kwargs = (args, dict(kwargs or {})) if i == 0 else ((value,), {})
             node_name = name if i == len(paths) - 1 else f"{name}_{i}"
-            value = g.create_node("call_module", p, call_args, name=node_name)
+            value = g.create_node("call_module", p, call_args, call_kwargs, name=node_name)
         return [value]
     return emit
 
@@ -301,11 +311,14 @@ def make_plan(model: nn.Module, node: dict, exclusive: bool = True,
             raise problem
         owner = _submodule(model, source, path)
         _, inputs = method_options(owner, method)
+        keywords = method_keywords(owner, method, node.get("keywords") or ())
         try:
-            graphs = trace_method(owner, method, options, inputs) if not path else None
+            graphs = trace_method(owner, method, options, inputs, keywords) if not path \
+                else None
         except TraceError:
             graphs = None  # not traceable: the method runs on the whole model
-        return MethodPlan(source, path=path, method=method, options=options, graphs=graphs)
+        return MethodPlan(source, path=path, method=method, options=options, graphs=graphs,
+                          keywords=keywords)
 
     cut = {k: options.pop(k) for k in CUT_OPTIONS if k in options}
     if options:

@@ -32,12 +32,13 @@ class TraceError(RuntimeError):
     """A method that torch.fx cannot trace with its options bound."""
 
 
-def _strip_bound(graph: fx.Graph, keep: int) -> None:
-    """Remove every placeholder after the first `keep` (arguments bound at trace time)
-    and the assertions torch.fx wrote to check their values."""
+def _strip_bound(graph: fx.Graph, keep: int, kept: tuple[str, ...] = ()) -> None:
+    """Remove every placeholder after the first `keep` but those of the arguments named
+    `kept` (keyword data inputs): the arguments bound at trace time, and the assertions
+    torch.fx wrote to check their values."""
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     doomed: list[fx.Node] = []
-    stack = list(placeholders[keep:])
+    stack = [p for p in placeholders[keep:] if p.target not in kept]
     while stack:
         node = stack.pop()
         if node in doomed:
@@ -55,16 +56,17 @@ def _strip_bound(graph: fx.Graph, keep: int) -> None:
 
 
 def trace_method(model: nn.Module, method: str, options: dict[str, Any],
-                 inputs: int = 1) -> tuple[fx.Graph, fx.Graph]:
+                 inputs: int = 1, keywords: tuple[str, ...] = ()) -> tuple[fx.Graph, fx.Graph]:
     """`model.<method>(*inputs, **options)` traced in train and in eval mode (its own mode
-    is kept): graphs taking the `inputs` data arguments, every other argument bound to
-    `options` or its default."""
+    is kept): graphs taking the `inputs` data arguments, then the keyword data inputs
+    `keywords` (in the method's order), every other argument bound to `options` or its
+    default."""
     from synthdsl.library.cuts import TimmTracer
 
     params = list(inspect.signature(getattr(type(model), method)).parameters.values())[1:]
     concrete = {}
     for p in params[inputs:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in keywords:
             continue
         if p.name in options:
             concrete[p.name] = options[p.name]
@@ -83,7 +85,7 @@ def trace_method(model: nn.Module, method: str, options: dict[str, Any],
                 graph = tracer.trace(model, concrete_args=concrete or None)
             except Exception as e:  # noqa: BLE001 - the method cannot be traced
                 raise TraceError(f"{type(e).__name__}: {e}") from e
-            _strip_bound(graph, inputs)
+            _strip_bound(graph, inputs, keywords)
             graphs.append(graph)
     finally:
         model.train(was_training)

@@ -66,7 +66,7 @@ def node_what(node: Mapping[str, Any]) -> tuple[str, str]:
         return "input", "" if dtype == "float32" else clean(dtype)
     if kind == "part":
         src = clean(node.get("source", "?"))
-        return f"part of {src}", label
+        return f"part of {src}", label + keyword_inputs(node)
     if kind == "layer":
         build = node.get("build")
         args = build if isinstance(build, Mapping) else node.get("options", {})
@@ -99,9 +99,23 @@ def node_counts(node: Mapping[str, Any], frozen: set[str]) -> Counts | None:
     return None
 
 
+def keyword_inputs(node: Mapping[str, Any]) -> str:
+    """A part's keyword data inputs as the spec writes them (``(mask=m)``), or ""."""
+    keywords = node.get("keywords") or {}
+    if not keywords:
+        return ""
+    return "(" + ", ".join(f"{clean(k)}={clean(v or '?')}" for k, v in keywords.items()) + ")"
+
+
 def edge_label(kind: str, attrs: Mapping[str, Any]) -> str:
     if kind == "data":
-        return fmt_shape(attrs["shape"]) if attrs.get("shape") is not None else ""
+        shape = fmt_shape(attrs["shape"]) if attrs.get("shape") is not None else ""
+        keywords = attrs.get("keywords") or ()
+        if not keywords:
+            return shape
+        # a keyword data input: `mask=[B, T]` (and the shape alone for a position it feeds)
+        bits = [shape] if attrs.get("positions") and shape else []
+        return ", ".join(bits + [f"{clean(k)}={shape}" for k in keywords])
     if kind == "inherit":
         bits = []
         if attrs.get("tensors") is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from synthdsl.graph import SynthGraph
 from synthdsl.graph.counts import all_parameters, count_params
 from synthdsl.lang.errors import fmt_shape
+from synthdsl.viz.describe import keyword_inputs
 
 
 def _count(n: int) -> str:
@@ -37,8 +38,8 @@ def summary_rows(graph: SynthGraph) -> list[dict]:
             what = "input" if dtype == "float32" else f"input {dtype}"
         elif kind == "output":
             what = f"output '{node['name']}'"
-        else:
-            what = node["label"]
+        else:  # a part's keyword data inputs too: `t(mask=mask)`
+            what = node["label"] + keyword_inputs(node)
         has = "params" in node and kind in ("part", "layer") and not node.get("shares")
         rows.append({
             "node": n, "kind": kind, "what": what,

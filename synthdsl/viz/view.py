@@ -91,7 +91,9 @@ def build_view(graph, expand: Iterable[str] = (), depth: int = 1,
             cluster=clean(n) if kind == "source" else
             (clean(member_of[n]) if n in member_of else None),
             options={clean(k): fmt_value(v) for k, v in (node.get("options") or {}).items()},
-            inputs=[clean(i) if i is not None else "?" for i in (node.get("inputs") or ())])
+            inputs=[clean(i) if i is not None else "?" for i in (node.get("inputs") or ())]
+            + [f"{clean(k)}={clean(i) if i is not None else '?'}"  # keyword data inputs
+               for k, i in (node.get("keywords") or {}).items()])
         if node.get("used") is not None and sum(node.get("parameters", {}).values()):
             used = set(node["used"])
             n_used = sum(v for k, v in node["parameters"].items() if k in used)
