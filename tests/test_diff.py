@@ -140,3 +140,19 @@ def test_every_example_against_itself_is_the_same():
     for path in sorted((ROOT / "models").glob("*.synth")):
         g = synthdsl.check_spec(path)
         assert spec_diff(g, g).same, path.name
+
+
+def test_a_keyword_input_given_another_value_is_a_change(tmp_path):
+    spec = """synth Vit
+input image: [B, 3, 16, 16]
+input bias: [B, 1, 5, 5] bool
+input other: [B, 1, 5, 5] bool
+source vit = timm("test_vit", num_classes=0, img_size=16, patch_size=8)
+h = vit.forward_features(image, attn_mask=bias)
+output h
+"""
+    same = diff(tmp_path, spec, spec.replace("output h", "# a comment\noutput h"))
+    assert same.same
+    d = diff(tmp_path, spec, spec.replace("attn_mask=bias", "attn_mask=other"))
+    assert [(c.name, c.fields) for c in d.changes] == \
+        [("h", {"inputs": (("image", "attn_mask=bias"), ("image", "attn_mask=other"))})]
