@@ -6,6 +6,8 @@
    node of a successful parse (which also slice to the token they name).
 3. Random ASTs survive `format_spec` then `parse_spec`, and formatting is idempotent.
 4. Extra white space and comments between tokens do not change the AST.
+5. `format_text` of such a text means the same spec, keeps every comment in order, and is
+   idempotent, at any width.
 
 The tests at the end pin down bugs these properties once found; each one
 runs a known failing input (an explicit `@example` or a fixed parameter), so it fails on
@@ -29,6 +31,7 @@ from pydantic import BaseModel
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.parse import KEYWORDS, grammar_text, parse_spec
+from synthdsl.lang.fmt import comments_of, format_text
 from synthdsl.lang.printer import format_expr, format_spec, format_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -481,10 +484,8 @@ _FILLER = st.one_of(
 )
 
 
-@settings(max_examples=200, **SETTINGS)
-@given(specs(), st.data())
-def test_white_space_and_comments_between_tokens_are_ignored(spec, data):
-    text = format_spec(spec)
+def spaced_text(text: str, data) -> str:
+    """`text` with white space and comments drawn from `data` put between random tokens."""
     toks = tokens_of(text)
     # gap i is the text before token i; gap len(toks) is the tail
     bounds = [0] + [end for _, end in toks]
@@ -496,11 +497,30 @@ def test_white_space_and_comments_between_tokens_are_ignored(spec, data):
     for i, (start, end) in enumerate(toks):
         pieces.append(text[bounds[i]:start] + extra.get(i, "") + text[start:end])
     pieces.append(text[bounds[-1]:] + extra.get(len(toks), ""))
-    spaced = "".join(pieces)
+    return "".join(pieces)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(specs(), st.data())
+def test_white_space_and_comments_between_tokens_are_ignored(spec, data):
+    spaced = spaced_text(format_spec(spec), data)
     parsed = parse_spec(spaced, file="spaced.synth")
     assert parsed == spec
     assert strict_key(parsed) == strict_key(spec)
     check_node_spans(parsed, file="spaced.synth")
+
+
+# ---- 5. `synth fmt` keeps meaning and comments, and is idempotent ------------------------
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(specs(), st.data(), st.sampled_from([100, 60, 30]))
+def test_formatting_text_keeps_the_spec_and_every_comment(spec, data, width):
+    spaced = spaced_text(format_spec(spec), data)
+    out = format_text(spaced, width=width)  # checks meaning and comments itself, then:
+    assert parse_spec(out) == spec
+    assert [c.text for c in comments_of(out)] == [c.text for c in comments_of(spaced)]
+    assert format_text(out, width=width) == out
 
 
 # ---- known bugs ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
                     [-o OUT]       ... and write it, with its spec and provenance
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
     synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
+    synth fmt FILE... [--check]    the canonical spelling, comments kept (in place)
     synth diff A B [--json]        what changed between two specs, by meaning: values, shapes,
                                    sources, freeze sets, parameter counts
     synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
@@ -38,6 +39,7 @@ from typing import Callable, Sequence
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.files import WriteFailed, is_disk_error, write_error
 from synthdsl.lang.budget import BUDGET_HELP
+from synthdsl.lang.fmt import WIDTH
 from synthdsl.lang.errors import SynthError, render_all
 from synthdsl.lang.options import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -62,6 +64,7 @@ cmd_lock = _command("synthdsl.cli.spec", "cmd_lock")
 cmd_compile = _command("synthdsl.cli.spec", "cmd_compile")
 cmd_merge = _command("synthdsl.cli.spec", "cmd_merge")
 cmd_diff = _command("synthdsl.cli.spec", "cmd_diff")
+cmd_fmt = _command("synthdsl.cli.fmt", "cmd_fmt")
 cmd_soup = _command("synthdsl.cli.soup", "cmd_soup")
 cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
@@ -123,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--exit-code", action="store_true",
                    help="exit 4 when the specs differ (0 when they describe the same model)")
     d.set_defaults(func=cmd_diff)
+
+    f = sub.add_parser("fmt", help="write specs in their canonical spelling, comments kept")
+    f.add_argument("files", nargs="+", metavar="FILE", help="specs to format ('-': stdin to "
+                   "stdout)")
+    f.add_argument("--check", action="store_true",
+                   help="write nothing; exit 4 when a file would change")
+    f.add_argument("--diff", action="store_true", help="write nothing; print what would "
+                   "change as a unified diff (exit 4 when something would)")
+    f.add_argument("--width", type=int, help=f"columns a line is wrapped to (default {WIDTH})")
+    f.set_defaults(func=cmd_fmt)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
     n.add_argument("target", help="a timm architecture, torchvision:NAME, or a .synth file")
@@ -199,6 +212,10 @@ EXAMPLES = {
                 "synth compile spec.synth -o model.safetensors"],
     "merge": ["synth merge models/merged_soup.synth -o merged.safetensors",
               "synth merge spec.synth --source soup -o soup.safetensors"],
+    "fmt": ["synth fmt spec.synth                       # rewrites it in place",
+            "synth fmt --check models/*.synth           # exit 4 if any would change",
+            "synth fmt --diff spec.synth",
+            "cat spec.synth | synth fmt -"],
     "diff": ["synth diff models/transfer_resnet18.synth new.synth",
              "synth diff a.synth b.synth --json",
              "synth diff a.synth b.synth --exit-code    # exit 4 when they differ"],

@@ -166,6 +166,11 @@ def build_ast(tree: Tree, text: str, file: str | None = None) -> ast.Spec:
 
 
 def parse_file(path: str | Path) -> ast.Spec:
+    return parse_spec(read_spec_text(path), str(path))
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of the spec file at `path`; S000 where it cannot be read as a spec."""
     path = Path(path)
     try:
         text = read_regular(path, SPEC_MAX_BYTES, "spec file").decode("utf-8")
@@ -184,7 +189,7 @@ def parse_file(path: str | Path) -> ast.Spec:
     except OSError as e:
         raise SynthError("S000", f"spec file '{path}' cannot be read: "
                          f"{e.strerror or e}") from None
-    return parse_spec(text, str(path))
+    return text
 
 
 def _too_deep(text: str, file: str | None) -> SynthError:
