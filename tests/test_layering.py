@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "synthdsl"
 
 #: Layer of each top-level part of the package: lower numbers are imported by higher ones.
 LAYERS = {"files": 0, "lang": 0, "library": 1, "plugins": 1, "graph": 2, "checks": 3, "build": 4,
-          "pipeline": 4, "train": 5, "viz": 5, "cli": 6, "__main__": 7}
+          "pipeline": 4, "train": 5, "viz": 5, "editor": 5, "cli": 6, "__main__": 7}
 #: Most lines a module may have.
 MAX_LINES = 500
 #: Third-party packages the front end must never load.

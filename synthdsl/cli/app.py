@@ -7,6 +7,7 @@
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
     synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
     synth fmt FILE... [--check]    the canonical spelling, comments kept (in place)
+    synth lsp                      the language server for editors (stdio)
     synth diff A B [--json]        what changed between two specs, by meaning: values, shapes,
                                    sources, freeze sets, parameter counts
     synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
@@ -65,6 +66,7 @@ cmd_compile = _command("synthdsl.cli.spec", "cmd_compile")
 cmd_merge = _command("synthdsl.cli.spec", "cmd_merge")
 cmd_diff = _command("synthdsl.cli.spec", "cmd_diff")
 cmd_fmt = _command("synthdsl.cli.fmt", "cmd_fmt")
+cmd_lsp = _command("synthdsl.cli.fmt", "cmd_lsp")
 cmd_soup = _command("synthdsl.cli.soup", "cmd_soup")
 cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
@@ -136,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "change as a unified diff (exit 4 when something would)")
     f.add_argument("--width", type=int, help=f"columns a line is wrapped to (default {WIDTH})")
     f.set_defaults(func=cmd_fmt)
+
+    ls = sub.add_parser("lsp", help="the language server for editors, over stdio (needs "
+                        "synthdsl[lsp])")
+    ls.set_defaults(func=cmd_lsp)
 
     n = sub.add_parser("nodes", help="the cut points of a timm model, with their shapes")
     n.add_argument("target", help="a timm architecture, torchvision:NAME, or a .synth file")
@@ -216,6 +222,8 @@ EXAMPLES = {
             "synth fmt --check models/*.synth           # exit 4 if any would change",
             "synth fmt --diff spec.synth",
             "cat spec.synth | synth fmt -"],
+    "lsp": ["synth lsp                                  # an editor starts it, talks on stdio",
+            "synth --plugin mypkg.layers lsp            # the plugin's layers known too"],
     "diff": ["synth diff models/transfer_resnet18.synth new.synth",
              "synth diff a.synth b.synth --json",
              "synth diff a.synth b.synth --exit-code    # exit 4 when they differ"],
