@@ -13,6 +13,7 @@
     synth lock FILE [--verify]     pin (or verify) the checkpoints a spec reads
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
+    synth rank TARGET... --data D  which candidate transfers best: LogME, kNN, linear probe
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
     synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
     synth --version                the installed version (also `python -m synthdsl`)
@@ -72,6 +73,7 @@ cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
 cmd_train = _command("synthdsl.cli.train", "cmd_train")
 cmd_eval = _command("synthdsl.cli.train", "cmd_eval")
+cmd_rank = _command("synthdsl.cli.train", "cmd_rank")
 cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
 
 
@@ -177,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_arguments(e)
     e.set_defaults(func=cmd_eval)
 
+    rk = sub.add_parser("rank", help="score candidate starting points on your labels before "
+                        "fine-tuning: LogME, kNN and a linear probe on frozen features")
+    rk.add_argument("files", nargs="+", metavar="TARGET", help="specs, artifacts or runs; "
+                    "every output of each is a candidate")
+    rk.add_argument("--data", required=True, help="as for synth train")
+    rk.add_argument("--classes", help="keep these classes, as for synth train")
+    rk.add_argument("--shots", type=int, help="score on this many labelled samples per class "
+                    "(a seeded subset, as synth train --shots takes it)")
+    rk.add_argument("--shots-seed", type=int, default=0)
+    rk.add_argument("--k", type=int, default=10, help="neighbours of the kNN score (default 10)")
+    rk.add_argument("--batch-size", type=int, default=256)
+    rk.add_argument("--device", default="cpu")
+    rk.add_argument("--json", action="store_true", help="the table as JSON")
+    rk.add_argument("--plot", metavar="PNG", help="a bar chart of the three scores")
+    rk.set_defaults(func=cmd_rank)
+
     so = sub.add_parser("soup", help="fine-tune variants of a spec from one start; the greedy "
                         "and uniform soups against the best variant")
     so.add_argument("file", help="the .synth spec")
@@ -239,6 +257,9 @@ EXAMPLES = {
     "eval": ["synth eval runs/r18 --data digits",
              "synth eval model.safetensors --data imgs/ --json",
              "synth eval spec.synth --weights run/model.safetensors --data digits"],
+    "rank": ["synth rank a.synth b.synth c.synth --data digits --classes 5-9",
+             "synth rank cuts.synth --data imgs/ --plot rank.png   # one output per cut",
+             "synth rank runs/a runs/b --data digits --json"],
     "soup": ["synth soup spec.synth --data digits --classes 5-9 --variants 4 -o soup.safetensors",
              "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
     "demo": ["synth demo                                 # about 5 minutes on 2 cores",
@@ -350,7 +371,7 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
-_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input")
+_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k")
 #: Flags that must be whole numbers ≥ 0.
 _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
                   "save_every", "keep", "threads")

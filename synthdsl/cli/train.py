@@ -119,6 +119,25 @@ def cmd_eval(args) -> int:
     return EXIT_OK
 
 
+def cmd_rank(args) -> int:
+    """`synth rank`: see `synth rank --help`."""
+    from synthdsl.train.rank import rank
+
+    check_output(args.plot, [f for f in args.files], "plot")
+    check_device(args.device)
+    report = rank(args.files, args.data, args.classes, args.batch_size, args.device, args.k,
+                  args.shots, args.shots_seed)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.text())
+    if args.plot:
+        report.plot(args.plot)
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     """`synth demo`: see `synth demo --help`."""
     check_folder_output(args.output, [], "demo folder")
