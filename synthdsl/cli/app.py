@@ -14,6 +14,7 @@
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
     synth rank TARGET... --data D  which candidate transfers best: LogME, kNN, linear probe
+    synth search FILE --space ...  Optuna over stages, frozen stages, lr, LoRA rank: trials, Pareto
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
     synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
     synth --version                the installed version (also `python -m synthdsl`)
@@ -74,6 +75,7 @@ cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
 cmd_train = _command("synthdsl.cli.train", "cmd_train")
 cmd_eval = _command("synthdsl.cli.train", "cmd_eval")
 cmd_rank = _command("synthdsl.cli.train", "cmd_rank")
+cmd_search = _command("synthdsl.cli.train", "cmd_search")
 cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
 
 
@@ -195,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--plot", metavar="PNG", help="a bar chart of the three scores")
     rk.set_defaults(func=cmd_rank)
 
+    se = sub.add_parser("search", help="a bounded search over spec choices (stage, frozen "
+                        "stages, lr, LoRA rank), each trial a real training run (Optuna)")
+    se.add_argument("file", help="the .synth spec")
+    se.add_argument("--data", required=True, help="as for synth train")
+    se.add_argument("--space", action="append", required=True, metavar="NAME=DOMAIN",
+                    help="a choice: recipe.lr=1e-4:1e-2:log, feats.stage=2|3|4, "
+                    "frozen_stages.r=0..3, adapt.rank=4|8|16 (repeatable)")
+    se.add_argument("--trials", type=int, default=10, help="finished trials wanted in all "
+                    "(a study in OUT resumes; default 10)")
+    se.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="the study folder: study.db, trials/, results.json, pareto.png")
+    se.add_argument("--seed", type=int, default=0, help="the sampler's and every trial's seed")
+    se.add_argument("--classes", help="keep these classes, as for synth train")
+    se.add_argument("--json", action="store_true", help="the trials as JSON")
+    se.set_defaults(func=cmd_search)
+
     so = sub.add_parser("soup", help="fine-tune variants of a spec from one start; the greedy "
                         "and uniform soups against the best variant")
     so.add_argument("file", help="the .synth spec")
@@ -260,6 +278,10 @@ EXAMPLES = {
     "rank": ["synth rank a.synth b.synth c.synth --data digits --classes 5-9",
              "synth rank cuts.synth --data imgs/ --plot rank.png   # one output per cut",
              "synth rank runs/a runs/b --data digits --json"],
+    "search": ["synth search spec.synth --data digits --space recipe.lr=1e-4:1e-2:log "
+               "--space feats.stage=2|3 -o runs/search",
+               "synth search spec.synth --data digits --space frozen_stages.r=0..4 "
+               "--space adapt.rank=4|8|16 --trials 20 -o runs/search   # resumes"],
     "soup": ["synth soup spec.synth --data digits --classes 5-9 --variants 4 -o soup.safetensors",
              "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
     "demo": ["synth demo                                 # about 5 minutes on 2 cores",
@@ -371,7 +393,7 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
-_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k")
+_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k", "trials")
 #: Flags that must be whole numbers ≥ 0.
 _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
                   "save_every", "keep", "threads")

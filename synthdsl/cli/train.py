@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -135,6 +136,27 @@ def cmd_rank(args) -> int:
         report.plot(args.plot)
         if not args.json:
             print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def cmd_search(args) -> int:
+    """`synth search`: see `synth search --help`."""
+    from synthdsl.train.data import parse_classes
+    from synthdsl.train.search import parse_space, plot, search, table
+
+    space = parse_space(args.space)
+    check_folder_output(args.output, [args.file], "study folder")
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    records = search(args.file, args.data, space, args.output, trials=args.trials,
+                     seed=args.seed, classes=parse_classes(args.classes), log=log)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(table(records))
+    if records:
+        written = plot(records, Path(args.output) / "pareto.png")
+        if not args.json:
+            print(f"wrote {Path(args.output) / 'results.json'} and {written}")
     return EXIT_OK
 
 
