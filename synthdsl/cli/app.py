@@ -42,6 +42,7 @@ from typing import Callable, Sequence
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.files import WriteFailed, is_disk_error, write_error
 from synthdsl.lang.budget import BUDGET_HELP
+from synthdsl.cli.examples import EXAMPLES
 from synthdsl.lang.fmt import WIDTH
 from synthdsl.lang.errors import SynthError, render_all
 from synthdsl.lang.options import LOSSES, OPTIMIZERS, SCHEDULES
@@ -238,55 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
             parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
             parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
-
-
-#: What each command's --help shows under "examples:".
-EXAMPLES = {
-    "check": ["synth check models/transfer_resnet18.synth",
-              "synth check spec.synth --json             # diagnostics as data, exit 1 if any",
-              "synth check big.synth --budget params=16GiB"],
-    "summary": ["synth summary models/transfer_resnet18.synth",
-                "synth summary spec.synth --inheritance     # where every tensor comes from",
-                "synth summary spec.synth --json"],
-    "lock": ["synth lock spec.synth                      # writes spec.synth.lock",
-             "synth lock spec.synth --verify"],
-    "compile": ["synth compile models/whole_resnet18.synth --code",
-                "synth compile spec.synth -o model.safetensors"],
-    "merge": ["synth merge models/merged_soup.synth -o merged.safetensors",
-              "synth merge spec.synth --source soup -o soup.safetensors"],
-    "fmt": ["synth fmt spec.synth                       # rewrites it in place",
-            "synth fmt --check models/*.synth           # exit 4 if any would change",
-            "synth fmt --diff spec.synth",
-            "cat spec.synth | synth fmt -"],
-    "lsp": ["synth lsp                                  # an editor starts it, talks on stdio",
-            "synth --plugin mypkg.layers lsp            # the plugin's layers known too"],
-    "diff": ["synth diff models/transfer_resnet18.synth new.synth",
-             "synth diff a.synth b.synth --json",
-             "synth diff a.synth b.synth --exit-code    # exit 4 when they differ"],
-    "nodes": ["synth nodes resnet18",
-              "synth nodes torchvision:resnet50 --input 3 224 224",
-              "synth nodes models/truncated_trunk.synth r50 --json"],
-    "viz": ["synth viz models/fusion_vgg_mobilenet.synth",
-            "synth viz spec.synth -o model.svg",
-            "synth viz spec.synth -o model.html --expand r18 --depth 2"],
-    "train": ["synth train models/transfer_resnet18.synth --data digits -o runs/r18",
-              "synth train spec.synth --data imgs/ --classes 5-9 --epochs 3 -o runs/a",
-              "synth train spec.synth --data digits -o runs/a --resume"],
-    "eval": ["synth eval runs/r18 --data digits",
-             "synth eval model.safetensors --data imgs/ --json",
-             "synth eval spec.synth --weights run/model.safetensors --data digits"],
-    "rank": ["synth rank a.synth b.synth c.synth --data digits --classes 5-9",
-             "synth rank cuts.synth --data imgs/ --plot rank.png   # one output per cut",
-             "synth rank runs/a runs/b --data digits --json"],
-    "search": ["synth search spec.synth --data digits --space recipe.lr=1e-4:1e-2:log "
-               "--space feats.stage=2|3 -o runs/search",
-               "synth search spec.synth --data digits --space frozen_stages.r=0..4 "
-               "--space adapt.rank=4|8|16 --trials 20 -o runs/search   # resumes"],
-    "soup": ["synth soup spec.synth --data digits --classes 5-9 --variants 4 -o soup.safetensors",
-             "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
-    "demo": ["synth demo                                 # about 5 minutes on 2 cores",
-             "synth demo --quick -o /tmp/demo            # a smoke test"],
-}
 
 
 def version() -> str:
