@@ -10,6 +10,7 @@
     synth train FILE --data D -o RUN   train a spec: checkpoints, a JSON-lines log, --resume
     synth eval TARGET --data D     accuracy, per-class and macro P/R/F1, confusion matrix
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
+    synth compress FILE --data D   trained, pruned, int8 and distilled, measured side by side
     synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
 
 A mistake in a spec is printed like a compiler prints it (file:line:col, the
@@ -64,6 +65,7 @@ cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
 cmd_train = _command("synthdsl.cli.train", "cmd_train")
 cmd_eval = _command("synthdsl.cli.train", "cmd_eval")
 cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
+cmd_compress = _command("synthdsl.cli.compress", "cmd_compress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
                        "digits 0-4 into one for 5-9, against training from scratch")
     _demo_arguments(d)
     d.set_defaults(func=cmd_demo)
+
+    z = sub.add_parser("compress", help="train a spec, then prune, quantise and distil it as "
+                       "its adapt statements say; every form measured side by side")
+    _compress_arguments(z)
+    z.set_defaults(func=cmd_compress)
     return p
+
+
+def _compress_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the .synth spec, with prune(...) and/or quantize(...)")
+    p.add_argument("--data", default="digits", help="digits (default), mnist5k, a folder or "
+                   "an .npz: its train split trains, its test split measures")
+    p.add_argument("--seeds", type=int, default=1, help="seeds (default 1)")
+    p.add_argument("--epochs", type=int, help="epochs of the trained model (default: the "
+                   "spec's recipe)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="epochs of the pruned "
+                   "model's and of quantisation-aware fine-tuning (default 3)")
+    p.add_argument("--student", help="the student spec distilled from the trained model "
+                   "(default: a built-in CNN of about 7k parameters)")
+    p.add_argument("--student-epochs", type=int, default=10, help="(default 10)")
+    p.add_argument("--modes", help="quantisation modes to measure, e.g. dynamic,static,qat "
+                   "(default: the spec's quantize mode)")
+    p.add_argument("--calibration", type=int, default=8, help="training batches that "
+                   "calibrate static int8 (default 8)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while timing "
+                   "(default 1)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per model and batch "
+                   "size (default 20)")
+    p.add_argument("--report", help="write the report (every seed's figures) as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -259,7 +290,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
-_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input")
+_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "finetune_epochs",
+                 "student_epochs", "repeats", "calibration")
 #: Flags that must be whole numbers ≥ 0.
 _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
                   "save_every", "keep", "threads")
