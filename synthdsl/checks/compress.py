@@ -8,7 +8,9 @@ against the model (S401 where it names no tensor, or no layer of a kind the meth
 changes), a layer whose values are an output of the spec (its size must stay: S403), a
 layer that also has a LoRA adapter (S403), more than one quantisation mode (S403), and
 pruning without Torch-Pruning installed (S404). Writes ``graph.graph["compression"]``: per
-statement the method, its options (defaults filled in), the layers and the line.
+statement the method, its options (defaults filled in), the layers and the line (for
+quantize every Linear and Conv named, so that another mode can be measured; dynamic
+quantisation leaves the convolutions float).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def check_compression(ctx: CheckContext) -> None:
                         hint="compress the model after merging its adapters "
                         "(merge_adapters()), or adapt other layers")
                 continue
+            if method == "quantize":  # every Linear and Conv: dynamic skips the convolutions
+                found = _layers(matched, modules, QUANTIZABLE["static"])
             layers += [m for m in found if m not in layers]
         if layers:
             plans.append({"method": method, "options": opts, "modules": layers,

@@ -72,8 +72,20 @@ def prepare_static(graph_module: fx.GraphModule, layers: Sequence[str],
         warnings.simplefilter("ignore")
         if qat:  # BatchNorm folded into its convolution first: its statistics stay put
             gm = fuse(gm.eval())
-            return qfx.prepare_qat_fx(gm.train(), _mapping(gm, layers, True), tuple(inputs))
-        return qfx.prepare_fx(gm.eval(), _mapping(gm, layers, False), tuple(inputs))
+            return qfx.prepare_qat_fx(gm.train(), _mapping(gm, layers, True), tuple(inputs),
+                                      _leaves(gm))
+        return qfx.prepare_fx(gm.eval(), _mapping(gm, layers, False), tuple(inputs),
+                              _leaves(gm))
+
+
+def _leaves(model: nn.Module):
+    """synthdsl's own layers (`GlobalAvgPool`, ...) are called as they are, not traced
+    into: they stay float, between a dequantise and a quantise step."""
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    own = sorted({type(m) for m in model.modules()
+                  if type(m).__module__.startswith("synthdsl.library")}, key=str)
+    return PrepareCustomConfig().set_non_traceable_module_classes(own)
 
 
 def convert(prepared: fx.GraphModule) -> fx.GraphModule:
