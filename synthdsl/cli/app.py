@@ -182,7 +182,7 @@ def _compress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=int, default=3, help="epochs of the pruned "
                    "model's and of quantisation-aware fine-tuning (default 3)")
     p.add_argument("--student", help="the student spec distilled from the trained model "
-                   "(default: a built-in CNN of about 7k parameters)")
+                   "(default: a built-in CNN of about 5k parameters)")
     p.add_argument("--student-epochs", type=int, default=10, help="(default 10)")
     p.add_argument("--modes", help="quantisation modes to measure, e.g. dynamic,static,qat "
                    "(default: the spec's quantize mode)")

@@ -49,7 +49,7 @@ from synthdsl.train.run import train
 
 
 def student_spec(classes: int, size: int = 16) -> str:
-    """The built-in student: a small CNN on one channel, about 7k parameters."""
+    """The built-in student: a small CNN on one channel, about 5k parameters."""
     return f"""# A small CNN: the student distilled from the trained model.
 synth CompressStudent
 
