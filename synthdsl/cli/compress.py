@@ -15,6 +15,9 @@ from synthdsl.lang.options import ADAPT_METHODS
 def cmd_compress(args) -> int:
     """`synth compress`: see `synth compress --help`."""
     check_output(args.report, [args.file], "report")
+    if args.threads < 1:
+        raise SynthError("S010", f"--threads must be a whole number ≥ 1, not {args.threads}",
+                         hint="e.g. --threads 1")
     modes = tuple(m.strip() for m in (args.modes or "").split(",") if m.strip())
     allowed = ADAPT_METHODS["quantize"]["mode"].choices
     if bad := [m for m in modes if m not in allowed]:
