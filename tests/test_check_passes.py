@@ -51,7 +51,8 @@ def test_check_graph_runs_the_pass_list_in_order():
     g = check_graph(build_graph(parse_spec(text)), passes=[recorded(p) for p in PASSES])
     assert ran == [p.__name__ for p in PASSES] == [
         "check_cycles", "check_sources", "check_shapes", "check_inheritance",
-        "check_policies", "check_adapters", "check_budget", "check_training", "check_recipe",
+        "check_policies", "check_adapters", "check_compression", "check_budget",
+        "check_training", "check_recipe",
         "check_unused"]
     assert g.nodes["h.0"]["shape"] == ("B", 4) and g.graph["checked"]
 

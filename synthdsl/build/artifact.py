@@ -43,6 +43,7 @@ from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import _read_entry, _read_header
 from synthdsl.library.peft import merge_lora
 from synthdsl.library.plugins import is_loaded, plugins_needed
+from synthdsl.library.prune import resize_to
 
 #: Tensors named in one S210 message, of each kind.
 SHOWN = 5
@@ -61,6 +62,8 @@ def save_compiled(model, path: str | Path) -> Path:
               "adapters": sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A"))}
     if needed := plugins_needed(graph):
         record["plugins"] = needed
+    if pruned := model.__dict__.get("pruned"):
+        record["pruned"] = pruned
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     Record.model_validate_json(body)  # what is written is what load_compiled accepts
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -146,6 +149,7 @@ def load_compiled(path: str | Path):
         _agree(path, graph, record, artifact.header)  # on meta: nothing allocated yet
         model = compile_graph(graph, load_weights=False)
         _merge_unsaved(model, record.adapters)
+        _resize(path, model, record.pruned)
         state = artifact.tensors()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -155,6 +159,20 @@ def load_compiled(path: str | Path):
     model.provenance = dict(record.provenance)
     model.lock = record.lock.model_dump()
     return model.eval()
+
+
+def _resize(path: Path, model, pruned: dict[str, list[int]]) -> None:
+    """The tensors pruning changed, given the shapes it left (S210 where one is not a
+    tensor of the module); the training sets applied again to the new parameters."""
+    if not pruned:
+        return
+    try:
+        resize_to(model, pruned)
+    except ValueError as e:
+        raise s210(path, f"its metadata lists a pruned tensor the spec does not build: {e}"
+                   ) from None
+    model.pruned = dict(pruned)
+    model._apply_training_sets()
 
 
 def _merge_unsaved(model, adapters: list[str]) -> None:
@@ -235,6 +253,7 @@ def _agree(path: Path, graph: SynthGraph, record: Record, header: dict) -> None:
         raise s210(path, "its metadata lists LoRA adapters on layers that have none",
                    [display(n) for n in stray[:SHOWN]])
     _merge_unsaved(model, record.adapters)
+    _resize(path, model, record.pruned)
     built = {k: (DTYPE_CODES.get(v.dtype, str(v.dtype)), list(v.shape))
              for k, v in model.state_dict().items()}
     held = {k: (e["dtype"], list(e["shape"])) for k, e in header.items()}

@@ -71,6 +71,10 @@ class Record(_Strict):
     #: The plugins (module or entry point names) whose layers, operations or kinds of
     #: source the specs use; absent when they use none. Loading never imports them.
     plugins: list[str] = []
+    #: The shape of every tensor that structured pruning changed (what `prune(...)` left),
+    #: by qualified name; absent when nothing was pruned. Loading resizes those tensors
+    #: (and their modules) before the file's tensors are compared and read.
+    pruned: dict[str, list[int]] = {}
 
 
 def s209(path: Path, why: str) -> SynthError:

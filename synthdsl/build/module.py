@@ -63,6 +63,9 @@ class SynthModule(nn.Module):
         #: (file, sha256, key, transform), an inheritance edge, timm's or torch's
         #: initialiser ("init"/"new"), or the hub.
         self.provenance: dict[str, dict] = dict(provenance or {})
+        #: The shape of every tensor structured pruning changed, by qualified name
+        #: (:func:`synthdsl.build.compress.prune_compiled`); artifacts record it.
+        self.pruned: dict[str, list[int]] = {}
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
         self.output_names: tuple[str, ...] = tuple(graph.graph["output_names"])
         self._apply_training_sets()

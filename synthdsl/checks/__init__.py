@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 from synthdsl.checks.adapters import check_adapters
 from synthdsl.checks.budget import check_budget
+from synthdsl.checks.compress import check_compression
 from synthdsl.checks.context import CheckContext, pattern_matches, run_check
 from synthdsl.checks.inherit import check_inheritance
 from synthdsl.checks.policies import check_policies
@@ -46,6 +47,7 @@ PASSES: tuple[Callable[[CheckContext], None], ...] = (
     check_inheritance,
     check_policies,
     check_adapters,
+    check_compression,
     check_budget,
     check_training,
     check_recipe,

@@ -7,6 +7,8 @@ and the parameters of the node that installs the layer. Writes
 ``graph.graph["adapters"]`` (module, method, rank, alpha per adapted layer) and
 leaves, per statement, what it freezes (True) or trains (False) on
 ``ctx.adapted`` for the training pass, which applies it in statement order.
+``prune`` and ``quantize`` add nothing to train: their options are checked here and
+what they name by :mod:`synthdsl.checks.compress`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from synthdsl.checks.context import CheckContext
 from synthdsl.checks.training import match_at
 from synthdsl.lang.errors import did_you_mean
-from synthdsl.lang.options import ADAPT_METHODS
+from synthdsl.lang.options import ADAPT_METHODS, COMPRESS_METHODS
 from synthdsl.library.peft import ADAPTABLE, lora_shapes
 
 
@@ -40,6 +42,8 @@ def check_adapters(ctx: CheckContext) -> None:
                         "its options: " + ", ".join(allowed) if allowed else
                         "it takes no options"))
             continue
+        if method in COMPRESS_METHODS:
+            continue  # no tensors to add or train: the compression pass resolves these
         lora = ADAPT_METHODS["lora"]
         rank = opts.get("rank", lora["rank"].default)
         alpha = opts.get("alpha", rank)  # the scale alpha / rank is 1 unless alpha is given

@@ -16,6 +16,7 @@
     synth rank TARGET... --data D  which candidate transfers best: LogME, kNN, linear probe
     synth search FILE --space ...  Optuna over stages, frozen stages, lr, LoRA rank: trials, Pareto
     synth demo                     the synthesis loop on MNIST: synthesised vs scratch vs distilled
+    synth compress FILE --data D   trained, pruned, int8 and distilled, measured side by side
     synth --plugin MODULE COMMAND  load a plugin's layers, operations and kinds of source first
     synth --version                the installed version (also `python -m synthdsl`)
 
@@ -42,6 +43,7 @@ from typing import Callable, Sequence
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
 from synthdsl.files import WriteFailed, is_disk_error, write_error
 from synthdsl.lang.budget import BUDGET_HELP
+from synthdsl.cli.arguments import compress_arguments, demo_arguments, eval_arguments
 from synthdsl.cli.examples import EXAMPLES
 from synthdsl.lang.fmt import WIDTH
 from synthdsl.lang.errors import SynthError, render_all
@@ -78,6 +80,7 @@ cmd_eval = _command("synthdsl.cli.train", "cmd_eval")
 cmd_rank = _command("synthdsl.cli.train", "cmd_rank")
 cmd_search = _command("synthdsl.cli.train", "cmd_search")
 cmd_demo = _command("synthdsl.cli.train", "cmd_demo")
+cmd_compress = _command("synthdsl.cli.compress", "cmd_compress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="accuracy, precision, recall, F1 and the confusion matrix")
-    _eval_arguments(e)
+    eval_arguments(e)
     e.set_defaults(func=cmd_eval)
 
     rk = sub.add_parser("rank", help="score candidate starting points on your labels before "
@@ -232,8 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the synthesis loop, measured: fuse two models trained on "
                        "digits 0-4 into one for 5-9, against training from scratch")
-    _demo_arguments(d)
+    demo_arguments(d)
     d.set_defaults(func=cmd_demo)
+
+    z = sub.add_parser("compress", help="train a spec, then prune, quantise and distil it as "
+                       "its adapt statements say; every form measured side by side")
+    compress_arguments(z)
+    z.set_defaults(func=cmd_compress)
     for name, parser in sub.choices.items():
         if name in EXAMPLES:
             parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
@@ -310,42 +318,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("-q", "--quiet", action="store_true")
 
 
-def _eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="TARGET", help="a .synth spec, a compiled .safetensors "
-                   "artifact, a run folder of `synth train`, or one of its checkpoints")
-    p.add_argument("--data", help="digits, mnist5k, a folder or an .npz (default: the run's)")
-    p.add_argument("--classes", help="keep these classes, renumbered from 0 (default: the run's)")
-    p.add_argument("--split", default="test", choices=("test", "train", "all"))
-    p.add_argument("--weights", help="a state dict or compiled artifact to load into a spec")
-    p.add_argument("--json", action="store_true", help="the report as JSON")
-    p.add_argument("-o", "--output", metavar="DIR",
-                   help="write metrics.json, report.txt and confusion PNGs here")
-    p.add_argument("--plot", metavar="PNG", help="the first output's confusion matrix")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-
-
-def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default="runs/demo", help="where everything is written "
-                   "(default runs/demo)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds (default 5)")
-    p.add_argument("--shots", type=int, default=20, help="labels per class of the new task "
-                   "(default 20)")
-    p.add_argument("--sweep", default="3,10", metavar="K,K,...",
-                   help="also compare synthesised and scratch with these labels per class "
-                   "(default 3,10; '' for none)")
-    p.add_argument("--data", default="mnist5k", choices=("mnist5k", "digits"))
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: these models are too small to gain from "
-                   "more, and a busy machine makes several threads wait on each other)")
-    p.add_argument("--fresh", action="store_true", help="retrain the existing models even "
-                   "if an earlier run left them")
-    p.add_argument("--quick", action="store_true", help="a smoke test: one seed, one epoch "
-                   "each; the numbers mean nothing")
-
-
 #: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
-_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k", "trials")
+_AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k", "trials",
+                 "finetune_epochs", "student_epochs", "repeats", "calibration")
 #: Flags that must be whole numbers ≥ 0.
 _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
                   "save_every", "keep", "threads")

@@ -44,6 +44,8 @@ EXAMPLES = {
                "--space adapt.rank=4|8|16 --trials 20 -o runs/search   # resumes"],
     "soup": ["synth soup spec.synth --data digits --classes 5-9 --variants 4 -o soup.safetensors",
              "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
+    "compress": ["synth compress models/compress_digits.synth --data digits",
+                 "synth compress spec.synth --seeds 3 --modes dynamic,static,qat --report r.json"],
     "demo": ["synth demo                                 # about 5 minutes on 2 cores",
              "synth demo --quick -o /tmp/demo            # a smoke test"],
 }

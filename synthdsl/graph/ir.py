@@ -277,6 +277,7 @@ class GraphRecord(TypedDict):
     frozen: NotRequired[list[str]]                  #: the check: frozen parameter names
     param_options: NotRequired[dict[str, dict[str, Any]]]  #: the check: per-parameter options
     adapters: NotRequired[list[dict[str, Any]]]     #: the check: module, method, rank, alpha
+    compression: NotRequired[list[dict[str, Any]]]  #: the check: method, options, modules, line per prune / quantize
     norm_policy: NotRequired[str]                   #: the check: follow, frozen or train
     sources: NotRequired[Any]    #: the check: the run's library.cache.Sources (models once)
     plans: NotRequired[dict[str, Any]]  #: the check: part node -> its library.parts.PartPlan

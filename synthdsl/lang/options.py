@@ -190,7 +190,21 @@ ADAPT_METHODS: dict[str, dict[str, Option]] = {
         Option("alpha", _NUMBER, None, "the update's scale is alpha / rank (default: the "
                "rank)", low=0, low_open=True)),
     "bias": {},
+    "prune": _table(
+        Option("ratio", _NUMBER, 0.5, "the fraction of each named layer's output channels "
+               "(or features) removed", low=0, low_open=True, high=1, high_open=True),
+        Option("importance", (str,), "l1", "how channels are ranked: the L1 or L2 norm of "
+               "their weights, or Taylor (weight × gradient on a training batch)",
+               choices=("l1", "l2", "taylor"))),
+    "quantize": _table(
+        Option("mode", (str,), "dynamic", "int8 on the CPU: dynamic (Linear weights, "
+               "activations quantised on the fly), static (calibrated on training batches) "
+               "or qat (quantisation-aware fine-tuning)",
+               choices=("dynamic", "static", "qat"))),
 }
+
+#: The adapt methods that compress a trained model rather than add tensors to train.
+COMPRESS_METHODS = ("prune", "quantize")
 
 #: Named behaviours a spec can choose with `policy NAME = "value"` (first is the default).
 POLICIES = _table(

@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+import torch.nn.functional as F
+
 from synthdsl.build.artifact import save_compiled
+from synthdsl.build.compress import plans, prune_compiled
 from synthdsl.checks.budget import batch_problem
 from synthdsl.files import read_regular
 from synthdsl.lang.errors import SynthError
@@ -148,6 +152,25 @@ def load_teacher(target: str, temperature: float, alpha: float, device: str,
                      "alpha": alpha, "output": output, "description": loaded.description}
 
 
+def prune_for_training(model, data: ImageData, preprocess, options: Options) -> None:
+    """Apply the spec's prune statements before training (which then fine-tunes what is
+    left); Taylor importance reads the gradients of one batch's cross-entropy."""
+    pos = torch.arange(min(len(data), 64))
+    x, y = preprocess.inputs(data.images(pos)), data.targets[pos]
+    keep = y >= 0
+    before = sum(p.numel() for p in model.parameters())
+    prune_compiled(model, x, loss=lambda m: F.cross_entropy(
+        _primary(m(*x))[keep], y[keep]))
+    if not options.quiet:
+        after = sum(p.numel() for p in model.parameters())
+        print(f"pruned  {before:,} -> {after:,} parameters "
+              f"({len(model.pruned)} tensors resized)", flush=True)
+
+
+def _primary(out):
+    return next(iter(out.values())) if isinstance(out, dict) else out
+
+
 def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                recipe: dict[str, Any] | None = None, options: Options = Options(),
                classes: Sequence[int | str] | None = None, shots: int | None = None,
@@ -163,7 +186,9 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     `classes`, `shots` (seeded by `shots_seed`, by default the recipe's seed) and
     `unlabelled` choose the training samples; `eval_split` ("test", "train" or "none") is
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
-    preprocessing; `teacher` names a run, artifact or spec to distil from."""
+    preprocessing; `teacher` names a run, artifact or spec to distil from. A spec that
+    says ``adapt ... with prune(...)`` is pruned after it is compiled, and the training
+    fine-tunes the pruned model (whose artifact records its shapes)."""
     graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
@@ -176,6 +201,8 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     train_data = data_spec.load_for("train", preprocess, tokenizer)
     test = None if eval_split == "none" else DataSpec(
         data, data_spec.classes).load_for(eval_split, preprocess, tokenizer)
+    if plans(model, "prune"):
+        prune_for_training(model, train_data, preprocess, options)
     loaded, teacher_record = (None, None)
     if teacher:
         loaded, teacher_record = load_teacher(teacher, temperature, alpha, options.device,

@@ -1,0 +1,162 @@
+"""Structured pruning: output channels removed with Torch-Pruning's DepGraph, and a
+pruned module's shapes restored on a freshly built one.
+
+`prune_layers` ranks the output channels (features) of the named Linear and Conv layers
+and removes the given fraction of them; DepGraph (traced with example inputs, so the
+compiled fx module works as it is) removes what depends on them too: the next layers'
+input channels, normalisation statistics, residual partners. Every other Conv/Linear is
+an ignored layer (its outputs stay), and so is a named layer whose values are an output
+of the model: the outputs keep their shapes. It returns the new shape of every tensor it
+changed, which is what an artifact records so that `resize_to` rebuilds the same module.
+
+Torch-Pruning is an optional dependency (``pip install 'synthdsl[compress]'``); it is
+imported when pruning runs.
+
+>>> import torch
+>>> from torch import nn
+>>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> resize_to(m, {"0.weight": [3, 4], "0.bias": [3], "2.weight": [2, 3]})
+>>> m[0], m[2]
+(Linear(in_features=4, out_features=3, bias=True), Linear(in_features=3, out_features=2, bias=True))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from synthdsl.lang.errors import SynthError
+
+#: The layers whose output channels can be ranked and removed.
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    if name == "taylor":
+        return tp.importance.TaylorImportance()
+    return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+def output_layers(model: nn.Module, inputs: Sequence[torch.Tensor]) -> set[str]:
+    """The Conv/Linear layers whose own result is one of the model's outputs."""
+    made: dict[int, str] = {}
+
+    def seen(name: str):
+        def hook(module, args, out) -> None:
+            made[id(out)] = name
+        return hook
+
+    hooks = [m.register_forward_hook(seen(n)) for n, m in model.named_modules()
+             if isinstance(m, PRUNABLE)]
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    values = out.values() if isinstance(out, dict) else out if isinstance(
+        out, (tuple, list)) else [out]
+    return {made[id(v)] for v in values if id(v) in made}
+
+
+def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
+                 importance: str = "l1", inputs: Sequence[torch.Tensor] = (),
+                 loss: Callable[[nn.Module], torch.Tensor] | None = None,
+                 span: Any = None) -> dict[str, list[int]]:
+    """Remove `ratio` of the output channels of `layers` of `model`, in place.
+
+    `importance` is "l1", "l2" or "taylor" (which reads the gradients of `loss(model)`).
+    Returns the new shape of every parameter and buffer whose shape changed; a layer that
+    cannot lose channels without changing an output is SynthError S403 at `span`."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise SynthError("S404", "prune(...) needs Torch-Pruning, which is not installed",
+                         span, hint="pip install 'synthdsl[compress]'") from None
+    was_training = model.training
+    model.eval()
+    keep = output_layers(model, inputs)
+    targets = {id(model.get_submodule(n)) for n in layers if n not in keep}
+    if not targets:
+        raise SynthError("S403", f"cannot prune {', '.join(map(repr, layers))}: their values "
+                         "are outputs of the model", span)
+    ignored = [m for m in model.modules() if isinstance(m, PRUNABLE) and id(m) not in targets]
+    shapes = [tuple(v.shape) for v in _outputs(model, inputs)]
+    before = {k: list(v.shape) for k, v in model.state_dict().items()}
+    pruner = tp.pruner.MetaPruner(model, tuple(inputs), importance=_importance(importance),
+                                  pruning_ratio=ratio, ignored_layers=ignored,
+                                  root_module_types=list(PRUNABLE),
+                                  forward_fn=lambda m, x: m(*x))
+    if importance == "taylor":
+        if loss is None:
+            raise ValueError("Taylor importance needs a loss to take gradients of")
+        model.zero_grad()
+        loss(model).backward()
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    after = [tuple(v.shape) for v in _outputs(model, inputs)]
+    if after != shapes:
+        raise SynthError("S403", f"pruning {', '.join(map(repr, layers[:3]))} would change the "
+                         f"outputs' shapes from {shapes} to {after}", span,
+                         hint="name the layers before the output")
+    model.train(was_training)
+    return {k: list(v.shape) for k, v in model.state_dict().items() if before.get(k) !=
+            list(v.shape)}
+
+
+def _outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = model(*inputs)
+    return list(out.values()) if isinstance(out, dict) else list(out) if isinstance(
+        out, (tuple, list)) else [out]
+
+
+def resize_to(model: nn.Module, shapes: dict[str, Sequence[int]]) -> None:
+    """Give the tensors named in `shapes` those shapes (uninitialised, on their device)
+    and their modules the sizes that follow, as pruning left them; ValueError where a
+    name is not a tensor of `model`."""
+    touched: dict[int, nn.Module] = {}
+    for name, shape in shapes.items():
+        path, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"'{name}' is not a tensor of the model") from None
+        old = module._parameters.get(attr)
+        if old is None and module._buffers.get(attr) is None:
+            raise ValueError(f"'{name}' is not a tensor of the model")
+        ref = old if old is not None else module._buffers[attr]
+        new = torch.empty(tuple(shape), dtype=ref.dtype, device=ref.device)
+        if old is not None:
+            module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
+        else:
+            module._buffers[attr] = new
+        touched[id(module)] = module
+    for module in touched.values():
+        _fit_sizes(module)
+
+
+def _fit_sizes(module: nn.Module) -> None:
+    """A module's size attributes made to agree with its tensors."""
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        transposed = module.transposed
+        out_ch = module.weight.shape[1] * module.groups if transposed else module.weight.shape[0]
+        if depthwise:
+            module.groups = module.in_channels = module.out_channels = module.weight.shape[0]
+        else:
+            per_group = module.weight.shape[0] if transposed else module.weight.shape[1]
+            module.out_channels, module.in_channels = out_ch, per_group * module.groups
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = (module.weight if module.weight is not None
+                               else module.running_mean).shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(module.weight.shape)
+    elif isinstance(module, nn.GroupNorm):
+        module.num_channels = module.weight.shape[0]
