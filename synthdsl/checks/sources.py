@@ -63,8 +63,16 @@ def check_sources(ctx: CheckContext) -> None:
             continue
         ctx.models[s] = model
         node["params"] = sum(p.numel() for p in model.parameters())
+        node.pop("weights_view", None)  # found again by this check, or not at all
         if ctx.weights and (e := kind.weights_problem(node, model, sources.readers)):
             ctx.errors.add(e)
+        elif node.get("weights_view"):
+            from synthdsl.library.weight_keys import KeyView
+
+            ctx.warn("W004", f"weights file '{node.get('weights_text')}' is read under "
+                     f"{node['constructor']}('{node['target']}')'s names",
+                     node.get("weights_span") or node["span"],
+                     notes=KeyView.from_dict(node["weights_view"]).notes())
         _check_parts(ctx, s, model)
 
 

@@ -82,6 +82,7 @@ class SourceNode(NodeRecord):
     graph: NotRequired[Union["SynthGraph", None]]  #: spec(...): its graph; None if unreadable
     outputs: NotRequired[list[str]]    #: spec(...): the names of its outputs
     files: NotRequired[list[dict[str, Any]]]  #: merge(...): the files its path options name
+    weights_view: NotRequired[dict[str, Any]]  #: the check: the model's tensors in the file
 
 
 class CallNode(NodeRecord):

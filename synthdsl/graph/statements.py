@@ -106,6 +106,8 @@ class StatementBuilder:
                 path = Path(weights.value)
                 if not path.is_absolute():
                     path = Path(self.g.graph["base_dir"]) / path
+                if path.is_dir() and (path / "model.safetensors").is_file():
+                    path = path / "model.safetensors"  # a run of `synth train`: its model
                 attrs["weights"] = str(path)
                 attrs["weights_text"] = weights.value
                 attrs["weights_span"] = weights.value_span

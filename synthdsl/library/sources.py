@@ -96,8 +96,16 @@ class SourceKind(ABC):
     def reader(self, node: Mapping[str, Any], readers: ReaderCache,
                model: nn.Module | None = None):
         """The reader of the source's tensors (by default its weights file, opened once per
-        run through `readers`); `model` is its meta model when the caller has it."""
-        return readers.open(node["weights"])
+        run through `readers`, seen under the model's names where the check found them
+        under a prefix or beside a classifier: ``node["weights_view"]``); `model` is its
+        meta model when the caller has it."""
+        reader = readers.open(node["weights"])
+        if node.get("weights_view"):
+            from synthdsl.library.weight_keys import KeyView, ViewReader
+
+            keys = list(model.state_dict()) if model is not None else None
+            return ViewReader(reader, KeyView.from_dict(node["weights_view"]), keys)
+        return reader
 
     def zoo_weights(self, text: str) -> bool:
         """`weights="..."` names the zoo's own downloadable weights (an enum entry), not a
@@ -268,7 +276,18 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
     found, error = table("shapes", checkpoint_shapes)
     if error:
         return error
-    problems = compare_state(model_state_shapes(model), found)
+    expected = model_state_shapes(model)
+    problems = compare_state(expected, found)
+    view = None
+    if problems:
+        from synthdsl.library.weight_keys import classifier_names, key_view
+
+        view = key_view(node.get("name", ""), list(expected), list(found),
+                        classifier_names(model))
+        if view is not None and not compare_state(
+                expected, {k: found[view.file_key(k)] for k in expected}):
+            problems = []
+            node["weights_view"] = view.as_dict()
     if problems:
         return SynthError("S205", f"weights file '{path.name}' does not fit "
                           f"{node['constructor']}('{node['target']}')", span, notes=problems,
@@ -276,6 +295,8 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
     dtypes, error = table("dtypes", checkpoint_dtypes)
     if error:
         return error
+    if view is not None:
+        dtypes = {k: dtypes[view.file_key(k)] for k in expected}
     problems = dtype_problems(model_state_dtypes(model), dtypes)
     if problems:
         return _dtype_error(node, path, problems)
@@ -325,6 +346,10 @@ def build_source(node: Mapping[str, Any], device: str = "cpu",
         except Exception as e:  # noqa: BLE001
             raise SynthError("S203", f"cannot read weights file '{path.name}': {_reason(e)}",
                              node["weights_span"]) from None
+        if node.get("weights_view"):
+            from synthdsl.library.weight_keys import KeyView, view_state
+
+            state = view_state(state, KeyView.from_dict(node["weights_view"]))
         problems = compare_state(model_state_shapes(model),
                                  {k: tuple(v.shape) for k, v in state.items()})
         if problems:
