@@ -299,8 +299,15 @@ def spec_node_of(gm: fx.GraphModule, error: BaseException) -> dict | None:
         if tb.tb_frame.f_code is code:
             lineno = tb.tb_lineno
         tb = tb.tb_next
+    return spec_node_at(gm, lineno) if lineno is not None else None
+
+
+def spec_node_at(gm: fx.GraphModule, lineno: int) -> dict | None:
+    """The ``meta["synth"]`` of the fx node at line `lineno` of `gm`'s generated forward (as
+    a traceback or a stack trace counts it), or None where no node is."""
+    code = type(gm).forward.__code__
     lines = getattr(gm, "_lineno_map", None)
-    if lineno is None or not lines:
+    if not lines:
         return None
     index = lines.get(lineno - code.co_firstlineno)
     if index is None:
