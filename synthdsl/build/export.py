@@ -142,7 +142,8 @@ def dynamic_shapes(model: SynthModule) -> dict[str, dict[int, Any]]:
 
 
 def example_batch(model: SynthModule, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Example inputs at batch size `batch` (ids below every Embedding's size, masks 0/1)."""
+    """Example inputs at batch size `batch` (ids below every Embedding's size, masks 0/1;
+    other symbols at the sizes the check ran the whole graph with)."""
     return model.example_inputs(batch_size=batch, seed=seed)
 
 
@@ -212,8 +213,8 @@ _CHATTY = ("torch.fx.experimental.symbolic_shapes", "torch.export", "torch._expo
 @contextlib.contextmanager
 def _quiet():
     """The exporters' progress lines kept off stdout (``--json`` prints only JSON), and their
-    narration of a failed trace (the partial graph, written straight to file descriptor 2)
-    off stderr: the error says what failed and where. ``SYNTH_TRACEBACK=1`` lets both through."""
+    narration of a failed trace (the partial graph, on ``sys.stderr`` or straight to file
+    descriptor 2) off stderr: the error says what failed and where. ``SYNTH_TRACEBACK=1`` lets both through."""
     if os.environ.get("SYNTH_TRACEBACK"):
         yield
         return
@@ -221,7 +222,8 @@ def _quiet():
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()):
+        with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             os.dup2(sink.fileno(), 2)
             try:
                 yield
@@ -328,14 +330,35 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if torch.isnan(diff).any() else float(diff.max())
 
 
+def check_sizes(model: SynthModule, batches: tuple[int, ...] = BATCHES) -> list[dict[str, int]]:
+    """The sizes each comparison runs at, as keyword arguments of ``example_inputs``: each
+    batch size of `batches` with the other symbols (``H``, ``T``) at their example sizes,
+    then, where the spec has such symbols, the first batch with them doubled (a size that
+    keeps what the example size divides by)."""
+    from synthdsl.checks.probes import probed
+
+    dims = dict(probed(model.graph).example_dims)
+    sizes = [{"batch_size": b, **dims} for b in batches]
+    if dims:
+        sizes.append({"batch_size": batches[0], **{s: 2 * v for s, v in dims.items()}})
+    return sizes
+
+
 def compare(model: SynthModule, run: Callable[..., Any],
             batches: tuple[int, ...] = BATCHES) -> list[Comparison]:
-    """The exported program `run` against `model` at each batch size of `batches`."""
+    """The exported program `run` against `model` at each of :func:`check_sizes`; doubled
+    sizes the module itself does not run at (a position embedding of fixed length) are not
+    compared."""
     found = []
-    for k, batch in enumerate(batches):
-        inputs = example_batch(model, batch, seed=k)
+    for k, sizes in enumerate(check_sizes(model, batches)):
+        inputs = model.example_inputs(seed=k, **sizes)
         with torch.no_grad():
-            want = _named(model, model(*inputs))
+            try:
+                want = _named(model, model(*inputs))
+            except Exception:  # noqa: BLE001 - only the doubled sizes can fail here
+                if k < len(batches):
+                    raise
+                continue
             got = _named(model, run(*inputs))
         diffs = {n: max_abs_diff(got[n], want[n]) if n in got else float("inf")
                  for n in want}
