@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/viz.py
 	$(PY) bench/assembly_memory.py
 	$(PY) bench/train_step.py
+	$(PY) bench/export.py
 
 # Every architecture in timm.list_models(), whole and at every stage (about an hour).
 bench-timm: $(STAMP)
