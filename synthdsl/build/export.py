@@ -4,8 +4,9 @@
 dynamic (one ``torch.export.Dim`` per symbol, however many inputs share it: ``B`` of
 ``input image: [B, 3, 32, 32]``), named as the spec names its inputs and outputs. Then it
 loads what it wrote (onnxruntime for ``.onnx``, ``torch.export.load`` for ``.pt2``) and
-runs it on example inputs at two batch sizes, against the module itself: the largest
-``|diff|`` of each output is measured, and one beyond the tolerance is X002. The file goes
+runs it on example inputs at two batch sizes (and, for symbols other than a batch size,
+at twice their example size), against the module itself: the largest ``|diff|`` of each
+output is measured, and one beyond the tolerance is X002. The file goes
 to a temporary name and is renamed into place only when the comparison passes, so a failed
 export leaves nothing behind.
 
