@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,lsp,search,compress]'
+	$(PY) -m pip install -q -e '.[dev,lsp,search,compress,export]'
 	touch $(STAMP)
 
 # The demo needs neither Graphviz nor Chromium: only the tests (and `make docs`) install them.
@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/viz.py
 	$(PY) bench/assembly_memory.py
 	$(PY) bench/train_step.py
+	$(PY) bench/export.py
 
 # Every architecture in timm.list_models(), whole and at every stage (about an hour).
 bench-timm: $(STAMP)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+import pickle
+
+import pytest
 import timm
 import torch
 from safetensors.torch import load_file
@@ -224,3 +229,40 @@ def test_torch_export_and_compile_friendly():
     (x,) = model.example_inputs()
     exported = torch.export.export(model, (x,))
     assert torch.equal(exported.module()(x), model(x))
+
+
+def test_forward_takes_the_spec_inputs_by_name():
+    model = synthdsl.compile_spec(
+        "synth Two input tokens: [B, 6] int64 input mask: [B, 6] bool "
+        "e = Embedding(tokens, num=11, dim=4) y = masked_mean(e, mask) output y",
+        seed=0).eval()
+    assert str(inspect.signature(model.forward)) == "(tokens, mask)"
+    tokens, mask = model.example_inputs(3)
+    by_position = model(tokens, mask)
+    assert torch.equal(model(mask=mask, tokens=tokens), by_position)
+    assert torch.equal(model(tokens, mask=mask), by_position)
+    with pytest.raises(TypeError, match="mask"):
+        model(tokens, mask, mask=mask)
+    for copy_of in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert type(copy_of) is type(model)
+        assert str(inspect.signature(copy_of.forward)) == "(tokens, mask)"
+        assert torch.equal(copy_of(tokens=tokens, mask=mask), by_position)
+    # one input module: its own names, the same class for the same names
+    other = synthdsl.compile_spec("synth One input image: [B, 3] y = Linear(image, out=2) "
+                                  "output y")
+    assert str(inspect.signature(other.forward)) == "(image)"
+    assert isinstance(other, synthdsl.SynthModule) and type(other) is not type(model)
+
+
+def test_torch_export_takes_dynamic_shapes_by_input_name():
+    model = synthdsl.compile_spec(
+        "synth Two input image: [B, 4] input extra: [B, 4] "
+        "y = add(Linear(image, out=3), Linear(extra, out=3)) output y", seed=0).eval()
+    batch = torch.export.Dim("B")
+    example = model.example_inputs(2)
+    program = torch.export.export(model, example,
+                                  dynamic_shapes={"image": {0: batch}, "extra": {0: batch}})
+    names = [n.name for n in program.graph.nodes if n.op == "placeholder"]
+    assert names[-2:] == ["image", "extra"]
+    five = model.example_inputs(5, seed=1)
+    assert torch.allclose(program.module()(*five), model(*five))

@@ -4,6 +4,12 @@ Its children are the compiled fx `GraphModule`'s children, so ``state_dict()``
 keys read exactly as the spec names things (``vgg.features.0.weight``,
 ``head.0.weight``), and its forward is the GraphModule's generated code.
 
+Its ``forward`` takes the spec's inputs by name: ``inspect.signature(model.forward)`` reads
+``(image)`` or ``(tokens, mask)``, so a call may pass them by position or by keyword, and
+``torch.export`` (``dynamic_shapes`` keyed by input name) and ONNX see named inputs. Each
+module is of a subclass made for its input names (:func:`signed_class`); it pickles and
+copies as a plain ``SynthModule`` and is made signed again when loaded.
+
 Frozen means frozen: a frozen tensor has ``requires_grad=False``, is not in
 :meth:`trainable_parameters` or :meth:`param_groups`, and every normalisation
 layer whose tensors are all frozen stays in eval mode (its running statistics
@@ -12,6 +18,9 @@ unchanged) when the module is put in ``train()`` mode.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import keyword
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +78,17 @@ class SynthModule(nn.Module):
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
         self.output_names: tuple[str, ...] = tuple(graph.graph["output_names"])
         self._apply_training_sets()
+        self.__class__ = signed_class(type(self), self.input_names)
+
+    # -- pickling and copying: as the plain class, signed again when loaded -----
+
+    def __reduce_ex__(self, protocol):
+        _, _, *rest = super().__reduce_ex__(max(protocol, 2))
+        return (_new_module, (unsigned_class(type(self)),), *rest)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__class__ = signed_class(type(self), self.input_names)
 
     # -- what it is ------------------------------------------------------------
 
@@ -233,6 +253,46 @@ class SynthModule(nn.Module):
         return {"params": total, "trainable": trainable, "frozen": total - trainable}
 
 
+@functools.lru_cache(maxsize=None)
+def signed_class(cls: type, names: tuple[str, ...]) -> type:
+    """The subclass of `cls` whose ``forward`` has the signature ``(self, *names)`` (one made
+    per class and tuple of names). `cls` itself where a name cannot be a Python parameter.
+
+    >>> import inspect
+    >>> from synthdsl.pipeline import compile_spec
+    >>> model = compile_spec("synth A input tokens: [B, 4] int64 input mask: [B, 4] bool "
+    ...                      "y = masked_mean(Embedding(tokens, num=9, dim=2), mask) output y")
+    >>> inspect.signature(model.forward)
+    <Signature (tokens, mask)>
+    """
+    cls = unsigned_class(cls)
+    if not all(n.isidentifier() and not keyword.iskeyword(n) and n != "self" for n in names):
+        return cls
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+              for n in ("self", *names)]
+    plain = cls.forward
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return plain(self, *args, **kwargs)
+
+    forward.__signature__ = inspect.Signature(params)
+    forward.__doc__ = f"The spec's outputs for its inputs {', '.join(names) or '(none)'}."
+    forward.__qualname__ = f"{cls.__qualname__}.forward"
+    return type(cls.__name__, (cls,), {"forward": forward, "_unsigned": cls,
+                                       "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+def unsigned_class(cls: type) -> type:
+    """The class a signed class (:func:`signed_class`) was made from; `cls` if it is none."""
+    return cls.__dict__.get("_unsigned", cls)
+
+
+def _new_module(cls: type) -> "SynthModule":
+    """An empty module of class `cls`, which unpickling then fills (its ``__setstate__``)."""
+    return cls.__new__(cls)
+
+
 def spec_node_of(gm: fx.GraphModule, error: BaseException) -> dict | None:
     """The ``meta["synth"]`` (spec node, name, kind, span, shape) of the fx node whose line
     of `gm`'s generated forward raised `error`, or None when it was not raised there."""
@@ -242,8 +302,15 @@ def spec_node_of(gm: fx.GraphModule, error: BaseException) -> dict | None:
         if tb.tb_frame.f_code is code:
             lineno = tb.tb_lineno
         tb = tb.tb_next
+    return spec_node_at(gm, lineno) if lineno is not None else None
+
+
+def spec_node_at(gm: fx.GraphModule, lineno: int) -> dict | None:
+    """The ``meta["synth"]`` of the fx node at line `lineno` of `gm`'s generated forward (as
+    a traceback or a stack trace counts it), or None where no node is."""
+    code = type(gm).forward.__code__
     lines = getattr(gm, "_lineno_map", None)
-    if lineno is None or not lines:
+    if not lines:
         return None
     index = lines.get(lineno - code.co_firstlineno)
     if index is None:

@@ -4,6 +4,7 @@
     synth summary FILE             a table of nodes: kind, output shape, parameters, frozen
     synth compile FILE [--code]    build the module, run it once, print shapes and totals
                     [-o OUT]       ... and write it, with its spec and provenance
+    synth export SPEC|ARTIFACT -o model.onnx|model.pt2   a deployable file, checked against the module
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
     synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
     synth fmt FILE... [--check]    the canonical spelling, comments kept (in place)
@@ -72,6 +73,7 @@ cmd_merge = _command("synthdsl.cli.spec", "cmd_merge")
 cmd_diff = _command("synthdsl.cli.spec", "cmd_diff")
 cmd_fmt = _command("synthdsl.cli.fmt", "cmd_fmt")
 cmd_lsp = _command("synthdsl.cli.fmt", "cmd_lsp")
+cmd_export = _command("synthdsl.cli.export", "cmd_export")
 cmd_soup = _command("synthdsl.cli.soup", "cmd_soup")
 cmd_nodes = _command("synthdsl.cli.spec", "cmd_nodes")
 cmd_viz = _command("synthdsl.cli.viz", "cmd_viz")
@@ -121,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-o", "--output", help="write the compiled module (.safetensors)")
     k.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
     k.set_defaults(func=cmd_compile)
+
+    x = sub.add_parser("export", help="write an ONNX model or a torch.export program, and "
+                       "check its outputs against the module")
+    x.add_argument("file", metavar="SPEC|ARTIFACT",
+                   help="a .synth spec or a compiled .safetensors artifact")
+    x.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="the file to write; the suffix picks the format: .onnx (needs pip "
+                   "install synthdsl[export]) or .pt2 (torch.export)")
+    x.add_argument("--atol", type=float, default=1e-4,
+                   help="largest |diff| between the exported model's outputs and the "
+                   "module's that passes (default 1e-4)")
+    x.add_argument("--seed", type=int, default=0, help="seed for a spec's new layers "
+                   "(default 0)")
+    x.add_argument("--json", action="store_true",
+                   help="what was written and the measured differences, as JSON")
+    x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("merge", help="write the merged weights of a merge(...) source")
     m.add_argument("file")
@@ -327,7 +345,8 @@ _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint
 #: Flags that must be finite numbers in a range: (low, low included, high, high included).
 _RANGES = {"lr": (0.0, False, math.inf, False), "temperature": (0.0, False, math.inf, False),
            "weight_decay": (0.0, True, math.inf, False), "momentum": (0.0, True, 1.0, True),
-           "label_smoothing": (0.0, True, 1.0, False), "alpha": (0.0, True, 1.0, True)}
+           "label_smoothing": (0.0, True, 1.0, False), "alpha": (0.0, True, 1.0, True),
+           "atol": (0.0, True, math.inf, False)}
 
 
 def _flag(name: str) -> str:

@@ -46,6 +46,8 @@ EXAMPLES = {
              "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
     "compress": ["synth compress models/compress_digits.synth --data digits",
                  "synth compress spec.synth --seeds 3 --modes dynamic,static,qat --report r.json"],
+    "export": ["synth export models/transfer_resnet18.synth -o model.onnx",
+               "synth export model.safetensors -o model.pt2 --json"],
     "demo": ["synth demo                                 # about 5 minutes on 2 cores",
              "synth demo --quick -o /tmp/demo            # a smoke test"],
 }
