@@ -100,3 +100,13 @@ def test_summary_and_nodes_print_json(capsys):
     names = [n["name"] for n in data["nodes"]]
     assert "layer1" in " ".join(names) and data["input"] == [None, 3, 32, 32]
     assert any(n["stage_end"] for n in data["nodes"])
+
+
+def test_compile_prints_json(capsys):
+    import json
+
+    assert run(["compile", str(ROOT / "models/transfer_resnet18.synth"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["outputs"] == {"logits": [2, 10]}
+    assert data["inputs"]["image"] == {"shape": [2, 3, 64, 64], "dtype": "float32"}
+    assert data["totals"]["params"] == 11181642

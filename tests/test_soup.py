@@ -74,6 +74,10 @@ def test_synth_soup_writes_the_soup_and_a_report(tiny, capsys, one_thread):
     loaded = synthdsl.load_compiled(out)
     prov = next(iter(loaded.provenance.values()))
     assert prov["soup"]["method"] == "greedy"
+    assert run(["soup", str(tiny / "tiny.synth"), "--data", "digits", "--classes", "0-2",
+                "--variants", "2", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # the progress goes to stderr
+    assert set(printed["scores"]) == {"best", "uniform", "greedy"}
 
 
 def test_a_soup_needs_two_variants(tiny, capsys):

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-size", type=int, default=2)
     k.add_argument("-o", "--output", help="write the compiled module (.safetensors)")
     k.add_argument("--budget", metavar="KEY=SIZE,...", help=BUDGET_HELP)
+    k.add_argument("--json", action="store_true", help="inputs, outputs and totals as JSON")
     k.set_defaults(func=cmd_compile)
 
     x = sub.add_parser("export", help="write an ONNX model or a torch.export program, and "
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--device", default="cpu")
     so.add_argument("-o", "--output", help="write the greedy soup as a compiled module")
     so.add_argument("--report", help="write every variant's and soup's accuracies (JSON)")
+    so.add_argument("--json", action="store_true", help="print that report as JSON")
     so.set_defaults(func=cmd_soup)
 
     d = sub.add_parser("demo", help="the synthesis loop, measured: fuse two models trained on "

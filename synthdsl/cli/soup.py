@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from synthdsl.build.artifact import save_compiled
 from synthdsl.cli.common import EXIT_OK, check_output
@@ -22,7 +23,14 @@ def cmd_soup(args) -> int:
     result = soup(args.file, args.data, variants=args.variants, seed=args.seed,
                   lrs=_floats(args.lrs), recipe=recipe,
                   options=Options(device=args.device), classes=parse_classes(args.classes),
-                  log=print)
+                  log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    if args.json:
+        if args.output:
+            save_compiled(result.model, args.output)
+        if args.report:
+            write_text(args.report, json.dumps(result.record(), indent=2) + "\n")
+        print(json.dumps(result.record(), indent=2))
+        return EXIT_OK
     print(f"{'':14}{'validation':>12}{'test':>10}")
     for name, label in (("best", "best single"), ("uniform", "uniform soup"),
                         ("greedy", "greedy soup")):

@@ -105,6 +105,16 @@ def cmd_compile(args) -> int:
     with torch.no_grad():
         out = model.eval()(*inputs)
     outs = out if isinstance(out, dict) else {model.output_names[0]: out}
+    if getattr(args, "json", False):
+        if args.output:
+            save_compiled(model, args.output)
+        print(json.dumps({
+            "name": graph.name, "seconds": round(t1 - t0, 3),
+            "inputs": {n: {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")}
+                       for n, x in zip(model.input_names, inputs)},
+            "outputs": {n: list(y.shape) for n, y in outs.items()},
+            "totals": model.parameter_totals(), "written": args.output}, indent=2))
+        return EXIT_OK
     print(f"synth {graph.name}: compiled in {t1 - t0:.2f}s")
     for name, x in zip(model.input_names, inputs):
         dtype = "" if x.dtype == torch.float32 else " " + str(x.dtype).removeprefix("torch.")
