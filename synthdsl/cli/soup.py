@@ -22,7 +22,8 @@ def cmd_soup(args) -> int:
     recipe = {k: getattr(args, k) for k in ("epochs", "batch_size") if getattr(args, k)}
     result = soup(args.file, args.data, variants=args.variants, seed=args.seed,
                   lrs=_floats(args.lrs), recipe=recipe,
-                  options=Options(device=args.device), classes=parse_classes(args.classes),
+                  options=Options(device=args.device, quiet=args.json),
+                  classes=parse_classes(args.classes),
                   log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
     if args.json:
         if args.output:
