@@ -404,7 +404,7 @@ def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu
         sources_of(graph).close()  # every checkpoint was read: maps and handles go
     for a in graph.graph.get("adapters", []):
         module = root.get_submodule(a["module"])
-        add_lora(module, a["rank"], a["alpha"])
+        add_lora(module, a["rank"], a["alpha"], a.get("dropout", 0.0))
         for name in ("lora_A", "lora_B"):
             provenance[f"{a['module']}.{name}"] = {
                 "origin": "new", "initialiser": "lora: A kaiming-uniform, B zeros"}

@@ -18,6 +18,8 @@ unchanged) when the module is put in ``train()`` mode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import functools
 import inspect
 import keyword
@@ -140,6 +142,18 @@ class SynthModule(nn.Module):
     def recipe(self) -> dict[str, Any]:
         """The spec's `recipe` options (how `synth train` trains by default)."""
         return dict(self.graph.graph.get("recipe", {}))
+
+    def save_adapters(self, path) -> Path:
+        """Write the LoRA adapters alone (:mod:`synthdsl.build.adapters_io`)."""
+        from synthdsl.build.adapters_io import save_adapters
+
+        return save_adapters(self, path)
+
+    def load_adapters(self, path) -> list[str]:
+        """Load adapters saved by :meth:`save_adapters` into this module's; the layers."""
+        from synthdsl.build.adapters_io import load_adapters
+
+        return load_adapters(self, path)
 
     def merge_adapters(self) -> list[str]:
         """Fold every LoRA adapter into its layer's weight; the names of the merged layers."""

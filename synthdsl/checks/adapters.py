@@ -55,6 +55,11 @@ def check_adapters(ctx: CheckContext) -> None:
             ctx.err("S402", f"lora alpha expects {lora['alpha'].expects}, found {alpha!r}",
                     rule["option_spans"].get("alpha", rule["span"]))
             continue
+        dropout = opts.get("dropout", 0.0)
+        if method == "lora" and not lora["dropout"].accepts(dropout):
+            ctx.err("S402", f"lora dropout expects {lora['dropout'].expects}, found "
+                    f"{dropout!r}", rule["option_spans"].get("dropout", rule["span"]))
+            continue
         effect: dict[str, bool] = {}
         for pattern, span in rule["patterns"]:
             matched = match_at(ctx, pattern, names, span)
@@ -89,7 +94,7 @@ def check_adapters(ctx: CheckContext) -> None:
                     if k in names:
                         effect[k] = True
                 resolved.append({"module": t, "method": "lora", "rank": rank,
-                                 "alpha": alpha})
+                                 "alpha": alpha, "dropout": float(dropout)})
         ctx.adapted[id(rule)] = effect
     ctx.g.graph["adapters"] = resolved
 

@@ -68,6 +68,10 @@ def cmd_train(args) -> int:
                       progress=False if args.no_progress else None, quiet=args.quiet)
     with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
         result = _train(args, options)
+    if result.run is not None and args.save_adapters and is_main_process():
+        written = result.model.save_adapters(result.run / "adapters.safetensors")
+        if not args.quiet:
+            print(f"adapters  the LoRA adapters alone: {written}")
     if result.run is not None and args.merge_adapters:
         merged = result.model.merge_adapters()
         if merged and is_main_process():
@@ -97,6 +101,8 @@ def cmd_eval(args) -> int:
     check_output(args.plot, [i for i in inputs if i], "confusion matrix")
     check_device(args.device)
     loaded = load_model(args.file, args.weights, args.device)
+    if args.adapters:
+        loaded.model.load_adapters(args.adapters)
     data = data_for(loaded, args.data, args.classes, args.split)
     report = evaluate(loaded.model, data, loaded.preprocess, args.batch_size, args.device,
                       target=str(args.file))

@@ -188,7 +188,9 @@ ADAPT_METHODS: dict[str, dict[str, Option]] = {
     "lora": _table(
         Option("rank", (int,), 8, "the rank of the low-rank update", low=0, low_open=True),
         Option("alpha", _NUMBER, None, "the update's scale is alpha / rank (default: the "
-               "rank)", low=0, low_open=True)),
+               "rank)", low=0, low_open=True),
+        Option("dropout", _NUMBER, 0.0, "dropout on the adapter's input while training "
+               "(as PEFT's lora_dropout)", low=0, high=1, high_open=True)),
     "bias": {},
     "prune": _table(
         Option("ratio", _NUMBER, 0.5, "the fraction of each named layer's output channels "

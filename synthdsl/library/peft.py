@@ -54,6 +54,8 @@ def lora_shapes(module: nn.Module, rank: int) -> dict[str, tuple[int, ...]]:
 
 def _lora_hook(module: nn.Module, args, output):
     (x,) = args[:1]
+    if module.lora_dropout and module.training:
+        x = F.dropout(x, module.lora_dropout, training=True)
     scale = module.lora_scale
     if isinstance(module, nn.Linear):
         return output + scale * F.linear(F.linear(x, module.lora_A), module.lora_B)
@@ -61,8 +63,9 @@ def _lora_hook(module: nn.Module, args, output):
     return output + scale * F.conv2d(low, module.lora_B[:, :, None, None])
 
 
-def add_lora(module: nn.Module, rank: int, alpha: float) -> None:
-    """Give `module` a LoRA adapter (A random, B zero: the output is unchanged at first)."""
+def add_lora(module: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    """Give `module` a LoRA adapter (A random, B zero: the output is unchanged at first);
+    `dropout` drops the adapter's input while training, not the layer's own path."""
     if hasattr(module, "lora_A"):
         raise ValueError("this layer already has an adapter")
     shapes = lora_shapes(module, rank)
@@ -74,6 +77,7 @@ def add_lora(module: nn.Module, rank: int, alpha: float) -> None:
     module.lora_B = nn.Parameter(torch.zeros(shapes["lora_B"], device=weight.device,
                                              dtype=weight.dtype))
     module.lora_scale = alpha / rank
+    module.lora_dropout = float(dropout)
     module._lora_handle = module.register_forward_hook(_lora_hook)
 
 
@@ -87,4 +91,5 @@ def merge_lora(module: nn.Module) -> None:
             delta = torch.einsum("or,rikl->oikl", b, a)
         module.weight.add_(module.lora_scale * delta.to(module.weight.dtype))
     module._lora_handle.remove()
-    del module.lora_A, module.lora_B, module.lora_scale, module._lora_handle
+    del module.lora_A, module.lora_B, module.lora_scale, module.lora_dropout
+    del module._lora_handle
