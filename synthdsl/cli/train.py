@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from synthdsl.build.artifact import save_compiled
+from synthdsl.cli import train_flags
 from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
 from synthdsl.lang.budget import budget_limits
 from synthdsl.train.data import BUILTIN, parse_classes
@@ -21,7 +22,7 @@ from synthdsl.train.run import train_spec
 
 #: `synth train` flags that override the spec's `recipe` statement.
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay",
-                "momentum", "warmup_epochs", "label_smoothing", "seed")
+                "momentum", "warmup_epochs", "label_smoothing", "seed", *train_flags.RECIPE_FLAGS)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -86,7 +87,8 @@ def _train(args, options: Options):
         unlabelled=args.unlabelled, eval_split=args.eval_split, mean=_floats(args.mean),
         std=_floats(args.std), normalize=False if args.no_normalize else None,
         teacher=args.teacher, teacher_output=args.teacher_output,
-        temperature=args.temperature, alpha=args.alpha, resume=args.resume)
+        temperature=args.temperature, alpha=args.alpha, resume=args.resume,
+        overrides=args.set)
 
 
 def cmd_eval(args) -> int:

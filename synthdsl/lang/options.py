@@ -112,7 +112,7 @@ def _table(*options: Option) -> dict[str, Option]:
 
 _NUMBER = (int, float)
 
-#: What a `recipe` statement may say. The first ten say how to optimise (the
+#: What a `recipe` statement may say. All but the last three say how to optimise (the
 #: trainer's `Recipe`; the command line overrides them); `PREPROCESS_KEYS` say how
 #: images are read (see synthdsl.train.preprocess).
 RECIPE = _table(
@@ -129,6 +129,11 @@ RECIPE = _table(
     Option("label_smoothing", _NUMBER, 0.0, "label smoothing of the cross-entropy",
            low=0, high=1, high_open=True),
     Option("seed", (int,), 0, "the seed of initialisation, shuffling and augmentation"),
+    Option("layer_decay", _NUMBER, 1.0, "layer-wise learning-rate decay (timm's): each "
+           "source parameter's rate × decay^(its depth from the top); 1: off",
+           low=0, low_open=True, high=1),
+    Option("decay_norm_bias", (bool,), True, "false: no weight decay on 1-D parameters "
+           "(biases, normalisation weights), as timm's create_optimizer does"),
     Option("mean", (*_NUMBER, list, tuple), None, "the normalisation mean: one number, or "
            "one per input channel", each=True,
            spelled="a number or a list of numbers, one per input channel"),

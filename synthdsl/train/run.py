@@ -20,7 +20,8 @@ from synthdsl.build.artifact import save_compiled
 from synthdsl.checks.budget import batch_problem
 from synthdsl.files import read_regular
 from synthdsl.lang.errors import SynthError
-from synthdsl.pipeline import check_spec, compile_locked
+from synthdsl.graph import build_graph
+from synthdsl.pipeline import check_locked, compile_locked, load_spec
 from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec
 from synthdsl.train.captions import tokenizer_folder
@@ -31,6 +32,7 @@ from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model, run_record
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
+from synthdsl.train.overrides import apply_overrides, parse_overrides
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.retrieval import RetrievalMetrics
 from synthdsl.train.recipe import Recipe
@@ -156,15 +158,20 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                std: Sequence[float] | None = None, normalize: bool | None = None,
                teacher: str | None = None, teacher_output: str | None = None,
                temperature: float = 4.0, alpha: float = 0.7,
-               resume: bool = False) -> TrainResult:
+               resume: bool = False, overrides: Sequence[str] = ()) -> TrainResult:
     """Check and compile the spec at `spec`, load `data`, and :func:`train` it into `run`.
 
     `recipe` overrides the spec's ``recipe`` statement (None values are ignored);
     `classes`, `shots` (seeded by `shots_seed`, by default the recipe's seed) and
     `unlabelled` choose the training samples; `eval_split` ("test", "train" or "none") is
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
-    preprocessing; `teacher` names a run, artifact or spec to distil from."""
-    graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
+    preprocessing; `teacher` names a run, artifact or spec to distil from; `overrides`
+    (``["recipe.lr=3e-4", "policy.norm=frozen"]``) change the spec's values before it is
+    checked (:mod:`synthdsl.train.overrides`)."""
+    changes = parse_overrides(overrides)
+    graph = build_graph(load_spec(Path(spec)))
+    apply_overrides(graph, changes)
+    check_locked(graph)  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built
@@ -182,4 +189,5 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                                               teacher_output)
     return train(model, train_data, run, recipe=resolved, options=options, val_data=test,
                  test_data=test, preprocess=preprocess, teacher=loaded, resume=resume,
-                 spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record)
+                 spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record,
+                 extra_record={"overrides": list(overrides)} if overrides else None)
