@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
                       augment=args.augment, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
                       keep=args.keep,
-                      progress=False if args.no_progress else None, quiet=args.quiet)
+                      progress=False if args.no_progress else None, quiet=args.quiet,
+                      compile=args.compile)
     with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
         result = _train(args, options)
     if result.run is not None and args.merge_adapters:
@@ -88,7 +89,7 @@ def _train(args, options: Options):
         std=_floats(args.std), normalize=False if args.no_normalize else None,
         teacher=args.teacher, teacher_output=args.teacher_output,
         temperature=args.temperature, alpha=args.alpha, resume=args.resume,
-        overrides=args.set)
+        overrides=args.set, val_split=args.val_split or 0.0)
 
 
 def cmd_eval(args) -> int:

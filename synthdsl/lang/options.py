@@ -134,6 +134,17 @@ RECIPE = _table(
            low=0, low_open=True, high=1),
     Option("decay_norm_bias", (bool,), True, "false: no weight decay on 1-D parameters "
            "(biases, normalisation weights), as timm's create_optimizer does"),
+    Option("clip_grad", _NUMBER, 0.0, "clip the gradients' total norm to this; 0: off",
+           low=0),
+    Option("accum_steps", (int,), 1, "batches whose gradients are summed before each "
+           "optimizer step", low=0, low_open=True),
+    Option("ema", _NUMBER, 0.0, "the decay of an exponential moving average of the weights "
+           "(timm's ModelEmaV3), evaluated and saved beside the model; 0: none",
+           low=0, high=1, high_open=True),
+    Option("ema_warmup", (bool,), False, "warm the EMA's decay up from 0 over the first "
+           "steps (ModelEmaV3's use_warmup)"),
+    Option("patience", (int,), 0, "stop after this many validations without a better "
+           "accuracy; 0: never", low=0),
     Option("mean", (*_NUMBER, list, tuple), None, "the normalisation mean: one number, or "
            "one per input channel", each=True,
            spelled="a number or a list of numbers, one per input channel"),
