@@ -143,3 +143,51 @@ def test_compile_trains_the_same_model(digits):
         got.append(_params(model))
     for k, v in got[0].items():
         torch.testing.assert_close(got[1][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_logs_csv_and_draws_curves(tmp_path, capsys):
+    import csv
+
+    from synthdsl.cli.app import run
+
+    spec = tmp_path / "plain.synth"
+    spec.write_text(PLAIN)
+    out = tmp_path / "run"
+    code = run(["train", str(spec), "--data", "digits", "-o", str(out), "--epochs", "2",
+                "--log", "csv", "--no-progress", "-q"])
+    assert code == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, rec in zip(rows, log):
+        assert float(row["loss"]) == pytest.approx(rec["loss"])
+        assert float(row["val_accuracy"]) == pytest.approx(rec["val"]["accuracy"])
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_logs_or_names_its_package(tmp_path, capsys):
+    from synthdsl.cli.app import run
+
+    spec = tmp_path / "plain.synth"
+    spec.write_text(PLAIN)
+    out = tmp_path / "run"
+    code = run(["train", str(spec), "--data", "digits", "-o", str(out), "--epochs", "1",
+                "--log", "tensorboard,csv", "--no-progress", "-q"])
+    err = capsys.readouterr().err
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert code == 1 and "needs the 'tensorboard' package" in err and "[tb]" in err
+        assert not out.exists()
+    else:
+        assert code == 0 and any((out / "tb").iterdir())
+
+
+def test_an_unknown_log_kind_is_refused(tmp_path, capsys):
+    from synthdsl.cli.app import run
+
+    spec = tmp_path / "plain.synth"
+    spec.write_text(PLAIN)
+    assert run(["train", str(spec), "--data", "digits", "-o", str(tmp_path / "r"),
+                "--log", "wandb"]) == 1
+    assert "--log has no kind 'wandb'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from synthdsl.train.errors import EvalError, TrainError
 from synthdsl.train.evaluate import data_for, evaluate, load_model
 from synthdsl.train.options import Options
 from synthdsl.train.run import train_spec
+from synthdsl.train.runlog import log_kinds
 
 #: `synth train` flags that override the spec's `recipe` statement.
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay",
@@ -66,7 +67,7 @@ def cmd_train(args) -> int:
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
                       keep=args.keep,
                       progress=False if args.no_progress else None, quiet=args.quiet,
-                      compile=args.compile)
+                      compile=args.compile, log=log_kinds(args.log))
     with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
         result = _train(args, options)
     if result.run is not None and args.merge_adapters:

@@ -42,5 +42,8 @@ def add_training_flags(r: argparse._ArgumentGroup, o: argparse._ArgumentGroup,
                    "to validate on; the best epoch is model-best.safetensors")
     o.add_argument("--compile", action="store_true", help="train the model under "
                    "torch.compile")
+    o.add_argument("--log", default="", metavar="KINDS",
+                   help="logs beside log.jsonl: csv, tensorboard (comma-separated; "
+                   "tensorboard needs the [tb] extra)")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the spec: recipe.lr=3e-4, policy.norm=frozen (repeatable)")

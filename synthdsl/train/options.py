@@ -36,6 +36,7 @@ class Options:
     quiet: bool = False
     select_best: bool = False           # val data is held out: keep the best, stop early
     compile: bool = False               # the trainable part under torch.compile
+    log: tuple[str, ...] = ()           # logs beside log.jsonl: csv, tensorboard
 
     def __post_init__(self) -> None:
         counts = {"--augment": self.augment, "--eval-every": self.eval_every,

@@ -151,6 +151,9 @@ def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | Non
         metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
         trainer._log(f"test    {test_data.name}: accuracy {metrics.accuracy:.4f}, macro F1 "
                      f"{metrics.macro_f1:.4f} (metrics.json, confusion.png)")
+    if trainer.logs is not None and trainer.logs.close(trainer.history,
+                                                       trainer.model.graph.name):
+        trainer._log(f"curves  {run}/curves.png")
     trainer._log(f"wrote   {run}/model.safetensors")
 
 

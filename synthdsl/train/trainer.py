@@ -60,6 +60,7 @@ from synthdsl.train.records import EpochRecord, describe_trainer
 from synthdsl.train.selection import Selection
 from synthdsl.train.stepping import Stepper, compile_module
 from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
+from synthdsl.train.runlog import RunLog, log_kinds
 
 
 def _as_dict(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -114,6 +115,8 @@ class Trainer:
             self.suffix = compile_module(self.suffix)
         self.stepper = Stepper(model, self.opt, self.scaler, recipe)
         self.selection = Selection(recipe.patience) if options.select_best else None
+        main = self.run is not None and self.dist.main
+        self.logs = RunLog(self.run, log_kinds(options.log)) if main else None
         self.epoch = 0             # completed epochs
         self.step_in_epoch = 0     # optimizer steps done in the current epoch
         self.global_step = 0
@@ -335,9 +338,8 @@ class Trainer:
                 record.val = self.validate()
                 stop = self._select(record)
             self.history.append(record.to_dict())
-            if self.run is not None and self.dist.main:
-                with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record.to_dict()) + "\n")
+            if self.logs is not None:
+                self.logs.epoch(record.to_dict(), self.history)
             self._log(record.line(self.recipe.epochs))
             every = self.options.checkpoint_every
             if stop or self.epoch == self.recipe.epochs or (every and self.epoch % every == 0):
