@@ -11,10 +11,11 @@ import math
 
 #: The recipe options these flags set (None: the flag was not given).
 RECIPE_FLAGS = ("layer_decay", "decay_norm_bias", "clip_grad", "accum_steps", "ema",
-                "ema_warmup", "patience")
+                "ema_warmup", "patience", "mixup", "cutmix", "randaugment")
 #: Flags that must be finite numbers in a range: (low, low included, high, high included).
 RANGES = {"layer_decay": (0.0, False, 1.0, True), "clip_grad": (0.0, True, math.inf, False),
-          "ema": (0.0, True, 1.0, False), "val_split": (0.0, False, 1.0, False)}
+          "ema": (0.0, True, 1.0, False), "val_split": (0.0, False, 1.0, False),
+          "mixup": (0.0, True, math.inf, False), "cutmix": (0.0, True, math.inf, False)}
 #: Flags that must be whole numbers ≥ 1, and ≥ 0.
 AT_LEAST_ONE = ("accum_steps",)
 AT_LEAST_ZERO = ("patience",)
@@ -37,6 +38,10 @@ def add_training_flags(r: argparse._ArgumentGroup, o: argparse._ArgumentGroup,
                    help="warm the EMA's decay up over the first steps")
     r.add_argument("--patience", type=int, metavar="N",
                    help="stop after N validations without a better accuracy")
+    x.add_argument("--mixup", type=float, metavar="ALPHA", help="timm's Mixup (e.g. 0.8)")
+    x.add_argument("--cutmix", type=float, metavar="ALPHA", help="timm's CutMix (e.g. 1.0)")
+    x.add_argument("--randaugment", metavar="POLICY",
+                   help="timm's RandAugment, e.g. rand-m9-mstd0.5")
     o.add_argument("--val-split", type=float, metavar="FRACTION",
                    help="hold out this share of the training data, per class and seeded, "
                    "to validate on; the best epoch is model-best.safetensors")

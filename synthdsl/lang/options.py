@@ -145,6 +145,10 @@ RECIPE = _table(
            "steps (ModelEmaV3's use_warmup)"),
     Option("patience", (int,), 0, "stop after this many validations without a better "
            "accuracy; 0: never", low=0),
+    Option("mixup", _NUMBER, 0.0, "timm's Mixup alpha; 0: off", low=0),
+    Option("cutmix", _NUMBER, 0.0, "timm's CutMix alpha; 0: off", low=0),
+    Option("randaugment", (str,), None, "a RandAugment policy in timm's spelling, e.g. "
+           "\"rand-m9-mstd0.5\""),
     Option("mean", (*_NUMBER, list, tuple), None, "the normalisation mean: one number, or "
            "one per input channel", each=True,
            spelled="a number or a list of numbers, one per input channel"),

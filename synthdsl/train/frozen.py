@@ -361,3 +361,18 @@ def frozen_caches(trainer) -> tuple["FrozenCache | None", "FrozenCache | None"]:
     size = len(trainer.data)
     return (None if trainer.split.empty else FrozenCache(size, trainer.device),
             None if trainer.teacher is None else FrozenCache(size, trainer.device))
+
+
+def cache_report(cache: "FrozenCache | None", teacher_cache: "FrozenCache | None"
+                 ) -> dict[str, Any] | None:
+    """An epoch's use of the caches (hits, misses, complete, megabytes), which then start
+    counting again; None without caches."""
+    if cache is None and teacher_cache is None:
+        return None
+    c = cache or teacher_cache
+    info = {"hits": c.hits, "misses": c.misses, "complete": c.complete,
+            "megabytes": round(sum(x.nbytes for x in (cache, teacher_cache) if x) / 2 ** 20, 3)}
+    for x in (cache, teacher_cache):
+        if x is not None:
+            x.hits = x.misses = 0
+    return info

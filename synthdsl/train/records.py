@@ -131,3 +131,19 @@ def describe_trainer(t) -> list[str]:
     if t.amp is not None:
         lines.append(f"amp     {str(t.amp).removeprefix('torch.')}")
     return lines
+
+
+def progress_bar(t, total: int, start: int, epoch: int):
+    """A trainer's progress bar over an epoch's batches, or None (not on a terminal, quiet,
+    or not the first process)."""
+    import sys
+
+    from tqdm import tqdm
+
+    show = t.options.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show or t.options.quiet or not t.dist.main:
+        return None
+    return tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{t.recipe.epochs}",
+                unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)

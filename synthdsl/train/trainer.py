@@ -36,7 +36,6 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from synthdsl.build.artifact import save_compiled
 from synthdsl.files import write_text
@@ -46,9 +45,10 @@ from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoin
 from synthdsl.train.distributed import all_sum, init_distributed, shard
 from synthdsl.train.errors import TrainError, diverged
 from synthdsl.train.feed import Feed, feed_for, shift_images, to_device
-from synthdsl.train.frozen import FrozenCache, SuffixModule, frozen_caches, split_frozen
+from synthdsl.train.frozen import (FrozenCache, SuffixModule, cache_report, frozen_caches,
+                                   split_frozen)
 from synthdsl.train.images import ImageData
-from synthdsl.train.losses import (TEACHER_VALUE, Teacher, loss_terms, objective,
+from synthdsl.train.losses import (SOFT_TARGETS, TEACHER_VALUE, Teacher, loss_terms, objective,
                                    primary_output, teacher_modules, term_names)
 from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
 from synthdsl.train.optim import lr_factor, make_optimizer, set_lr
@@ -56,7 +56,8 @@ from synthdsl.train.options import Options, amp_dtype
 from synthdsl.train.predict import predict_values
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.recipe import Recipe
-from synthdsl.train.records import EpochRecord, describe_trainer
+from synthdsl.train.augment import batch_augmenters
+from synthdsl.train.records import EpochRecord, describe_trainer, progress_bar
 from synthdsl.train.selection import Selection
 from synthdsl.train.stepping import Stepper, compile_module
 from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
@@ -124,6 +125,9 @@ class Trainer:
         self._acc: dict[str, float] = {}    # the current epoch's running sums
         self._resume_rng: dict[str, Any] | None = None
         self.steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+        first = data.images(torch.arange(1))
+        self.mixer, self.augmenter = batch_augmenters(
+            recipe, data, None if isinstance(first, dict) else tuple(first.shape[1:]))
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -177,7 +181,12 @@ class Trainer:
             g = torch.Generator().manual_seed(
                 (self.recipe.seed * 1_000_003 + epoch * 10_007 + step) % (2 ** 63))
             x = shift_images(x, self.options.augment, g)
+        if self.augmenter is not None and self.model.training:
+            x = self.augmenter(x, self._seed(epoch, step))
         return to_device(x, self.device)
+
+    def _seed(self, epoch: int, step: int) -> int:
+        return self.recipe.seed * 1_000_003 + epoch * 10_007 + step
 
     def _forward(self, pos: torch.Tensor, global_pos: torch.Tensor, cached: bool,
                  epoch: int = 0, step: int = 0
@@ -194,6 +203,9 @@ class Trainer:
         need_images = (boundary is None and not self.split.empty) or (
             self.teacher is not None and teacher_out is None) or self._suffix_reads_inputs
         raw = self._images(pos, epoch, step) if need_images else None
+        soft = None
+        if self.mixer is not None and raw is not None and self.model.training:
+            raw, soft = self.mixer(raw, y, self._seed(epoch, step))
         inputs = self.preprocess.inputs(raw) if raw is not None else \
             (None,) * len(self.model.graph.inputs)
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else \
@@ -211,12 +223,14 @@ class Trainer:
                 if cached and self.teacher_cache is not None:
                     self.teacher_cache.put(keys, (teacher_out,))
             values[TEACHER_VALUE] = teacher_out
+        if soft is not None:
+            values[SOFT_TARGETS] = soft
         return values, y, w
 
     @property
     def augments(self) -> bool:
         """Whether the training images change from epoch to epoch."""
-        return bool(self.options.augment)
+        return bool(self.options.augment or self.mixer or self.augmenter)
 
     @property
     def _suffix_reads_inputs(self) -> bool:
@@ -441,15 +455,6 @@ class Trainer:
         seconds = time.perf_counter() - t0
         totals = self._global_acc()
         n = max(totals["samples"], 1.0)
-        cache_info = None
-        if self.cache is not None or self.teacher_cache is not None:
-            c = self.cache or self.teacher_cache
-            cache_info = {"hits": c.hits, "misses": c.misses, "complete": c.complete,
-                          "megabytes": round(sum(x.nbytes for x in (self.cache,
-                                                 self.teacher_cache) if x) / 2 ** 20, 3)}
-            for x in (self.cache, self.teacher_cache):
-                if x is not None:
-                    x.hits = x.misses = 0
         done = sum(len(b) for b in batches[start:])
         return EpochRecord(
             epoch=epoch + 1, step=self.global_step,
@@ -461,16 +466,10 @@ class Trainer:
             else None,
             seconds=round(seconds, 4),
             samples_per_second=round(done / max(seconds, 1e-9), 2),
-            cache=cache_info)
+            cache=cache_report(self.cache, self.teacher_cache))
 
     def _progress(self, total: int, start: int, epoch: int):
-        show = self.options.progress
-        if show is None:
-            show = sys.stderr.isatty()
-        if not show or self.options.quiet or not self.dist.main:
-            return None
-        return tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
-                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        return progress_bar(self, total, start, epoch)
 
     # -- evaluation -------------------------------------------------------------------------------
 
