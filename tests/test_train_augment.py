@@ -116,3 +116,38 @@ def test_cli_trains_with_mixup_cutmix_and_randaugment(tmp_path, capsys):
     assert (record["mixup"], record["cutmix"], record["randaugment"]) == \
         (0.8, 1.0, "rand-m9-mstd0.5")
     assert (out / "model.safetensors").exists()
+
+
+def test_resumed_run_with_ema_accumulation_and_mixing_ends_where_one_run_ends(digits, tmp_path):
+    """Killed in epoch 2 and resumed: the same log, weights, EMA and best epoch."""
+    from synthdsl.train.run import hold_out, train
+
+    keep, val = hold_out(digits.subset(torch.arange(600)), 0.2, seed=1)
+    recipe = Recipe(epochs=3, lr=0.01, batch_size=32, seed=1, accum_steps=2, ema=0.9,
+                    clip_grad=1.0, mixup=0.8, cutmix=1.0, randaugment="rand-m5")
+    opts = Options(quiet=True, save_every=4, keep=3, select_best=True)
+
+    def run(folder, **kw):
+        model = synthdsl.compile_spec(PLAIN, seed=1)
+        return train(model, keep, folder, recipe=recipe, options=opts, val_data=val, **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(trainer, epoch, step):
+        if epoch == 1 and step == 10:
+            raise Killed
+
+    full = run(tmp_path / "full")
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", callback=kill)
+    resumed = run(tmp_path / "cut", resume=True)
+    def untimed(history):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")}
+                for r in history]
+
+    assert untimed(resumed.history) == untimed(full.history)
+    for name in ("model.safetensors", "model-ema.safetensors", "model-best.safetensors"):
+        a = synthdsl.load_compiled(tmp_path / "full" / name).state_dict()
+        b = synthdsl.load_compiled(tmp_path / "cut" / name).state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
