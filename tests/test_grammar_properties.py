@@ -186,8 +186,12 @@ def check_node_spans(spec: ast.Spec, file: str | None = None) -> None:
             assert strict_key(_literal_of(literal)) == strict_key(node.value), literal
         elif isinstance(node, ast.Pattern):
             assert piece == node.text
-        elif isinstance(node, (ast.FreezeStmt, ast.TrainStmt)):
-            assert piece.startswith("freeze" if isinstance(node, ast.FreezeStmt) else "train")
+        elif isinstance(node, (ast.FreezeStmt, ast.TrainStmt, ast.OptimizeStmt)):
+            word = {ast.FreezeStmt: "freeze", ast.TrainStmt: "train",
+                    ast.OptimizeStmt: "optimize"}[type(node)]
+            assert piece.startswith(word)
+            if isinstance(node, ast.OptimizeStmt):
+                assert node.options and " with " in piece
         elif isinstance(node, ast.OutputStmt):
             assert piece.startswith("output")
         for child in children(node):
@@ -222,7 +226,7 @@ dotted = st.lists(names, min_size=1, max_size=3).map(tuple)
 # `freeze`, `train` and their commas).
 patterns = st.one_of(
     st.sampled_from(["a.b.*", "*.bn1", "x?y", "*", "r18.layer[34]", "[!a]*", "-", "1.5",
-                     "none", "with", "train", "a..b", "__"]),
+                     "none", "with", "train", "optimize", "a..b", "__"]),
     st.from_regex(r"[A-Za-z0-9_*?\[\]!.-]{1,10}", fullmatch=True),
 ).map(lambda t: ast.Pattern(text=t))
 
@@ -298,6 +302,8 @@ statements = st.one_of(
               st.lists(patterns, min_size=1, max_size=4)),
     st.builds(lambda ps, kw: ast.TrainStmt(patterns=tuple(ps), options=kw),
               st.lists(patterns, min_size=1, max_size=4), kwargs),
+    st.builds(lambda ps, kw: ast.OptimizeStmt(patterns=tuple(ps), options=kw),
+              st.lists(patterns, min_size=1, max_size=4), kwargs.filter(bool)),
     st.builds(lambda ns: ast.OutputStmt(names=tuple(ast.Ref(name=n) for n in ns)),
               st.lists(names, min_size=1, max_size=4)),
     st.builds(lambda ns, e: ast.Assign(name=ns[0], more=tuple(ast.Ref(name=n) for n in ns[1:]),
@@ -321,7 +327,8 @@ def specs(max_statements: int = 8):
 
 _PIECES = st.one_of(
     st.sampled_from(list('()[],=:|>."\\#\n\r\t -+eE09_aZ*?!') +
-                    ["synth", "input", "source", "freeze", "train", "with", "output", "true",
+                    ["synth", "input", "source", "freeze", "train", "optimize", "with",
+                     "output", "true",
                      "false", "none", "policy", "adapt", "loss", "recipe", "[1:]", "[-1]", "|>", "\r\n", '"\\u12', '"\\q"', "1e5", "-.5", "k=1",
                      "(x)", "[B]", ", k=1", "x, y", "\x00", "\u00e9", "\ufeff"]),
     st.characters(),
@@ -425,7 +432,7 @@ def test_positional_after_keyword_is_reported_at_the_argument(kw, args):
 
 
 @settings(max_examples=60, **SETTINGS)
-@given(st.sampled_from(["call", "stage", "source", "train"]),
+@given(st.sampled_from(["call", "stage", "source", "train", "optimize"]),
        st.dictionaries(names, _SIMPLE, min_size=1, max_size=3), st.data())
 def test_duplicate_keyword_is_reported_at_the_repeat(where, kw, data):
     dup = data.draw(st.sampled_from(sorted(kw)))
@@ -436,7 +443,8 @@ def test_duplicate_keyword_is_reported_at_the_repeat(where, kw, data):
     text = "synth A\n" + {"call": f"y = f(x, {args})",
                            "stage": f"y = x |> g.h({args})",
                            "source": f'source s = timm("m", {args})',
-                           "train": f"train a.*, b with {args}"}[where] + "\n"
+                           "train": f"train a.*, b with {args}",
+                           "optimize": f"optimize *.bias with {args}"}[where] + "\n"
     err = parse_or_error(text, file="d.synth")
     assert isinstance(err, SynthError) and err.code == "S005", err
     check_error_span(err, text)

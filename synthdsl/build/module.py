@@ -23,7 +23,7 @@ from pathlib import Path
 import functools
 import inspect
 import keyword
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,15 +231,27 @@ class SynthModule(nn.Module):
     def frozen_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if not p.requires_grad]
 
-    def param_groups(self, base_lr: float, weight_decay: float = 0.0) -> list[dict]:
-        """Parameter groups for `torch.optim`: one per (lr multiplier, weight decay) pair."""
+    def param_groups(self, base_lr: float, weight_decay: float = 0.0, *,
+                     lr_scales: Mapping[str, float] | None = None,
+                     decay_norm_bias: bool = True) -> list[dict]:
+        """Parameter groups for `torch.optim`: one per (lr multiplier, weight decay) pair.
+
+        A parameter's multiplier is its ``lr_mult`` times its entry of `lr_scales` (layer
+        decay; 1 when absent). With ``decay_norm_bias=False`` every 1-D parameter and every
+        bias gets weight decay 0, as timm's ``create_optimizer`` does, unless an
+        ``optimize``/``train ... with weight_decay=`` of the spec says otherwise."""
         options = self.graph.graph.get("param_options", {})
+        scales = lr_scales or {}
         groups: dict[tuple[float, float], dict] = {}
         for name, p in self.named_trainable_parameters():
             opt = options.get(name, {})
-            key = (float(opt.get("lr_mult", 1.0)), float(opt.get("weight_decay", weight_decay)))
+            default = weight_decay
+            if not decay_norm_bias and (p.ndim <= 1 or name.endswith(".bias")):
+                default = 0.0
+            key = (float(opt.get("lr_mult", 1.0)) * float(scales.get(name, 1.0)),
+                   float(opt.get("weight_decay", default)))
             group = groups.setdefault(key, {"params": [], "names": [], "lr": base_lr * key[0],
-                                            "weight_decay": key[1]})
+                                            "lr_mult": key[0], "weight_decay": key[1]})
             group["params"].append(p)
             group["names"].append(name)
         return list(groups.values())

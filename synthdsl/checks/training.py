@@ -1,14 +1,16 @@
-"""Training sets: `freeze` / `train` rules over qualified tensor names, later rules winning.
+"""Training sets: `freeze` / `train` / `optimize` rules over qualified tensor names, later
+rules winning.
 
 A pattern is a glob (``r18.layer4.*``; naming a module covers everything below
 it), the name of a part or layer value, or a timm feature stage
 (``r50@stage2``). A pattern that matches nothing is an error (S401) unless it
-may name tensors of something the check could not build. `train ... with`
-options become per-parameter options; adapter statements (resolved by the
-adapters pass) apply in their place among the rules; the norm policy freezes
-or trains normalisation layers last. Writes ``graph.graph["frozen"]`` (sorted
-names), ``graph.graph["param_options"]`` and, per node, ``frozen_params`` and
-``trainable_params``.
+may name tensors of something the check could not build. `train ... with` and
+`optimize ... with` options become per-parameter options; `optimize` sets them
+without thawing anything (a frozen tensor stays frozen). Adapter statements
+(resolved by the adapters pass) apply in their place among the rules; the norm
+policy freezes or trains normalisation layers last. Writes
+``graph.graph["frozen"]`` (sorted names), ``graph.graph["param_options"]`` and,
+per node, ``frozen_params`` and ``trainable_params``.
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ def check_training(ctx: CheckContext) -> None:
         for key, value in rule["options"].items():
             span = rule["option_spans"][key]
             if key not in TRAIN_OPTIONS:
-                ctx.err("S402", f"train has no option '{key}'", span,
+                ctx.err("S402", f"{rule['action']} has no option '{key}'", span,
                         hint=did_you_mean(key, TRAIN_OPTIONS)
                         or "its options: " + ", ".join(TRAIN_OPTIONS))
             elif not TRAIN_OPTIONS[key].accepts(value):
-                ctx.err("S402", f"train option '{key}' expects {TRAIN_OPTIONS[key].expects}, "
-                        f"found {value!r}", span)
+                ctx.err("S402", f"{rule['action']} option '{key}' expects "
+                        f"{TRAIN_OPTIONS[key].expects}, found {value!r}", span)
         for pattern, span in rule["patterns"]:
             matched = match_at(ctx, pattern, names, span)
             if matched is None:
@@ -65,6 +67,9 @@ def check_training(ctx: CheckContext) -> None:
                         hint=hint or "patterns match qualified names such as "
                         + ", ".join(f"'{p}'" for p in list(prefixes)[:3]))
             for k in matched:
+                if rule["action"] == "optimize":  # options only: frozen stays frozen
+                    options.setdefault(k, {}).update(rule["options"])
+                    continue
                 frozen[k] = rule["action"] == "freeze"
                 if rule["action"] == "train" and rule["options"]:
                     options.setdefault(k, {}).update(rule["options"])

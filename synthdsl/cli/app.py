@@ -41,7 +41,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from synthdsl.cli import train_flags
 from synthdsl.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE, read_text
+from synthdsl.cli.train_flags import add_training_flags
 from synthdsl.files import WriteFailed, is_disk_error, write_error
 from synthdsl.lang.budget import BUDGET_HELP
 from synthdsl.cli.arguments import compress_arguments, demo_arguments, eval_arguments
@@ -338,19 +340,21 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    "model-merged.safetensors with LoRA adapters folded into the weights")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("-q", "--quiet", action="store_true")
+    add_training_flags(r, o, x)
 
 
 #: Flags that must be whole numbers ≥ 1, by command ("*": every command that has it).
 _AT_LEAST_ONE = ("batch_size", "epochs", "shots", "seeds", "input", "k", "trials",
-                 "finetune_epochs", "student_epochs", "repeats", "calibration")
+                 "finetune_epochs", "student_epochs", "repeats", "calibration",
+                 *train_flags.AT_LEAST_ONE)
 #: Flags that must be whole numbers ≥ 0.
 _AT_LEAST_ZERO = ("depth", "warmup_epochs", "augment", "eval_every", "checkpoint_every",
-                  "save_every", "keep", "threads")
+                  "save_every", "keep", "threads", *train_flags.AT_LEAST_ZERO)
 #: Flags that must be finite numbers in a range: (low, low included, high, high included).
 _RANGES = {"lr": (0.0, False, math.inf, False), "temperature": (0.0, False, math.inf, False),
            "weight_decay": (0.0, True, math.inf, False), "momentum": (0.0, True, 1.0, True),
            "label_smoothing": (0.0, True, 1.0, False), "alpha": (0.0, True, 1.0, True),
-           "atol": (0.0, True, math.inf, False)}
+           "atol": (0.0, True, math.inf, False), **train_flags.RANGES}
 
 
 def _flag(name: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from synthdsl.build.artifact import save_compiled
+from synthdsl.cli import train_flags
 from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
 from synthdsl.lang.budget import budget_limits
 from synthdsl.train.data import BUILTIN, parse_classes
@@ -19,10 +20,11 @@ from synthdsl.train.errors import EvalError, TrainError
 from synthdsl.train.evaluate import data_for, evaluate, load_model
 from synthdsl.train.options import Options
 from synthdsl.train.run import train_spec
+from synthdsl.train.runlog import log_kinds
 
 #: `synth train` flags that override the spec's `recipe` statement.
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay",
-                "momentum", "warmup_epochs", "label_smoothing", "seed")
+                "momentum", "warmup_epochs", "label_smoothing", "seed", *train_flags.RECIPE_FLAGS)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -65,7 +67,8 @@ def cmd_train(args) -> int:
                       augment=args.augment, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, save_every=args.save_every,
                       keep=args.keep,
-                      progress=False if args.no_progress else None, quiet=args.quiet)
+                      progress=False if args.no_progress else None, quiet=args.quiet,
+                      compile=args.compile, log=log_kinds(args.log))
     with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
         result = _train(args, options)
     if result.run is not None and args.save_adapters and is_main_process():
@@ -91,7 +94,8 @@ def _train(args, options: Options):
         unlabelled=args.unlabelled, eval_split=args.eval_split, mean=_floats(args.mean),
         std=_floats(args.std), normalize=False if args.no_normalize else None,
         teacher=args.teacher, teacher_output=args.teacher_output,
-        temperature=args.temperature, alpha=args.alpha, resume=args.resume)
+        temperature=args.temperature, alpha=args.alpha, resume=args.resume,
+        overrides=args.set, val_split=args.val_split or 0.0)
 
 
 def cmd_eval(args) -> int:

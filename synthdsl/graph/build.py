@@ -200,7 +200,8 @@ class _Builder(KeywordInputs, StatementBuilder):
                     self.lookup(self.aliases[st.name], (st.name,))
                 else:
                     self.add_assign(st)
-            elif isinstance(st, (ast.FreezeStmt, ast.TrainStmt, ast.AdaptStmt)):
+            elif isinstance(st, (ast.FreezeStmt, ast.TrainStmt, ast.OptimizeStmt,
+                                 ast.AdaptStmt)):
                 self.add_rule(st)
             elif isinstance(st, ast.InheritStmt):
                 self.add_inherit(st)

@@ -206,9 +206,9 @@ EDGE_RECORDS: dict[str, type] = {"data": DataEdge, "member": MemberEdge, "share"
 
 
 class RuleRecord(TypedDict):
-    """A ``freeze``, ``train`` or ``adapt`` statement, in the order written."""
+    """A ``freeze``, ``train``, ``optimize`` or ``adapt`` statement, in the order written."""
 
-    action: str                        #: freeze, train or adapt
+    action: str                        #: freeze, train, optimize or adapt
     patterns: list[tuple[str, Span]]   #: each pattern and where it is written
     options: dict[str, Any]            #: `with k=v` options
     option_spans: dict[str, Span]      #: where each option is written
@@ -264,7 +264,7 @@ class GraphRecord(TypedDict):
     inputs: list[str]                  #: input node ids, in declaration order
     outputs: list[str]                 #: output node ids, in declaration order
     output_names: list[str]            #: the declared output names
-    rules: list[RuleRecord]            #: freeze / train / adapt statements
+    rules: list[RuleRecord]            #: freeze / train / optimize / adapt statements
     diagnostics: list[SynthError]      #: the builder's findings, reported by the check
     inherits: NotRequired[list[InheritRecord]]      #: inherit statements
     losses: NotRequired[list[LossRecord]]           #: loss statements

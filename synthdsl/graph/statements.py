@@ -279,8 +279,10 @@ class StatementBuilder:
                        "options": {k.name: k.value for k in st.options}})
 
 
-    def add_rule(self, st: ast.FreezeStmt | ast.TrainStmt | ast.AdaptStmt) -> None:
-        """A `freeze`, `train` or `adapt` statement, kept in order on graph["rules"]."""
+    def add_rule(self, st: ast.FreezeStmt | ast.TrainStmt | ast.OptimizeStmt | ast.AdaptStmt
+                 ) -> None:
+        """A `freeze`, `train`, `optimize` or `adapt` statement, kept in order on
+        graph["rules"]."""
         if isinstance(st, ast.AdaptStmt):
             self.g.graph["rules"].append({
                 "action": "adapt", "method": st.method, "method_span": st.method_span,
@@ -290,7 +292,8 @@ class StatementBuilder:
                 "span": st.span})
             return
         self.g.graph["rules"].append({
-            "action": "freeze" if isinstance(st, ast.FreezeStmt) else "train",
+            "action": ("freeze" if isinstance(st, ast.FreezeStmt) else
+                       "optimize" if isinstance(st, ast.OptimizeStmt) else "train"),
             "patterns": [(p.text, p.span) for p in st.patterns],
             "options": {k.name: k.value for k in getattr(st, "options", ())},
             "option_spans": {k.name: k.span for k in getattr(st, "options", ())},

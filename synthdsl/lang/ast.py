@@ -220,6 +220,14 @@ class TrainStmt(Node):
     options: tuple[KwArg, ...] = ()
 
 
+class OptimizeStmt(Node):
+    """`optimize PATTERNS with k=v`: optimiser options (``lr_mult``, ``weight_decay``) for
+    the parameters the patterns name, leaving frozen ones frozen."""
+
+    patterns: tuple[Pattern, ...]
+    options: tuple[KwArg, ...] = ()
+
+
 class PolicyStmt(Node):
     """`policy NAME = value`: a named, documented behaviour of the compiled module."""
 
@@ -272,8 +280,8 @@ class OutputStmt(Node):
     names: tuple[Ref, ...]
 
 
-Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, PolicyStmt, AdaptStmt,
-                  InheritStmt, LossStmt, RecipeStmt, OutputStmt]
+Statement = Union[InputDecl, SourceDecl, Assign, FreezeStmt, TrainStmt, OptimizeStmt, PolicyStmt,
+                  AdaptStmt, InheritStmt, LossStmt, RecipeStmt, OutputStmt]
 
 
 class Spec(Node):

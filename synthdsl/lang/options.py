@@ -112,7 +112,7 @@ def _table(*options: Option) -> dict[str, Option]:
 
 _NUMBER = (int, float)
 
-#: What a `recipe` statement may say. The first ten say how to optimise (the
+#: What a `recipe` statement may say. All but the last three say how to optimise (the
 #: trainer's `Recipe`; the command line overrides them); `PREPROCESS_KEYS` say how
 #: images are read (see synthdsl.train.preprocess).
 RECIPE = _table(
@@ -129,6 +129,26 @@ RECIPE = _table(
     Option("label_smoothing", _NUMBER, 0.0, "label smoothing of the cross-entropy",
            low=0, high=1, high_open=True),
     Option("seed", (int,), 0, "the seed of initialisation, shuffling and augmentation"),
+    Option("layer_decay", _NUMBER, 1.0, "layer-wise learning-rate decay (timm's): each "
+           "source parameter's rate × decay^(its depth from the top); 1: off",
+           low=0, low_open=True, high=1),
+    Option("decay_norm_bias", (bool,), True, "false: no weight decay on 1-D parameters "
+           "(biases, normalisation weights), as timm's create_optimizer does"),
+    Option("clip_grad", _NUMBER, 0.0, "clip the gradients' total norm to this; 0: off",
+           low=0),
+    Option("accum_steps", (int,), 1, "batches whose gradients are summed before each "
+           "optimizer step", low=0, low_open=True),
+    Option("ema", _NUMBER, 0.0, "the decay of an exponential moving average of the weights "
+           "(timm's ModelEmaV3), evaluated and saved beside the model; 0: none",
+           low=0, high=1, high_open=True),
+    Option("ema_warmup", (bool,), False, "warm the EMA's decay up from 0 over the first "
+           "steps (ModelEmaV3's use_warmup)"),
+    Option("patience", (int,), 0, "stop after this many validations without a better "
+           "accuracy; 0: never", low=0),
+    Option("mixup", _NUMBER, 0.0, "timm's Mixup alpha; 0: off", low=0),
+    Option("cutmix", _NUMBER, 0.0, "timm's CutMix alpha; 0: off", low=0),
+    Option("randaugment", (str,), None, "a RandAugment policy in timm's spelling, e.g. "
+           "\"rand-m9-mstd0.5\""),
     Option("mean", (*_NUMBER, list, tuple), None, "the normalisation mean: one number, or "
            "one per input channel", each=True,
            spelled="a number or a list of numbers, one per input channel"),

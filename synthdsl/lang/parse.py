@@ -38,8 +38,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: is found for the messages below, without lark's token history.
 _WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
 #: The words a statement begins with.
-STATEMENT_WORDS = ("input", "source", "freeze", "train", "policy", "adapt", "inherit", "loss",
-                   "recipe", "output")
+STATEMENT_WORDS = ("input", "source", "freeze", "train", "optimize", "policy", "adapt",
+                   "inherit", "loss", "recipe", "output")
 
 #: How terminals are named in messages: as the user would type them.
 _TERMINAL_WORDS = {

@@ -84,8 +84,9 @@ def format_statement(st: ast.Statement) -> str:
         return f"policy {st.name} = {format_value(st.value)}"
     if isinstance(st, ast.FreezeStmt):
         return "freeze " + ", ".join(p.text for p in st.patterns)
-    if isinstance(st, ast.TrainStmt):
-        text = "train " + ", ".join(p.text for p in st.patterns)
+    if isinstance(st, ast.TrainStmt | ast.OptimizeStmt):
+        word = "train" if isinstance(st, ast.TrainStmt) else "optimize"
+        text = f"{word} " + ", ".join(p.text for p in st.patterns)
         if st.options:
             text += " with " + ", ".join(_kwargs(st.options))
         return text

@@ -18,9 +18,9 @@ from lark import Token, Tree
 from synthdsl.lang import ast
 from synthdsl.lang.errors import SynthError
 
-KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "with", "policy",
-                      "adapt", "inherit", "from", "loss", "recipe", "output", "true", "false",
-                      "none", *ast.DTYPES})
+KEYWORDS = frozenset({"synth", "input", "source", "freeze", "train", "optimize", "with",
+                      "policy", "adapt", "inherit", "from", "loss", "recipe", "output", "true",
+                      "false", "none", *ast.DTYPES})
 
 #: The largest magnitude a number in a spec may have.
 MAX_NUMBER = 1e300
@@ -294,6 +294,12 @@ class AstBuilder:
         return ast.TrainStmt(patterns=tuple(patterns),
                              options=self._unique(self._literals(options, "train")),
                              span=self._span(meta))
+
+    def optimize_stmt(self, meta, items):
+        *patterns, options = items
+        return ast.OptimizeStmt(patterns=tuple(patterns),
+                                options=self._unique(self._literals(options, "optimize")),
+                                span=self._span(meta))
 
     def policy_stmt(self, meta, items):
         name, (value, value_span) = items

@@ -43,6 +43,8 @@ import torch
 from torch import fx, nn
 
 from synthdsl.library.layers import NORM_WITH_STATS
+from synthdsl.train.errors import TrainError
+from synthdsl.train.feed import to_device
 
 #: Module types whose output in training mode is random.
 _RANDOM_TYPES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -336,3 +338,41 @@ class FrozenCache:
         for t, v in zip(self.store, values):
             t[where] = v.detach().to(t.device)
         self.filled[idx] = True
+
+
+def frozen_caches(trainer) -> tuple["FrozenCache | None", "FrozenCache | None"]:
+    """The caches of a trainer's frozen prefix and teacher (``--cache-frozen``), or T001
+    with every reason the prefix's outputs can change between epochs."""
+    trainer.train_mode()
+    problems = cache_problems(trainer.split, augment=trainer.augments)
+    if not problems:
+        pos = torch.arange(min(4, len(trainer.data)))
+        x = trainer.preprocess.inputs(to_device(trainer.data.images(pos), trainer.device))
+        problem = check_deterministic(trainer.split, x)
+        problems = [problem] if problem else []
+    if problems and trainer.split.empty and trainer.teacher is not None:
+        problems = []  # nothing to cache but the teacher: that is fine
+    elif problems:
+        raise TrainError("--cache-frozen: the frozen part's outputs can change between "
+                         "epochs, so they cannot be reused:\n  - " + "\n  - ".join(problems),
+                         hint="train without --cache-frozen (the frozen prefix still runs "
+                         "without autograd), or freeze the normalisation layers and drop "
+                         "dropout/augmentation in the frozen part")
+    size = len(trainer.data)
+    return (None if trainer.split.empty else FrozenCache(size, trainer.device),
+            None if trainer.teacher is None else FrozenCache(size, trainer.device))
+
+
+def cache_report(cache: "FrozenCache | None", teacher_cache: "FrozenCache | None"
+                 ) -> dict[str, Any] | None:
+    """An epoch's use of the caches (hits, misses, complete, megabytes), which then start
+    counting again; None without caches."""
+    if cache is None and teacher_cache is None:
+        return None
+    c = cache or teacher_cache
+    info = {"hits": c.hits, "misses": c.misses, "complete": c.complete,
+            "megabytes": round(sum(x.nbytes for x in (cache, teacher_cache) if x) / 2 ** 20, 3)}
+    for x in (cache, teacher_cache):
+        if x is not None:
+            x.hits = x.misses = 0
+    return info

@@ -74,6 +74,8 @@ def _option(term: LossTerm, name: str) -> Any:
 
 
 TEACHER_VALUE = "teacher"
+#: The key under which a mixed batch's soft targets (synthdsl.train.augment) reach the losses.
+SOFT_TARGETS = "<mixup targets>"
 
 
 def loss_terms(model, teacher: Teacher | None = None) -> list[LossTerm]:
@@ -159,9 +161,14 @@ def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: tor
     total = torch.zeros((), device=w.device)
     parts: dict[str, torch.Tensor] = {}
 
+    soft_targets = values.get(SOFT_TARGETS)  # mixup/cutmix: soft targets, smoothing in them
+
     def ce(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
-        per = F.cross_entropy(logits.float(), safe_y, reduction="none",
-                              label_smoothing=smoothing)
+        if soft_targets is not None:  # timm's SoftTargetCrossEntropy, per sample
+            per = -(soft_targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+        else:
+            per = F.cross_entropy(logits.float(), safe_y, reduction="none",
+                                  label_smoothing=smoothing)
         return (per * labelled).sum() / max(n_labelled, 1.0)
 
     for t, name in zip(terms, term_names(terms)):

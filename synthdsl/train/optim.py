@@ -1,7 +1,8 @@
 """The optimizer a recipe asks for, and its learning-rate schedule.
 
 The optimizer gets ``model.param_groups(lr, weight_decay)``: what the spec leaves
-trainable, with its per-pattern learning-rate multipliers and weight decays. The schedule
+trainable, with its per-pattern learning-rate multipliers and weight decays, times the
+layer-wise decay of :mod:`synthdsl.train.layer_decay`. The schedule
 is a multiplier of every group's own rate, by optimizer step: linear warm-up, then
 cosine, constant or step (×0.1 at 50% and 75% of the epochs).
 
@@ -19,11 +20,17 @@ from typing import Sequence
 import torch
 
 from synthdsl.train.errors import TrainError
+from synthdsl.train.layer_decay import layer_scales
 from synthdsl.train.recipe import Recipe
 
 
 def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
-    groups = model.param_groups(base_lr=recipe.lr, weight_decay=recipe.weight_decay)
+    """The recipe's optimizer over the model's trainable parameters: per-pattern options,
+    layer-wise decay of the sources' rates (``layer_decay``), and no decay on 1-D
+    parameters when ``decay_norm_bias`` is false."""
+    groups = model.param_groups(base_lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                lr_scales=layer_scales(model, recipe.layer_decay),
+                                decay_norm_bias=recipe.decay_norm_bias)
     if not groups:
         raise TrainError(f"spec '{model.graph.name}' has nothing to train: every parameter "
                          "is frozen", hint="unfreeze a part with `train PATTERN`, or add an "

@@ -34,6 +34,9 @@ class Options:
     keep: int = 2                       # checkpoints kept
     progress: bool | None = None        # a progress bar (None: when stderr is a terminal)
     quiet: bool = False
+    select_best: bool = False           # val data is held out: keep the best, stop early
+    compile: bool = False               # the trainable part under torch.compile
+    log: tuple[str, ...] = ()           # logs beside log.jsonl: csv, tensorboard
 
     def __post_init__(self) -> None:
         counts = {"--augment": self.augment, "--eval-every": self.eval_every,

@@ -48,9 +48,12 @@ class _RecipeMethods:
             if o.choices and value not in o.choices:
                 raise TrainError(f"{o.name} must be {spoken(o.choices, quote=False)}, "
                                  f"not '{value}'")
-        if any(getattr(self, o.name) <= 0 for o in OPTIMISE.values()
-               if o.low == 0 and o.low_open):
+        if any(getattr(self, k) <= 0 for k in ("epochs", "batch_size", "lr")):
             raise TrainError("epochs, batch size and learning rate must be > 0")
+        for o in OPTIMISE.values():
+            value = getattr(self, o.name)
+            if value is not None and not o.accepts(value):
+                raise TrainError(f"{o.name} must be {o.expects}, not {value!r}")
 
 
 #: How to optimise: the spec's `recipe` statement, then command-line flags, win over

@@ -34,6 +34,7 @@ class EpochRecord:
     samples_per_second: float
     val: dict[str, Any] | None = None
     cache: dict[str, Any] | None = None
+    val_ema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -61,6 +62,8 @@ class EpochRecord:
         elif self.val:  # a contrastive spec: retrieval both ways
             parts.append(f"val R@1 {self.val['a2b_recall@1']:.3f}/{self.val['b2a_recall@1']:.3f}")
             parts.append(f"R@5 {self.val['a2b_recall@5']:.3f}/{self.val['b2a_recall@5']:.3f}")
+        if self.val_ema and "accuracy" in self.val_ema:
+            parts.append(f"ema acc {self.val_ema['accuracy']:.3f}")
         parts.append(f"{self.seconds:.1f}s ({self.samples_per_second:,.0f} img/s)")
         return "  ".join(parts)
 
@@ -101,3 +104,46 @@ def run_record(model, spec_path: str | None, data: DataSpec | None, recipe: Reci
         "synthdsl": __version__, "torch": torch.__version__,
         **(extra or {}),
     }
+
+
+def describe_trainer(t) -> list[str]:
+    """What a trainer prints before it starts: model, data, inputs, loss, recipe, frozen
+    prefix, teacher, processes and precision."""
+    totals = t.model.parameter_totals()
+    lines = [
+        f"model   {t.model.graph.name}: {totals['params']:,} parameters, "
+        f"{totals['trainable']:,} trainable, {totals['frozen']:,} frozen",
+        f"data    {t.data.describe()}",
+    ]
+    if t.val_data is not None:
+        lines.append(f"val     {t.val_data.describe()}")
+    lines += [
+        f"inputs  {t.preprocess.describe()}",
+        "loss    " + " + ".join(term.describe() for term in t.terms),
+        "recipe  " + ", ".join(f"{k}={v}" for k, v in asdict(t.recipe).items()),
+        f"frozen  {t.split.describe()}",
+    ]
+    if t.teacher is not None:
+        lines.append(f"teacher {t.teacher.description}")
+    if t.dist.active:
+        lines.append(f"ddp     {t.dist.world} processes "
+                     f"({'nccl' if t.device.type == 'cuda' else 'gloo'})")
+    if t.amp is not None:
+        lines.append(f"amp     {str(t.amp).removeprefix('torch.')}")
+    return lines
+
+
+def progress_bar(t, total: int, start: int, epoch: int):
+    """A trainer's progress bar over an epoch's batches, or None (not on a terminal, quiet,
+    or not the first process)."""
+    import sys
+
+    from tqdm import tqdm
+
+    show = t.options.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show or t.options.quiet or not t.dist.main:
+        return None
+    return tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{t.recipe.epochs}",
+                unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,9 +25,10 @@ from synthdsl.build.compress import plans, prune_compiled
 from synthdsl.checks.budget import batch_problem
 from synthdsl.files import read_regular
 from synthdsl.lang.errors import SynthError
-from synthdsl.pipeline import check_spec, compile_locked
+from synthdsl.graph import build_graph
+from synthdsl.pipeline import check_locked, compile_locked, load_spec
 from synthdsl.train.checkpoint import write_json
-from synthdsl.train.data import DataSpec
+from synthdsl.train.data import DataSpec, split_positions
 from synthdsl.train.captions import tokenizer_folder
 from synthdsl.train.distributed import barrier
 from synthdsl.train.errors import TrainError
@@ -35,6 +37,7 @@ from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model, run_record
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
+from synthdsl.train.overrides import apply_overrides, parse_overrides
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.retrieval import RetrievalMetrics
 from synthdsl.train.recipe import Recipe
@@ -54,6 +57,9 @@ def train(model, data: ImageData, run: str | Path | None = None, *,
     The recipe defaults to the spec's own ``recipe`` statement over :class:`Recipe`'s
     defaults. With `test_data` the final model is evaluated there (``metrics.json``)."""
     recipe = recipe or Recipe.resolve(model.graph.graph.get("recipe"))
+    if recipe.patience and not options.select_best:
+        raise TrainError("patience stops on a held-out validation split, and there is none",
+                         hint="hold some training data out with --val-split 0.1")
     t0 = time.perf_counter()
     run_path = Path(run) if run is not None else None
     preprocess = preprocess or feed_for(model)
@@ -126,6 +132,18 @@ def _undo_start(run: Path | None, started: tuple[list[Path], set[Path]]) -> None
 
 def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | None) -> None:
     save_compiled(trainer.model, run / "model.safetensors")
+    ema = trainer.stepper.ema
+    if ema is not None:
+        save_compiled(ema.module, run / "model-ema.safetensors")
+        trainer._log(f"wrote   {run}/model-ema.safetensors")
+        if test_data is not None and not isinstance(metrics, RetrievalMetrics):
+            got = trainer.final_metrics(test_data, ema.module)
+            write_json(run / "metrics-ema.json", {"split": test_data.name, **got.to_dict()})
+            trainer._log(f"test    EMA: accuracy {got.accuracy:.4f}, macro F1 "
+                         f"{got.macro_f1:.4f} (metrics-ema.json)")
+    if trainer.selection is not None and trainer.selection.best_epoch:
+        trainer._log(f"best    epoch {trainer.selection.best_epoch} (val "
+                     f"{trainer.selection.best:.4f}): {run}/model-best.safetensors")
     if isinstance(metrics, RetrievalMetrics):
         write_json(run / "metrics.json", {"split": test_data.name, **metrics.to_dict()})
         trainer._log(f"test    {test_data.name}: {metrics.line()} (metrics.json)")
@@ -135,6 +153,9 @@ def _finish_run(trainer: Trainer, run: Path, metrics, test_data: ImageData | Non
         metrics.plot(run / "confusion.png", f"{trainer.model.graph.name} on {test_data.name}")
         trainer._log(f"test    {test_data.name}: accuracy {metrics.accuracy:.4f}, macro F1 "
                      f"{metrics.macro_f1:.4f} (metrics.json, confusion.png)")
+    if trainer.logs is not None and trainer.logs.close(trainer.history,
+                                                       trainer.model.graph.name):
+        trainer._log(f"curves  {run}/curves.png")
     trainer._log(f"wrote   {run}/model.safetensors")
 
 
@@ -179,17 +200,24 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                std: Sequence[float] | None = None, normalize: bool | None = None,
                teacher: str | None = None, teacher_output: str | None = None,
                temperature: float = 4.0, alpha: float = 0.7,
-               resume: bool = False) -> TrainResult:
+               resume: bool = False, overrides: Sequence[str] = (),
+               val_split: float = 0.0) -> TrainResult:
     """Check and compile the spec at `spec`, load `data`, and :func:`train` it into `run`.
 
     `recipe` overrides the spec's ``recipe`` statement (None values are ignored);
     `classes`, `shots` (seeded by `shots_seed`, by default the recipe's seed) and
     `unlabelled` choose the training samples; `eval_split` ("test", "train" or "none") is
     evaluated after each epoch and at the end; `mean`, `std` and `normalize` override the
-    preprocessing; `teacher` names a run, artifact or spec to distil from. A spec that
-    says ``adapt ... with prune(...)`` is pruned after it is compiled, and the training
-    fine-tunes the pruned model (whose artifact records its shapes)."""
-    graph = check_spec(Path(spec))  # SPEC.lock verified before a checkpoint is read
+    preprocessing; `teacher` names a run, artifact or spec to distil from; `overrides`
+    (``["recipe.lr=3e-4", "policy.norm=frozen"]``) change the spec's values before it is
+    checked (:mod:`synthdsl.train.overrides`); `val_split` holds out that share of the
+    training data, per class and seeded, to validate on and choose the best epoch by. A
+    spec that says ``adapt ... with prune(...)`` is pruned after it is compiled, and the
+    training fine-tunes the pruned model (whose artifact records its shapes)."""
+    changes = parse_overrides(overrides)
+    graph = build_graph(load_spec(Path(spec)))
+    apply_overrides(graph, changes)
+    check_locked(graph)  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built
@@ -203,10 +231,30 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
         data, data_spec.classes).load_for(eval_split, preprocess, tokenizer)
     if plans(model, "prune"):
         prune_for_training(model, train_data, preprocess, options)
+    val = test
+    if val_split:
+        train_data, val = hold_out(train_data, val_split, resolved.seed)
+        options = replace(options, select_best=True)
     loaded, teacher_record = (None, None)
     if teacher:
         loaded, teacher_record = load_teacher(teacher, temperature, alpha, options.device,
                                               teacher_output)
-    return train(model, train_data, run, recipe=resolved, options=options, val_data=test,
+    extra = {"overrides": list(overrides)} if overrides else {}
+    if val_split:
+        extra["val_split"] = val_split
+    return train(model, train_data, run, recipe=resolved, options=options, val_data=val,
                  test_data=test, preprocess=preprocess, teacher=loaded, resume=resume,
-                 spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record)
+                 spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record,
+                 extra_record=extra or None)
+
+
+def hold_out(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData]:
+    """`data` less a validation split of `fraction` of each class (seeded), and that split."""
+    if not 0 < fraction < 1:
+        raise TrainError(f"--val-split must be a fraction in (0, 1), not {fraction}")
+    keep, val = split_positions(data.targets.numpy(), fraction, seed)
+    if len(val) == 0 or len(keep) == 0:
+        raise TrainError(f"--val-split {fraction} leaves no samples to "
+                         f"{'validate' if len(val) == 0 else 'train'} on in {data.name}")
+    return (data.subset(torch.as_tensor(keep), name=f"{data.name} less val"),
+            data.subset(torch.as_tensor(val), name=f"{data.name} val ({fraction:g})"))

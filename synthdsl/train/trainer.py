@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
+from synthdsl.build.artifact import save_compiled
 from synthdsl.files import write_text
 from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoint_name,
                                        checkpoints_in, load_checkpoint, rng_state, seed_epoch,
@@ -45,10 +45,10 @@ from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoin
 from synthdsl.train.distributed import all_sum, init_distributed, shard
 from synthdsl.train.errors import TrainError, diverged
 from synthdsl.train.feed import Feed, feed_for, shift_images, to_device
-from synthdsl.train.frozen import (FrozenCache, SuffixModule, cache_problems, check_deterministic,
+from synthdsl.train.frozen import (FrozenCache, SuffixModule, cache_report, frozen_caches,
                                    split_frozen)
 from synthdsl.train.images import ImageData
-from synthdsl.train.losses import (TEACHER_VALUE, Teacher, loss_terms, objective,
+from synthdsl.train.losses import (SOFT_TARGETS, TEACHER_VALUE, Teacher, loss_terms, objective,
                                    primary_output, teacher_modules, term_names)
 from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
 from synthdsl.train.optim import lr_factor, make_optimizer, set_lr
@@ -56,8 +56,12 @@ from synthdsl.train.options import Options, amp_dtype
 from synthdsl.train.predict import predict_values
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.recipe import Recipe
-from synthdsl.train.records import EpochRecord
+from synthdsl.train.augment import batch_augmenters
+from synthdsl.train.records import EpochRecord, describe_trainer, progress_bar
+from synthdsl.train.selection import Selection
+from synthdsl.train.stepping import Stepper, compile_module
 from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
+from synthdsl.train.runlog import RunLog, log_kinds
 
 
 def _as_dict(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -108,6 +112,12 @@ class Trainer:
         self.suffix: nn.Module = SuffixModule(self.split)
         if self.dist.active:
             self.suffix = self._wrap_ddp()
+        if options.compile:
+            self.suffix = compile_module(self.suffix)
+        self.stepper = Stepper(model, self.opt, self.scaler, recipe)
+        self.selection = Selection(recipe.patience) if options.select_best else None
+        main = self.run is not None and self.dist.main
+        self.logs = RunLog(self.run, log_kinds(options.log)) if main else None
         self.epoch = 0             # completed epochs
         self.step_in_epoch = 0     # optimizer steps done in the current epoch
         self.global_step = 0
@@ -115,6 +125,9 @@ class Trainer:
         self._acc: dict[str, float] = {}    # the current epoch's running sums
         self._resume_rng: dict[str, Any] | None = None
         self.steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+        first = data.images(torch.arange(1))
+        self.mixer, self.augmenter = batch_augmenters(
+            recipe, data, None if isinstance(first, dict) else tuple(first.shape[1:]))
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -147,28 +160,7 @@ class Trainer:
         return [n for (n, _), g in zip(names.items(), grads) if g is None]
 
     def describe(self) -> list[str]:
-        t = self.model.parameter_totals()
-        lines = [
-            f"model   {self.model.graph.name}: {t['params']:,} parameters, "
-            f"{t['trainable']:,} trainable, {t['frozen']:,} frozen",
-            f"data    {self.data.describe()}",
-        ]
-        if self.val_data is not None:
-            lines.append(f"val     {self.val_data.describe()}")
-        lines += [
-            f"inputs  {self.preprocess.describe()}",
-            "loss    " + " + ".join(t.describe() for t in self.terms),
-            "recipe  " + ", ".join(f"{k}={v}" for k, v in asdict(self.recipe).items()),
-            f"frozen  {self.split.describe()}",
-        ]
-        if self.teacher is not None:
-            lines.append(f"teacher {self.teacher.description}")
-        if self.dist.active:
-            lines.append(f"ddp     {self.dist.world} processes "
-                         f"({'nccl' if self.device.type == 'cuda' else 'gloo'})")
-        if self.amp is not None:
-            lines.append(f"amp     {str(self.amp).removeprefix('torch.')}")
-        return lines
+        return describe_trainer(self)
 
     def _log(self, text: str) -> None:
         if self.dist.main and not self.options.quiet:
@@ -189,7 +181,12 @@ class Trainer:
             g = torch.Generator().manual_seed(
                 (self.recipe.seed * 1_000_003 + epoch * 10_007 + step) % (2 ** 63))
             x = shift_images(x, self.options.augment, g)
+        if self.augmenter is not None and self.model.training:
+            x = self.augmenter(x, self._seed(epoch, step))
         return to_device(x, self.device)
+
+    def _seed(self, epoch: int, step: int) -> int:
+        return self.recipe.seed * 1_000_003 + epoch * 10_007 + step
 
     def _forward(self, pos: torch.Tensor, global_pos: torch.Tensor, cached: bool,
                  epoch: int = 0, step: int = 0
@@ -206,6 +203,9 @@ class Trainer:
         need_images = (boundary is None and not self.split.empty) or (
             self.teacher is not None and teacher_out is None) or self._suffix_reads_inputs
         raw = self._images(pos, epoch, step) if need_images else None
+        soft = None
+        if self.mixer is not None and raw is not None and self.model.training:
+            raw, soft = self.mixer(raw, y, self._seed(epoch, step))
         inputs = self.preprocess.inputs(raw) if raw is not None else \
             (None,) * len(self.model.graph.inputs)
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else \
@@ -223,7 +223,14 @@ class Trainer:
                 if cached and self.teacher_cache is not None:
                     self.teacher_cache.put(keys, (teacher_out,))
             values[TEACHER_VALUE] = teacher_out
+        if soft is not None:
+            values[SOFT_TARGETS] = soft
         return values, y, w
+
+    @property
+    def augments(self) -> bool:
+        """Whether the training images change from epoch to epoch."""
+        return bool(self.options.augment or self.mixer or self.augmenter)
 
     @property
     def _suffix_reads_inputs(self) -> bool:
@@ -254,28 +261,8 @@ class Trainer:
     # -- caching -------------------------------------------------------------------------------
 
     def _setup_cache(self) -> None:
-        if not self.options.cache_frozen:
-            return
-        self.train_mode()
-        problems = cache_problems(self.split, augment=bool(self.options.augment))
-        if not problems:
-            pos = torch.arange(min(4, len(self.data)))
-            x = self.preprocess.inputs(to_device(self.data.images(pos), self.device))
-            problem = check_deterministic(self.split, x)
-            problems = [problem] if problem else []
-        if problems and self.split.empty and self.teacher is not None:
-            problems = []  # nothing to cache but the teacher: that is fine
-        elif problems:
-            raise TrainError("--cache-frozen: the frozen part's outputs can change between "
-                             "epochs, so they cannot be reused:\n  - " + "\n  - ".join(problems),
-                             hint="train without --cache-frozen (the frozen prefix still runs "
-                             "without autograd), or freeze the normalisation layers and drop "
-                             "dropout/augmentation in the frozen part")
-        size = len(self.data)
-        if not self.split.empty:
-            self.cache = FrozenCache(size, self.device)
-        if self.teacher is not None:
-            self.teacher_cache = FrozenCache(size, self.device)
+        if self.options.cache_frozen:
+            self.cache, self.teacher_cache = frozen_caches(self)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -291,6 +278,8 @@ class Trainer:
             "history": json.dumps(self.history),
             "recipe": json.dumps(asdict(self.recipe)),
             "epoch_sums": json.dumps(self._global_acc() if self.step_in_epoch else {}),
+            "stepper": self.stepper.state(),
+            "selection": json.dumps(self.selection.state() if self.selection else {}),
         }
 
     def load_state(self, ck: dict[str, Any]) -> None:
@@ -310,6 +299,9 @@ class Trainer:
         self.global_step = ck["global_step"]
         self.history = json.loads(ck["history"])
         self._acc = json.loads(ck.get("epoch_sums", "{}"))
+        self.stepper.load_state(ck.get("stepper", {}))
+        if self.selection is not None:
+            self.selection.load_state(json.loads(ck.get("selection", "{}")))
         self._resume_rng = ck["rng"] if self.step_in_epoch else None
 
     def save(self) -> Path | None:
@@ -354,18 +346,39 @@ class Trainer:
             record = self._train_epoch(self.epoch)
             self.epoch += 1
             self.step_in_epoch = 0
+            stop = False
             if self.val_data is not None and (self.epoch % max(self.options.eval_every, 1) == 0
                                               or self.epoch == self.recipe.epochs):
                 record.val = self.validate()
+                stop = self._select(record)
             self.history.append(record.to_dict())
-            if self.run is not None and self.dist.main:
-                with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record.to_dict()) + "\n")
+            if self.logs is not None:
+                self.logs.epoch(record.to_dict(), self.history)
             self._log(record.line(self.recipe.epochs))
             every = self.options.checkpoint_every
-            if self.epoch == self.recipe.epochs or (every and self.epoch % every == 0):
+            if stop or self.epoch == self.recipe.epochs or (every and self.epoch % every == 0):
                 self.save()
+            if stop:
+                self._log(f"stopped: {self.selection.since} validations without a better "
+                          f"one (best: epoch {self.selection.best_epoch})")
+                break
         return self.history
+
+    def _select(self, record: EpochRecord) -> bool:
+        """The EMA validated too; the best epoch kept; True when patience has run out."""
+        if self.stepper.ema is not None:
+            record.val_ema = self.validate(model=self.stepper.ema.module)
+        if self.selection is None:
+            return False
+        verdict = self.selection.observe(self.epoch, record.val_ema or record.val)
+        if verdict == "better" and self.run is not None and self.dist.main:
+            save_compiled(self.evaluated_model, self.run / "model-best.safetensors")
+        return verdict == "stop"
+
+    @property
+    def evaluated_model(self):
+        """The model whose weights are chosen and reported: the EMA's, when there is one."""
+        return self.stepper.ema.module if self.stepper.ema is not None else self.model
 
     def _acc_keys(self) -> list[str]:
         return ["loss", "correct", "labelled", "samples"] + [
@@ -393,6 +406,7 @@ class Trainer:
         t0 = time.perf_counter()
         seen = 0.0
         bar = self._progress(len(batches), start, epoch)
+        sizes = [len(b) for b in batches]
         for k in range(start, len(batches)):
             batch = batches[k]
             pos, w = shard(batch, self.dist)
@@ -412,11 +426,8 @@ class Trainer:
                                                        for n, v in parts.items()},
                                epoch + 1, k + 1, len(batches), self.global_step + 1,
                                last[-1].name if last else None)
-            scale = float(self.dist.world)  # DDP averages gradients over processes
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss * scale).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            # DDP averages gradients over processes; accumulation sums them over batches
+            self.stepper.backward(loss, float(self.dist.world), k, sizes)
             self.global_step += 1
             self.step_in_epoch = k + 1
             with torch.no_grad():  # this process's share of each sum
@@ -437,22 +448,13 @@ class Trainer:
             if self.callback is not None:
                 self.callback(self, epoch, k)
             if (self.options.save_every and self.global_step % self.options.save_every == 0
-                    and self.step_in_epoch < len(batches)):
+                    and self.step_in_epoch < len(batches) and self.stepper.complete(k)):
                 self.save()
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
         totals = self._global_acc()
         n = max(totals["samples"], 1.0)
-        cache_info = None
-        if self.cache is not None or self.teacher_cache is not None:
-            c = self.cache or self.teacher_cache
-            cache_info = {"hits": c.hits, "misses": c.misses, "complete": c.complete,
-                          "megabytes": round(sum(x.nbytes for x in (self.cache,
-                                                 self.teacher_cache) if x) / 2 ** 20, 3)}
-            for x in (self.cache, self.teacher_cache):
-                if x is not None:
-                    x.hits = x.misses = 0
         done = sum(len(b) for b in batches[start:])
         return EpochRecord(
             epoch=epoch + 1, step=self.global_step,
@@ -464,34 +466,30 @@ class Trainer:
             else None,
             seconds=round(seconds, 4),
             samples_per_second=round(done / max(seconds, 1e-9), 2),
-            cache=cache_info)
+            cache=cache_report(self.cache, self.teacher_cache))
 
     def _progress(self, total: int, start: int, epoch: int):
-        show = self.options.progress
-        if show is None:
-            show = sys.stderr.isatty()
-        if not show or self.options.quiet or not self.dist.main:
-            return None
-        return tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
-                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        return progress_bar(self, total, start, epoch)
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    def validate(self, data: ImageData | None = None) -> dict[str, Any]:
+    def validate(self, data: ImageData | None = None, model=None) -> dict[str, Any]:
         """Accuracy and macro F1 of the primary output on `data` (the val data), or the
-        recalls of a contrastive spec."""
-        m = self.final_metrics(data if data is not None else self.val_data)
+        recalls of a contrastive spec; of `model` (an EMA of it), by default the model."""
+        m = self.final_metrics(data if data is not None else self.val_data, model)
         if isinstance(m, RetrievalMetrics):
             return m.summary()
         return {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
 
-    def final_metrics(self, data: ImageData) -> ClassificationMetrics | RetrievalMetrics:
+    def final_metrics(self, data: ImageData, model=None
+                      ) -> ClassificationMetrics | RetrievalMetrics:
         """The metrics of the primary output on the labelled samples of `data`; for a
         contrastive spec that classifies nothing, retrieval both ways."""
+        model = model if model is not None else self.model
         if self.retrieval is not None:
-            return retrieval_of(self.model, data, self.preprocess, self.retrieval,
+            return retrieval_of(model, data, self.preprocess, self.retrieval,
                                 self.recipe.batch_size, self.device, self.dist, self.amp)
-        values = predict_values(self.model, data, self.preprocess, self.recipe.batch_size,
+        values = predict_values(model, data, self.preprocess, self.recipe.batch_size,
                                 self.device, names=[self.primary], dist=self.dist,
                                 amp=self.amp)
         pred = values[self.primary].argmax(-1)
