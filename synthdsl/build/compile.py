@@ -107,7 +107,9 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             if model is None or (has_hidden_state(model) and not _unrestorable(model)):
                 sources.meta(s)  # a new one: taken already, or tensors cached by a forward
                 model, parts = sources.take(s)
-            if not has_hidden_state(model):
+            # tensors no checkpoint holds (non-persistent buffers): made by the kind, or
+            # the model is built for real
+            if not has_hidden_state(model) or kind.restore_hidden(model, "cpu"):
                 models[s], bound[s], lazy[s] = model, parts, _open(node, sources, model)
                 continue
         if device == "meta":  # a structure only: the check's meta model serves

@@ -251,8 +251,7 @@ def _run_part(ctx: CheckContext, n, node, args):
         except PartError as e:
             span = node["option_spans"].get(e.option, node["callee_span"]) \
                 if e.option else node["callee_span"]
-            code = "S402" if e.option and "no option" in str(e) else "S202"
-            raise SynthError(code, str(e), span, hint=e.hint) from None
+            raise SynthError(e.code, str(e), span, hint=e.hint) from None
         except Exception as e:  # noqa: BLE001 - tracing the model failed
             raise SynthError("S303", f"'{node['source']}' cannot be cut here",
                              node["span"], notes=[ctx.reason(e)],
