@@ -46,6 +46,9 @@ def write_soup_checkpoints() -> None:
 def pytest_configure(config):
     """Write the examples' checkpoints once (random weights, fixed seeds)."""
     write_soup_checkpoints()
+    from tests.hf_models import write_example_folders
+
+    write_example_folders(ROOT / "models" / "ckpt")  # the hf(...) examples' folders
     if TORCHVISION_CKPT.exists():
         return
     import torch
