@@ -62,6 +62,22 @@ def pytest_configure(config):
     tmp.replace(TORCHVISION_CKPT)
 
 
+def uses_hf(path: Path) -> bool:
+    """The spec at `path` has an hf(...) source (it needs Hugging Face Transformers)."""
+    return 'hf("' in Path(path).read_text("utf-8")
+
+
+def spec_params(paths) -> list:
+    """pytest params of spec files; those with an hf(...) source skipped, with a reason,
+    where Transformers is not installed (it is an optional extra: synthdsl[hf])."""
+    import importlib.util
+
+    missing = importlib.util.find_spec("transformers") is None
+    skip = pytest.mark.skip(reason="an hf(...) source needs transformers (synthdsl[hf])")
+    return [pytest.param(p, id=Path(p).stem, marks=[skip] if missing and uses_hf(p) else [])
+            for p in paths]
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: the models are tiny, and on a busy 2-core machine
