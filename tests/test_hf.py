@@ -287,3 +287,59 @@ def test_the_lock_covers_the_folder_s_weights_and_config(tmp_path, folders):
                                                  '"hidden_act": "relu"'))
     (e,) = verify_lock(graph, spec)
     assert e.code == "S206" and "config file 'bert/config.json' changed" in e.message
+
+
+def test_timm_vit_blocks_inherit_from_an_hf_vit_with_q_k_v_joined(tmp_path, one_thread):
+    """map="hf_vit_to_timm": timm's blocks from Transformers' layers, q, k and v joined
+    into qkv; the blocks then give what the Transformers layers give."""
+    folder = write_folder("vit", tmp_path / "vit", seed=7, intermediate_size=64,
+                          layer_norm_eps=1e-6)
+    spec = _spec(folder, "vit", 'source donor = hf("vit")\n'
+                 'source tv = timm("vit_tiny_patch16_224", img_size=32, patch_size=8, '
+                 "embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0)\n"
+                 "tokens = donor.embeddings(x)\nout = tv.blocks(tokens)\n"
+                 'inherit out from donor.layers with map="hf_vit_to_timm"\noutput out\n',
+                 "Inherit")
+    model = synthdsl.compile_spec(spec).eval()
+    x = _input("vit")
+    with torch.no_grad():
+        want = _reference(folder)(pixel_values=x, output_hidden_states=True).hidden_states[2]
+        torch.testing.assert_close(model(x), want, atol=1e-5, rtol=0)
+    qkv = model.provenance["tv.blocks.0.attn.qkv.weight"]
+    assert qkv["origin"] == "inherited" and qkv["transform"] == "join q, k, v (dim 0)"
+    # the file's own names (Transformers saves a ViT under its 4.x names)
+    assert qkv["key"] == [f"encoder.layer.0.attention.attention.{p}.weight"
+                          for p in ("query", "key", "value")]
+    assert qkv["file"].endswith("model.safetensors") and len(qkv["sha256"]) == 64
+    assert model.provenance["tv.blocks.1.mlp.fc2.bias"]["key"] == \
+        "encoder.layer.1.output.dense.bias"
+
+
+def test_hf_vit_to_timm_is_strict(tmp_path):
+    folder = write_folder("vit", tmp_path / "vit", seed=7, intermediate_size=64)
+    head = ('source donor = hf("vit")\nsource tv = timm("vit_tiny_patch16_224", img_size=32, '
+            "patch_size=8, embed_dim=32, depth={depth}, num_heads=2, mlp_ratio=2.0, "
+            "num_classes=0)\ntokens = donor.embeddings(x)\nout = tv.blocks(tokens)\n")
+    # three timm blocks, two Transformers layers: block 2 has no donor
+    (e,) = _errors(folder, "vit", head.format(depth=3) + 'inherit out from donor.layers '
+                   'with map="hf_vit_to_timm"\noutput out\n')
+    assert e.code == "S207" and "cannot inherit from 'donor.layers' strictly" in e.message
+    assert "'2.attn.qkv.weight' of the target is not in the donor" in e.notes
+    # a wider MLP in timm: the shapes are named
+    (e,) = _errors(folder, "vit", head.format(depth=2).replace("mlp_ratio=2.0", "mlp_ratio=4.0")
+                   + 'inherit out from donor.layers with map="hf_vit_to_timm"\noutput out\n')
+    assert e.code == "S207"
+    assert any("'layers.0.mlp.fc1.weight' has shape [64, 32], 'tv.blocks.0.mlp.fc1.weight' "
+               "has [128, 32]" in n for n in e.notes), e.notes
+
+
+def test_the_translation_table():
+    from synthdsl.library.zoo_maps import translate
+
+    assert translate("layers.3.attention.k_proj.bias") == ("blocks.3.attn.qkv.bias", 1)
+    assert translate("encoder.layer.0.attention.attention.value.weight") == \
+        ("blocks.0.attn.qkv.weight", 2)
+    assert translate("1.attention.output.dense.weight") == ("1.attn.proj.weight", None)
+    assert translate("intermediate.dense.bias") == ("mlp.fc1.bias", None)
+    assert translate("embeddings.position_embeddings") == ("pos_embed", None)
+    assert translate("pooler.dense.weight") is None

@@ -35,6 +35,7 @@ from synthdsl.library.parts import Part, SpecPlan
 from synthdsl.library.peft import add_lora
 from synthdsl.library.sources import SOURCE_KINDS
 from synthdsl.library.weights import has_hidden_state, materialize, persistent_tensors, transform
+from synthdsl.library.zoo_maps import joined_origin, read_joined
 
 # A `spec(...)` source is another spec compiled whole: the source layer sits below the
 # compiler, so the compiler hands it the way to do that.
@@ -183,13 +184,14 @@ def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, 
         reader, opts = readers[donor], rec["options"]
         for m in rec.get("mapping", []):
             target = _tensor(root, m["target"])
-            value, _ = transform(reader.get(m["key"]), tuple(target.shape), opts.get("rows"),
-                                 opts.get("adapt"), opts.get("prefix_tokens"))
+            # a key list is one tensor joined from several (map="hf_vit_to_timm": q, k, v)
+            value, _ = transform(read_joined(reader, m["key"]), tuple(target.shape),
+                                 opts.get("rows"), opts.get("adapt"), opts.get("prefix_tokens"))
             with torch.no_grad():
                 target.copy_(value.to(target.dtype))
             provenance[m["target"]] = {"origin": "inherited",
                                        "from": rec["donor_label"],
-                                       **{k: v for k, v in reader.origin(m["key"]).items()
+                                       **{k: v for k, v in joined_origin(reader, m["key"]).items()
                                           if k != "origin"},
                                        "transform": m["transform"]}
 

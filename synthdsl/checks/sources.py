@@ -72,7 +72,8 @@ def _check_parts(ctx: CheckContext, s: str, model) -> None:
     """Every part of source `s` names what the model has (see the module's docstring)."""
     for p in ctx.g.successors(s):
         node = ctx.g.nodes[p]
-        if node["kind"] != "part" or node.get("shares") or node.get("invalid"):
+        if node["kind"] != "part" or node.get("shares") or node.get("invalid") \
+                or node.get("source") != s:  # a part of another source inheriting from s
             continue
         problem = part_problem(model, node)
         if problem is not None:
