@@ -343,3 +343,23 @@ def test_the_translation_table():
     assert translate("intermediate.dense.bias") == ("mlp.fc1.bias", None)
     assert translate("embeddings.position_embeddings") == ("pos_embed", None)
     assert translate("pooler.dense.weight") is None
+
+
+def test_a_folder_with_an_older_pytorch_model_bin(tmp_path, folders):
+    """pytorch_model.bin is read with torch.load(weights_only=True), as any .bin."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(folders["distilbert"], tmp_path / "old")
+    state = load_file(str(tmp_path / "old" / "model.safetensors"))
+    torch.save(state, tmp_path / "old" / "pytorch_model.bin")
+    (tmp_path / "old" / "model.safetensors").unlink()
+    body = 'source t = hf("old")\ny = t(x)\noutput y\n'
+    graph = synthdsl.check_spec(_spec(tmp_path / "old", "distilbert", body, "Bin"))
+    assert graph.nodes["t"]["weights_text"] == "old/pytorch_model.bin"
+    model = synthdsl.compile_graph(graph).eval()
+    x = _input("distilbert")
+    with torch.no_grad():
+        want = _reference(folders["distilbert"])(input_ids=x).last_hidden_state
+        torch.testing.assert_close(model(x), want, atol=1e-5, rtol=0)
