@@ -363,3 +363,23 @@ def test_a_folder_with_an_older_pytorch_model_bin(tmp_path, folders):
     with torch.no_grad():
         want = _reference(folders["distilbert"])(input_ids=x).last_hidden_state
         torch.testing.assert_close(model(x), want, atol=1e-5, rtol=0)
+
+
+def test_a_hub_name_is_read_from_its_snapshot(folders, monkeypatch):
+    """A target that is no folder and reads like `org/name` is the hub's model: its
+    snapshot folder (here a local one standing in for the hub's cache) is read."""
+    from synthdsl.library import hf_source
+
+    asked = []
+    monkeypatch.setattr(hf_source, "hub_folder",
+                        lambda repo, offline: asked.append(repo) or str(folders["bert"]))
+    body = 'source t = hf("some-org/tiny-bert")\ny = t(x)\noutput y\n'
+    graph = synthdsl.check_spec(_spec(folders["bert"].parent / "hub", "bert", body, "Hub"))
+    assert graph.nodes["t"]["hub"] == "some-org/tiny-bert" and asked
+    model = synthdsl.compile_graph(graph).eval()
+    x = _input("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _reference(folders["bert"])(input_ids=x)
+                                   .last_hidden_state, atol=1e-5, rtol=0)
+    assert {v["file"] for v in model.provenance.values()} == \
+        {str(folders["bert"] / "model.safetensors")}
