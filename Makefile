@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,lsp,search,compress,export,tb]'
+	$(PY) -m pip install -q -e '.[dev,hf,lsp,search,compress,export,tb]'
 	touch $(STAMP)
 
 # The demo needs neither Graphviz nor Chromium: only the tests (and `make docs`) install them.

@@ -46,6 +46,9 @@ def write_soup_checkpoints() -> None:
 def pytest_configure(config):
     """Write the examples' checkpoints once (random weights, fixed seeds)."""
     write_soup_checkpoints()
+    from tests.hf_models import write_example_folders
+
+    write_example_folders(ROOT / "models" / "ckpt")  # the hf(...) examples' folders
     if TORCHVISION_CKPT.exists():
         return
     import torch
@@ -57,6 +60,22 @@ def pytest_configure(config):
     tmp = TORCHVISION_CKPT.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(TORCHVISION_CKPT)
+
+
+def uses_hf(path: Path) -> bool:
+    """The spec at `path` has an hf(...) source (it needs Hugging Face Transformers)."""
+    return 'hf("' in Path(path).read_text("utf-8")
+
+
+def spec_params(paths) -> list:
+    """pytest params of spec files; those with an hf(...) source skipped, with a reason,
+    where Transformers is not installed (it is an optional extra: synthdsl[hf])."""
+    import importlib.util
+
+    missing = importlib.util.find_spec("transformers") is None
+    skip = pytest.mark.skip(reason="an hf(...) source needs transformers (synthdsl[hf])")
+    return [pytest.param(p, id=Path(p).stem, marks=[skip] if missing and uses_hf(p) else [])
+            for p in paths]
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ def test_the_adapter_pass_adds_lora_tensors_that_training_then_trains():
     check_adapters(ctx)
     assert found(ctx) == []
     assert ctx.g.graph["adapters"] == [{"module": "h", "method": "lora", "rank": 2,
-                                        "alpha": 2}]
+                                        "alpha": 2, "dropout": 0.0}]
     added = sorted(k for k in ctx.g.nodes["h"]["parameters"] if "lora" in k)
     assert added and ctx.g.nodes["h"]["params"] == 15 + 2 * 4 + 3 * 2
     check_training(ctx)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import synthdsl
+from tests.conftest import spec_params
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 
@@ -200,7 +201,7 @@ def test_an_operation_dimension_outside_the_inputs_is_s301(decl, call, words):
 MODELS = sorted((Path(__file__).resolve().parent.parent / "models").glob("*.synth"))
 
 
-@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
+@pytest.mark.parametrize("path", spec_params(MODELS))
 def test_the_example_models_still_check(path):
     errors = synthdsl.check_spec(path, raise_errors=False).graph["errors"]
     assert errors == [], [str(e) for e in errors]

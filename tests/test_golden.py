@@ -24,7 +24,7 @@ from synthdsl.cli import run
 from synthdsl.graph import build_graph
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.parse import parse_file, parse_spec
-from tests.conftest import compare_golden
+from tests.conftest import compare_golden, spec_params
 from tests.dumps import dump_ast, dump_graph
 
 HERE = Path(__file__).parent
@@ -46,7 +46,7 @@ def _check(path: Path, *extra: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+@pytest.mark.parametrize("case", spec_params(CASES))
 def test_golden_diagnostic(case: Path, golden) -> None:
     code, out, err = _check(case)
     assert code == 1, f"{case.name} should fail the check\n{out}{err}"
@@ -54,7 +54,7 @@ def test_golden_diagnostic(case: Path, golden) -> None:
     golden(case.with_suffix(".txt"), err)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+@pytest.mark.parametrize("case", spec_params(CASES))
 def test_json_diagnostics_match_text(case: Path) -> None:
     code, out, _ = _check(case, "--json")
     assert code == 1

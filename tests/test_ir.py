@@ -17,6 +17,7 @@ from synthdsl.graph import SynthGraph, build_graph
 from synthdsl.graph.ir import NODE_RECORDS, NodeRecord
 from synthdsl.lang.ast import Span
 from synthdsl.lang.parse import parse_file, parse_spec
+from tests.conftest import spec_params
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted((ROOT / "models").glob("*.synth"))
@@ -48,7 +49,7 @@ def test_models_exist():
     assert len(MODELS) >= 10
 
 
-@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", spec_params(MODELS))
 def test_model_graphs_fit_their_records(path):
     g = build_graph(parse_file(path))
     assert g.validate() == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import synthdsl
+from tests.conftest import spec_params
 
 MODELS = sorted((Path(__file__).resolve().parent.parent / "models").glob("*.synth"))
 
@@ -18,7 +19,7 @@ def test_there_are_examples():
             "whole_resnet18.synth"} <= names
 
 
-@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
+@pytest.mark.parametrize("path", spec_params(MODELS))
 def test_example_compiles_and_runs(path: Path):
     graph = synthdsl.check_spec(path)
     assert not graph.graph["errors"]

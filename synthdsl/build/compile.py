@@ -35,6 +35,7 @@ from synthdsl.library.parts import Part, SpecPlan
 from synthdsl.library.peft import add_lora
 from synthdsl.library.sources import SOURCE_KINDS
 from synthdsl.library.weights import has_hidden_state, materialize, persistent_tensors, transform
+from synthdsl.library.zoo_maps import joined_origin, read_joined
 
 # A `spec(...)` source is another spec compiled whole: the source layer sits below the
 # compiler, so the compiler hands it the way to do that.
@@ -107,7 +108,9 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             if model is None or (has_hidden_state(model) and not _unrestorable(model)):
                 sources.meta(s)  # a new one: taken already, or tensors cached by a forward
                 model, parts = sources.take(s)
-            if not has_hidden_state(model):
+            # tensors no checkpoint holds (non-persistent buffers): made by the kind, or
+            # the model is built for real
+            if not has_hidden_state(model) or kind.restore_hidden(model, "cpu"):
                 models[s], bound[s], lazy[s] = model, parts, _open(node, sources, model)
                 continue
         if device == "meta":  # a structure only: the check's meta model serves
@@ -181,13 +184,14 @@ def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, 
         reader, opts = readers[donor], rec["options"]
         for m in rec.get("mapping", []):
             target = _tensor(root, m["target"])
-            value, _ = transform(reader.get(m["key"]), tuple(target.shape), opts.get("rows"),
-                                 opts.get("adapt"), opts.get("prefix_tokens"))
+            # a key list is one tensor joined from several (map="hf_vit_to_timm": q, k, v)
+            value, _ = transform(read_joined(reader, m["key"]), tuple(target.shape),
+                                 opts.get("rows"), opts.get("adapt"), opts.get("prefix_tokens"))
             with torch.no_grad():
                 target.copy_(value.to(target.dtype))
             provenance[m["target"]] = {"origin": "inherited",
                                        "from": rec["donor_label"],
-                                       **{k: v for k, v in reader.origin(m["key"]).items()
+                                       **{k: v for k, v in joined_origin(reader, m["key"]).items()
                                           if k != "origin"},
                                        "transform": m["transform"]}
 

@@ -38,6 +38,7 @@ class Named:
     path: str           #: the file, resolved from the folder of the spec that names it
     span: Span | None   #: where it is written
     text: str           #: as it is written
+    what: str = "weights file"  #: what the file is, in messages (hf's ``config file``)
 
 
 def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
@@ -49,13 +50,15 @@ def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
         for n in g.nodes:
             node = g.nodes[n]
             named = [(node["weights"], node.get("weights_span"),
-                      node.get("weights_text", node["weights"]))] if node.get("weights") else []
-            named += [(f["path"], f["span"], f["text"]) for f in node.get("files", ())]
-            for path, span, text in named:
+                      node.get("weights_text", node["weights"]), "weights file")
+                     ] if node.get("weights") else []
+            named += [(f["path"], f["span"], f["text"], f.get("what", "weights file"))
+                      for f in node.get("files", ())]
+            for path, span, text, what in named:
                 key = text if top else Path(os.path.relpath(path, base)).as_posix()
                 if key not in seen:
                     seen.add(key)
-                    yield Named(key, path, span, text)
+                    yield Named(key, path, span, text, what)
             if node.get("constructor") == "spec" and node.get("graph") is not None:
                 yield from walk(node["graph"], False)
 
@@ -133,25 +136,25 @@ def verify_lock(graph: SynthGraph, spec_path: str | os.PathLike | None) -> list[
         digest = locked.get(c.key)
         if digest is None:
             errors.append(SynthError(
-                "S206", f"weights file '{c.key}' is not in the lock file '{lock.name}'", c.span,
+                "S206", f"{c.what} '{c.key}' is not in the lock file '{lock.name}'", c.span,
                 hint="lock again with `synth lock SPEC` if this checkpoint is meant"))
             continue
         try:
             found = file_sha256(c.path)
         except FileNotFoundError:
-            errors.append(SynthError("S206", f"weights file '{c.key}' is locked in "
+            errors.append(SynthError("S206", f"{c.what} '{c.key}' is locked in "
                                      f"'{lock.name}' but missing", c.span,
                                      notes=[f"locked sha256 {digest}"]))
             continue
         except OSError as e:
-            errors.append(SynthError("S206", f"weights file '{c.key}' is locked in "
+            errors.append(SynthError("S206", f"{c.what} '{c.key}' is locked in "
                                      f"'{lock.name}' but cannot be read: "
                                      f"{e if isinstance(e, NotReadable) else e.strerror or e}",
                                      c.span, notes=[f"locked sha256 {digest}"]))
             continue
         if found != digest:
             errors.append(SynthError(
-                "S206", f"weights file '{c.key}' changed since it was locked in '{lock.name}'",
+                "S206", f"{c.what} '{c.key}' changed since it was locked in '{lock.name}'",
                 c.span, notes=[f"locked sha256 {digest}", f"found  sha256 {found}"],
                 hint="if the change is intended, lock again with `synth lock SPEC`"))
     return errors

@@ -23,6 +23,7 @@ from synthdsl.library.cache import sources_of
 from synthdsl.library.sources import _reason
 from synthdsl.library.rename import Renamer, RenameTimeout, rename_problem
 from synthdsl.library.weights import persistent_tensors, transform
+from synthdsl.library.zoo_maps import ZOO_MAPS, donor_shape, map_by_zoo
 
 
 def check_inheritance(ctx: CheckContext) -> None:
@@ -80,16 +81,20 @@ def check_inheritance(ctx: CheckContext) -> None:
             continue
         mapped = []
         for tname, key in mapping:
-            meta = torch.empty(donor[key], device="meta")
+            what = key if isinstance(key, str) else " + ".join(key)  # q + k + v, joined
             try:
-                out, done = transform(meta, targets[tname], opts.get("rows"),
-                                      opts.get("adapt"), opts.get("prefix_tokens"))
+                shape = donor_shape(donor, key)
+                out, done = transform(torch.empty(shape, device="meta"), targets[tname],
+                                      opts.get("rows"), opts.get("adapt"),
+                                      opts.get("prefix_tokens"))
             except (IndexError, ValueError, RuntimeError) as e:
-                problems.append(f"'{key}' {list(donor[key])} cannot become "
-                                f"'{tpath}.{tname}' {list(targets[tname])}: {e}")
+                problems.append(f"'{what}' cannot become '{tpath}.{tname}' "
+                                f"{list(targets[tname])}: {e}")
                 continue
+            if not isinstance(key, str):
+                done = ["join q, k, v (dim 0)"] + [d for d in done if d != "copy"]
             if tuple(out.shape) != targets[tname]:
-                problems.append(f"'{key}' has shape {list(donor[key])}"
+                problems.append(f"'{what}' has shape {list(shape)}"
                                 + (f" ({', '.join(done)}: {list(out.shape)})"
                                    if done != ["copy"] else "")
                                 + f", '{tpath}.{tname}' has {list(targets[tname])}")
@@ -217,6 +222,8 @@ def map_tensors(targets: dict[str, tuple], donor: dict[str, tuple], opts: dict,
         name = key[len(strip):] if strip and key.startswith(strip) else key
         new = rename(key) if rename.rules else None
         renamed[name if new is None else new] = key
+    if opts.get("map") in ZOO_MAPS:  # one zoo's names into another's, by a fixed table
+        return map_by_zoo(targets, donor, strip)
     if opts.get("map", "name") == "order":
         tkeys, dkeys = list(targets), list(donor)
         n = min(len(tkeys), len(dkeys))

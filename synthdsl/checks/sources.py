@@ -81,8 +81,10 @@ def _check_parts(ctx: CheckContext, s: str, model) -> None:
     for p in ctx.g.successors(s):
         node = ctx.g.nodes[p]
         if node["kind"] != "part" or node.get("invalid") \
+                or node.get("source") != s \
                 or (node.get("shares") and not node.get("keywords")):
-            continue  # a part applied again names what its first use named, but its keywords
+            continue  # a part applied again names what its first use named, but its keywords;
+            # a part of another source inheriting from s is that source's to check
         problem = part_problem(model, node)
         if problem is not None:
             ctx.errors.add(part_error(ctx.g, node, problem))

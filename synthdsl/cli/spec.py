@@ -212,11 +212,14 @@ def cmd_nodes(args) -> int:
                              or "write KIND:NAME with KIND one of " + ", ".join(kinds))
         node = {"constructor": constructor, "target": arch, "target_span": None,
                 "create_kwargs": {}, "option_spans": {}, "span": None}
+        source_kind(constructor).resolve(node, Path.cwd())  # hf:FOLDER from here
         if (e := source_kind(constructor).check(node)) is not None:
             raise e
     kind = source_kind(node["constructor"])
     arch = node["target"]
     model = model if model is not None else kind.build(node, "meta")
+    if not kind.node_names(model):  # hf(...): no fx graph to cut; its submodules are parts
+        return _print_submodules(arch, model)
     if size is None:
         cfg = getattr(model, "pretrained_cfg", None) or kind.data_config(model) or {}
         size = list(cfg.get("input_size", (3, 224, 224)))
@@ -249,4 +252,16 @@ def cmd_nodes(args) -> int:
     if marks:
         print("stages (stage=K / stages=[...]): " + ", ".join(
             f"{i}={d['module']}" for i, d in enumerate(info)))
+    return EXIT_OK
+
+
+def _print_submodules(arch: str, model, depth: int = 3) -> int:
+    """A model torch.fx cannot cut: the submodules a part can take, to `depth` levels."""
+    rows = [(n, type(m).__name__) for n, m in model.named_modules()
+            if n and n.count(".") < depth]
+    print(f"{arch}: no cut points (torch.fx cannot trace it); {len(rows)} submodules a part "
+          "can take, as  y = source.NAME(x)  (a sequence also as  source.NAME[i:j](x))")
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, what in rows:
+        print(f"  {name.ljust(width)}  {what}")
     return EXIT_OK

@@ -81,7 +81,10 @@ class SourceNode(NodeRecord):
     path_resolved: NotRequired[str]    #: spec(...): the absolute path of the .synth file
     graph: NotRequired[Union["SynthGraph", None]]  #: spec(...): its graph; None if unreadable
     outputs: NotRequired[list[str]]    #: spec(...): the names of its outputs
-    files: NotRequired[list[dict[str, Any]]]  #: merge(...): the files its path options name
+    files: NotRequired[list[dict[str, Any]]]  #: merge(...), hf(...): the files its options
+    #: or its folder name (option, index, text, path, span; hf's config: what)
+    folder: NotRequired[str]           #: hf(...): its folder, resolved from the spec folder
+    hub: NotRequired[str]              #: hf(...): the hub name, when no folder is there
     weights_view: NotRequired[dict[str, Any]]  #: the check: the model's tensors in the file
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 #: Constructors of the built-in kinds of source; the kinds a spec may use are those the
 #: library registers (`synthdsl.library.sources.SOURCE_KINDS`, :func:`_source_kinds`).
-SOURCE_CONSTRUCTORS = ("timm", "torchvision", "spec")
+SOURCE_CONSTRUCTORS = ("timm", "torchvision", "spec", "merge", "hf")
 
 
 def _source_kinds() -> tuple[str, ...]:
@@ -132,6 +132,8 @@ class StatementBuilder:
         attrs["create_kwargs"] = {k.name: k.value for k in st.kwargs
                                   if k.name not in SOURCE_OPTIONS or k.name in own}
         attrs["files"] = self.source_files(st)
+        if kind is not None:  # what its target names on disk (hf's folder), for the lock
+            kind.resolve(attrs, Path(self.g.graph["base_dir"]))
         self.g.add_node(st.name, **attrs)
 
     def source_files(self, st: ast.SourceDecl) -> list[dict]:

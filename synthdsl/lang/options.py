@@ -237,8 +237,9 @@ POLICIES = _table(
 #: What an `inherit ... with` statement may say. Their values are checked by the
 #: inheritance pass (synthdsl.checks.inherit), whose messages name each one.
 INHERIT_OPTIONS = _table(
-    Option("map", (str,), "name", "pair tensors by name or by order",
-           choices=("name", "order")),
+    Option("map", (str,), "name", "pair tensors by name or by order, or translate one "
+           "zoo's names into another's (hf_vit_to_timm: a Transformers ViT into timm's)",
+           choices=("name", "order", "hf_vit_to_timm")),
     Option("rename", (tuple,), (), "regex and replacement pairs applied to the donor's names"),
     Option("rows", (int, tuple), None, "the first N rows, or a list of row indices"),
     Option("adapt", (str,), None, "how a tensor of another shape is made to fit",

@@ -112,6 +112,18 @@ class SourceKind(ABC):
         local file: the source is then ``pretrained`` with ``zoo_weights`` set to it."""
         return False
 
+    def resolve(self, node: dict, base_dir: Path) -> None:
+        """Fill in, as the graph is built, what the source's target names on disk, resolved
+        from the spec's folder `base_dir` (``hf("folder")``: the folder, its weights file as
+        ``weights``, its config in ``files``), so that the lock covers those files. Only
+        the folder's listing is read; by default the target names no file."""
+
+    def restore_hidden(self, model: nn.Module, device: str | torch.device = "cpu") -> bool:
+        """Make real, on a model built on meta, the tensors no checkpoint restores (its
+        non-persistent buffers), so the compiler can fill the rest tensor by tensor from
+        the reader; False where the kind cannot (the model is then built for real)."""
+        return False
+
 
 #: Every kind of source, by the constructor name a spec writes.
 SOURCE_KINDS: dict[str, SourceKind] = {}
@@ -421,3 +433,4 @@ register_source_kind(SpecKind())
 
 from synthdsl.library import torchvision_source  # noqa: E402,F401 - registers torchvision(...)
 from synthdsl.library import merge_source  # noqa: E402,F401 - registers merge(...)
+from synthdsl.library import hf_source  # noqa: E402,F401 - registers hf(...)

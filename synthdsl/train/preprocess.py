@@ -105,7 +105,8 @@ def image_input(model) -> tuple[str, tuple]:
 
 def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
     """timm's data config (mean, std, interpolation) of the spec's first timm source
-    (in a spec it imports, too); None when the spec has no timm source."""
+    (in a spec it imports, too); None when the spec has no timm source, or that source
+    has no data config (an hf(...) folder without preprocessor_config.json)."""
     def first(graph) -> tuple[Any, str] | None:
         for s in graph.of_kind("source"):
             node = graph.nodes[s]
@@ -122,6 +123,8 @@ def timm_data_config(model) -> tuple[dict[str, Any], str] | None:
         return None
     graph, name = found
     config = sources_of(graph).data_config(name)  # the run's model, not a new one
+    if config is None:  # a source without preprocessing of its own (an hf text model)
+        return None
     node = graph.nodes[name]
     return config, f"{node['constructor']} config of '{name}' ({node['target']})"
 
