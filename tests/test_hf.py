@@ -383,3 +383,26 @@ def test_a_hub_name_is_read_from_its_snapshot(folders, monkeypatch):
                                    .last_hidden_state, atol=1e-5, rtol=0)
     assert {v["file"] for v in model.provenance.values()} == \
         {str(folders["bert"] / "model.safetensors")}
+
+
+def test_an_attention_mask_given_by_keyword_reaches_the_model():
+    transformers = pytest.importorskip("transformers")
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "models" / "ckpt" / "hf_tiny_bert"
+    spec = ("synth Masked\ninput tokens: [B, 16] int64\ninput mask: [B, 16] bool\n"
+            f'source bert = hf("{folder}")\nwords = bert(tokens, attention_mask=mask)\n'
+            "output words\n")
+    model = synthdsl.compile_spec(spec).eval()
+    reference = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    tokens = torch.randint(0, 50, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[0, 10:] = False  # the first sentence is padded after 10 tokens
+    with torch.no_grad():
+        got = model(tokens, mask)
+        want = reference(input_ids=tokens, attention_mask=mask).last_hidden_state
+        unmasked = reference(input_ids=tokens).last_hidden_state
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got[0], unmasked[0], atol=1e-3)  # the mask changed it
+    with pytest.raises(SynthError) as e:  # a mask of another length, at the check
+        synthdsl.check_spec(spec.replace("input mask: [B, 16]", "input mask: [B, 12]"))
+    assert "S301" in str(e.value)

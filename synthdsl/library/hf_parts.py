@@ -43,12 +43,19 @@ OUTPUT_OPTIONS = ("output", "hidden_state", "hidden_states")
 
 def hf_forward(model: nn.Module, input: torch.Tensor, attention_mask: torch.Tensor | None = None,
                *, output: str = "last_hidden_state",
-               hidden_states: int | tuple[int, ...] | None = None):
-    """Run a Transformers model on one input and return tensors, not a ModelOutput: the
-    output named `output`, or the hidden state at index `hidden_states` (a tuple of
+               hidden_states: int | tuple[int, ...] | None = None, **inputs: torch.Tensor):
+    """Run a Transformers model on one input (and the keyword data inputs the spec gives
+    it: `attention_mask`, `token_type_ids`, ...) and return tensors, not a ModelOutput:
+    the output named `output`, or the hidden state at index `hidden_states` (a tuple of
     indices gives a tuple of tensors)."""
-    kwargs = {getattr(model, "main_input_name", "input_ids"): input}
-    if attention_mask is not None:
+    kwargs = {getattr(model, "main_input_name", "input_ids"): input, **inputs}
+    if attention_mask is not None and attention_mask.device.type == "meta":
+        # the check's shape pass: a mask changes no shape, and Transformers' mask code
+        # reads values (`.item()`), which a meta tensor has none of; its shape is checked
+        if tuple(attention_mask.shape) != tuple(input.shape[:attention_mask.dim()]):
+            raise ValueError(f"attention_mask has shape {list(attention_mask.shape)}, the "
+                             f"input {list(input.shape)}: one mask value per token")
+    elif attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if hidden_states is None:
         return model(**kwargs, return_dict=True)[output]
@@ -142,16 +149,18 @@ class HFOutputPlan(PartPlan):
     def bind(self, model: nn.Module) -> Part:
         kwargs, source, several = self.kwargs, self.source, isinstance(self.hidden_states, tuple)
 
-        def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+        def emit(g: fx.Graph, args: tuple, name: str, data=None) -> list[fx.Node]:
             owner = g.create_node("get_attr", source, name=f"{name}_owner")
-            out = g.create_node("call_function", hf_forward, (owner, *args), dict(kwargs),
+            out = g.create_node("call_function", hf_forward, (owner, *args),
+                                {**kwargs, **(data or {})},
                                 name=f"{name}_all" if several else name)
             if not several:
                 return [out]
             return [g.create_node("call_function", operator.getitem, (out, i),
                                   name=f"{name}_{i}") for i in range(self.outputs)]
 
-        return Part({source: model}, lambda *a: hf_forward(model, *a, **kwargs), emit, self)
+        return Part({source: model}, lambda *a, **kw: hf_forward(model, *a, **kwargs, **kw),
+                    emit, self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,16 +174,17 @@ class HFModulesPlan(ModulesPlan):
         extras = [_mask_kwargs(m) for m in mods]
         paths = self.paths
 
-        def call(*args):
-            value = first_tensor(mods[0](*args, **extras[0]))
+        def call(*args, **data):
+            value = first_tensor(mods[0](*args, **{**extras[0], **data}))
             for m, kw in zip(mods[1:], extras[1:]):
                 value = first_tensor(m(value, **kw))
             return value
 
-        def emit(g: fx.Graph, args: tuple, name: str) -> list[fx.Node]:
+        def emit(g: fx.Graph, args: tuple, name: str, data=None) -> list[fx.Node]:
             value = None
             for i, (p, kw) in enumerate(zip(paths, extras)):
                 last = i == len(paths) - 1
+                kw = {**kw, **(data or {})} if i == 0 else kw  # keyword inputs: the first's
                 node = g.create_node("call_module", p, args if i == 0 else (value,), dict(kw),
                                      name=f"{name}_{i}_call")
                 value = g.create_node("call_function", first_tensor, (node,),
