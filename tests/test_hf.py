@@ -406,3 +406,25 @@ def test_an_attention_mask_given_by_keyword_reaches_the_model():
     with pytest.raises(SynthError) as e:  # a mask of another length, at the check
         synthdsl.check_spec(spec.replace("input mask: [B, 16]", "input mask: [B, 12]"))
     assert "S301" in str(e.value)
+
+
+def test_an_artifact_of_an_hf_spec_carries_its_config(tmp_path):
+    pytest.importorskip("transformers")
+    root = Path(__file__).resolve().parent.parent
+    spec = root / "models" / "text_head_bert.synth"
+    model = synthdsl.compile_spec(spec, seed=0).eval()
+    out = tmp_path / "bert_head.safetensors"
+    synthdsl.save_compiled(model, out)
+    elsewhere = tmp_path / "moved"
+    elsewhere.mkdir()
+    moved = elsewhere / "copy.safetensors"  # far from the folder: built from what it carries
+    moved.write_bytes(out.read_bytes())
+    loaded = synthdsl.load_compiled(moved).eval()
+    tokens = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), model(tokens))
+    from safetensors import safe_open
+
+    with safe_open(str(moved), "pt") as f:
+        meta = json.loads(f.metadata()["artifact"])
+    assert meta["configs"]["ckpt/hf_tiny_bert"]["config"]["model_type"] == "bert"

@@ -19,6 +19,7 @@ leaves no partial file. Locks are :mod:`synthdsl.build.locks`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -64,6 +65,10 @@ def save_compiled(model, path: str | Path) -> Path:
         record["plugins"] = needed
     if pruned := model.__dict__.get("pruned"):
         record["pruned"] = pruned
+    if any(graph.nodes[s].get("constructor") == "hf" for s in graph.of_kind("source")):
+        from synthdsl.library.hf_source import embedded_configs
+
+        record["configs"] = embedded_configs(graph)
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     Record.model_validate_json(body)  # what is written is what load_compiled accepts
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -203,7 +208,7 @@ def _rebuild(path: Path, record: Record) -> SynthGraph:
                     "S210", f"spec({display(target)}) is not embedded in the artifact", span)],
                     {label: spec.text}, {}, why=f"{display(spec.name)} imports a spec the "
                     "artifact does not carry")
-    with spec_texts(texts):
+    with spec_texts(texts), _hf_configs(record.configs):
         try:
             graph = build_graph(parse_spec(record.specs[0].text, main))
         except SynthError as e:
@@ -213,6 +218,21 @@ def _rebuild(path: Path, record: Record) -> SynthGraph:
     if graph.graph.get("errors"):
         raise _spec_problems(path, graph.graph["errors"], by_file, labels)
     return graph
+
+
+@contextlib.contextmanager
+def _hf_configs(configs: dict[str, dict]):
+    """The hf(...) configs an artifact carries, in force while it is rebuilt."""
+    if not configs:
+        yield
+        return
+    from synthdsl.library.hf_source import EMBEDDED
+
+    token = EMBEDDED.set(configs)
+    try:
+        yield
+    finally:
+        EMBEDDED.reset(token)
 
 
 def _only_embedded(path: Path, graph: SynthGraph, texts: dict[str, str]) -> None:

@@ -75,6 +75,9 @@ class Record(_Strict):
     #: by qualified name; absent when nothing was pruned. Loading resizes those tensors
     #: (and their modules) before the file's tensors are compared and read.
     pruned: dict[str, list[int]] = {}
+    #: Each hf(...) source's config.json and preprocessor config, by its target as written:
+    #: the architecture, which is in the folder and not in the spec; absent without one.
+    configs: dict[str, dict[str, Any]] = {}
 
 
 def s209(path: Path, why: str) -> SynthError:

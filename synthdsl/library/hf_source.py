@@ -26,6 +26,7 @@ its folder's ``preprocessor_config.json`` (mean, std, size), else None.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib.util
 import json
@@ -121,6 +122,8 @@ def _where(node: Mapping[str, Any], name: str) -> str:
 def read_config(node: Mapping[str, Any]) -> dict:
     """The folder's ``config.json`` as a table (S203: missing or unreadable; S201: no
     model type Transformers knows)."""
+    if node.get("embedded"):
+        return dict(node["embedded"]["config"])
     folder = folder_of(node)
     path = folder / "config.json"
     span = node["target_span"]
@@ -162,6 +165,10 @@ def load_config(node: Mapping[str, Any]):
     """The model's config, the source's options overriding its entries."""
     from transformers import AutoConfig
 
+    if node.get("embedded"):  # an artifact's own copy of config.json
+        entries = dict(node["embedded"]["config"])
+        kind = entries.pop("model_type")
+        return AutoConfig.for_model(kind, **{**entries, **node.get("create_kwargs", {})})
     return AutoConfig.from_pretrained(str(folder_of(node)), local_files_only=True,
                                       trust_remote_code=False, **node.get("create_kwargs", {}))
 
@@ -267,6 +274,31 @@ class HFReader(TensorReader):
 #: The folder each built model came from (its preprocessing is read from there).
 _FOLDER_OF: "weakref.WeakKeyDictionary[nn.Module, Path]" = weakref.WeakKeyDictionary()
 
+#: The preprocessor config an artifact carried for a model built from it.
+_PREPROCESSOR_OF: "weakref.WeakKeyDictionary[nn.Module, dict | None]" = \
+    weakref.WeakKeyDictionary()
+#: While an artifact is rebuilt: the configs (and preprocessor configs) it carries, by the
+#: hf(...) target as written; its sources are then built from these, reading no folder.
+EMBEDDED: contextvars.ContextVar[dict[str, dict]] = contextvars.ContextVar(
+    "synthdsl_hf_embedded", default={})
+
+
+def embedded_configs(graph) -> dict[str, dict]:
+    """What an artifact carries of each hf(...) source of `graph`: its config and
+    preprocessor config, by target (read again here; the check has read them once)."""
+    out = {}
+    for s in graph.of_kind("source"):
+        node = graph.nodes[s]
+        if node.get("constructor") != "hf":
+            continue
+        if node.get("embedded"):
+            out[node["target"]] = node["embedded"]
+            continue
+        folder = folder_of(node)
+        out[node["target"]] = {"config": read_config(node),
+                               "preprocessor": preprocessor_config(folder)}
+    return out
+
 
 class HFKind(SourceKind):
     """``hf("folder")`` or ``hf("org/name")``: see the module."""
@@ -276,6 +308,10 @@ class HFKind(SourceKind):
 
     def resolve(self, node, base_dir):
         target = node["target"]
+        if target in EMBEDDED.get():  # rebuilt from an artifact: no folder is read
+            node["embedded"] = EMBEDDED.get()[target]
+            node["folder"] = target
+            return
         folder = Path(target).expanduser()
         folder = folder if folder.is_absolute() else Path(base_dir) / folder
         node["folder"] = str(folder)
@@ -310,6 +346,8 @@ class HFKind(SourceKind):
         with torch.device(device):  # on meta: no memory, no weights read
             model = AutoModel.from_config(config, trust_remote_code=False)
         _FOLDER_OF[model] = folder_of(node)
+        if node.get("embedded"):
+            _PREPROCESSOR_OF[model] = node["embedded"].get("preprocessor")
         if str(device) == "meta" or not load_weights or not self.has_reader(node):
             return model.eval()
         readers = ReaderCache()
@@ -384,6 +422,8 @@ class HFKind(SourceKind):
         folder = _FOLDER_OF.get(model)
         if folder is None or getattr(model, "main_input_name", None) != "pixel_values":
             return None
+        if model in _PREPROCESSOR_OF:
+            return _PREPROCESSOR_OF[model]
         return preprocessor_config(folder)
 
 
