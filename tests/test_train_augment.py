@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import synthdsl
+from tests.train_specs import PLAIN
 from synthdsl.train.augment import Mixer, RandAugment
 from synthdsl.train.data import DataSpec
 from synthdsl.train.errors import TrainError
@@ -20,17 +21,6 @@ from synthdsl.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PLAIN = """synth Plain
-input image: [B, 1, 8, 8]
-h = Flatten(image) |> Linear(out=16) |> ReLU
-logits = Linear(h, out=10)
-output logits
-"""
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return DataSpec("digits").load("train")
 
 
 def test_mixer_is_timms_mixup_seeded_per_batch():

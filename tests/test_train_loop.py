@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import synthdsl
-from synthdsl.train.data import DataSpec
+from tests.train_specs import PLAIN
 from synthdsl.train.errors import TrainError
 from synthdsl.train.options import Options
 from synthdsl.train.recipe import Recipe
@@ -19,18 +19,6 @@ from synthdsl.train.run import hold_out, train
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Options(quiet=True)
 
-#: no dropout: two ways of taking the same steps give the same weights
-PLAIN = """synth Plain
-input image: [B, 1, 8, 8]
-h = Flatten(image) |> Linear(out=16) |> ReLU
-logits = Linear(h, out=10)
-output logits
-"""
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return DataSpec("digits").load("train")
 
 
 def _params(model) -> dict[str, torch.Tensor]:
