@@ -217,11 +217,3 @@ def pretrained_resnet(tmp_path_factory, digits):
         acc = (model(xte).argmax(1) == yte).float().mean().item()
     path = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "test_resnet_digits.safetensors")
     return path, acc
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """The training split of scikit-learn's 8x8 digits, as synth train reads it."""
-    from synthdsl.train.data import DataSpec
-
-    return DataSpec("digits").load("train")

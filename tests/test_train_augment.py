@@ -22,6 +22,11 @@ from synthdsl.train.trainer import Trainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(scope="module")
+def digits():  # the training split at its own 8x8 size, as synth train reads it
+    return DataSpec("digits").load("train")
+
+
 
 def test_mixer_is_timms_mixup_seeded_per_batch():
     from timm.data import Mixup

@@ -11,12 +11,18 @@ import torch
 
 import synthdsl
 from tests.train_specs import PLAIN
+from synthdsl.train.data import DataSpec
 from synthdsl.train.errors import TrainError
 from synthdsl.train.options import Options
 from synthdsl.train.recipe import Recipe
 from synthdsl.train.run import hold_out, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits():  # the training split at its own 8x8 size, as synth train reads it
+    return DataSpec("digits").load("train")
 QUIET = Options(quiet=True)
 
 

@@ -102,6 +102,9 @@ class Trainer:
             raise TrainError(f"{data.name} has no labelled samples to train on")
 
         self.teacher_modules = teacher_modules(model)
+        first = data.images(torch.arange(1))  # what augmenting needs to know of the data
+        self.mixer, self.augmenter = batch_augmenters(
+            recipe, data, None if isinstance(first, dict) else tuple(first.shape[1:]))
         self.train_mode()  # the split reads the modes modules train in
         self.split = split_frozen(model, cacheable=options.cache_frozen)
         self.cache: FrozenCache | None = None
@@ -125,9 +128,6 @@ class Trainer:
         self._acc: dict[str, float] = {}    # the current epoch's running sums
         self._resume_rng: dict[str, Any] | None = None
         self.steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
-        first = data.images(torch.arange(1))
-        self.mixer, self.augmenter = batch_augmenters(
-            recipe, data, None if isinstance(first, dict) else tuple(first.shape[1:]))
 
     # -- set-up ----------------------------------------------------------------------------
 
