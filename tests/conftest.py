@@ -217,3 +217,29 @@ def pretrained_resnet(tmp_path_factory, digits):
         acc = (model(xte).argmax(1) == yte).float().mean().item()
     path = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "test_resnet_digits.safetensors")
     return path, acc
+
+
+@pytest.fixture
+def restore():
+    """The registries, the loaded plugins and sys.path as they were before the test."""
+    import sys
+
+    from synthdsl.library import plugins as registry
+    from synthdsl.library.layers import LAYERS
+    from synthdsl.library.ops import OPS
+    from synthdsl.library.sources import SOURCE_KINDS
+
+    saved = (dict(LAYERS), dict(OPS), dict(SOURCE_KINDS), dict(registry.LOADED),
+             {k: dict(v) for k, v in registry._PROVIDERS.items()}, list(sys.path),
+             set(sys.modules))
+    yield
+    for live, old in zip((LAYERS, OPS, SOURCE_KINDS, registry.LOADED), saved):
+        live.clear()
+        live.update(old)
+    for what, old in saved[4].items():
+        registry._PROVIDERS[what].clear()
+        registry._PROVIDERS[what].update(old)
+    sys.path[:] = saved[5]
+    for name in set(sys.modules) - saved[6]:
+        if name.startswith("plug_"):
+            del sys.modules[name]

@@ -23,10 +23,6 @@ import torch
 from synthdsl.graph import build_graph
 from synthdsl.lang.errors import SynthError, SynthErrors
 from synthdsl.lang.parse import parse_spec
-from synthdsl.library import plugins as registry
-from synthdsl.library.layers import LAYERS
-from synthdsl.library.ops import OPS
-from synthdsl.library.sources import SOURCE_KINDS
 from synthdsl.pipeline import check_spec, compile_spec
 from synthdsl import plugins
 
@@ -76,23 +72,13 @@ _count = itertools.count()
 
 
 @pytest.fixture
-def plugin(tmp_path):
-    """The test plugin loaded, and every registry as it was afterwards."""
-    saved = (dict(LAYERS), dict(OPS), dict(SOURCE_KINDS), dict(registry.LOADED),
-             {k: dict(v) for k, v in registry._PROVIDERS.items()}, list(sys.path))
+def plugin(tmp_path, restore):
+    """The test plugin loaded (every registry restored afterwards: `restore`)."""
     name = f"plug_kw_{os.getpid()}_{next(_count)}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(PLUGIN))
     sys.path.insert(0, str(tmp_path))
     plugins.load_plugin(name)
-    yield sys.modules[name]
-    for live, old in zip((LAYERS, OPS, SOURCE_KINDS, registry.LOADED), saved):
-        live.clear()
-        live.update(old)
-    for what, old in saved[4].items():
-        registry._PROVIDERS[what].clear()
-        registry._PROVIDERS[what].update(old)
-    sys.path[:] = saved[5]
-    sys.modules.pop(name, None)
+    return sys.modules[name]
 
 
 def _errors(text: str) -> list[SynthError]:

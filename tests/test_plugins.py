@@ -26,7 +26,6 @@ from synthdsl.lang.errors import SynthError, render
 from synthdsl.library import plugins as registry
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
-from synthdsl.library.sources import SOURCE_KINDS
 from synthdsl.pipeline import check_spec, compile_spec
 from synthdsl import plugins
 
@@ -99,25 +98,6 @@ output logits
 """
 
 _count = itertools.count()
-
-
-@pytest.fixture
-def restore():
-    """The registries, the loaded plugins and sys.path as they were before the test."""
-    saved = (dict(LAYERS), dict(OPS), dict(SOURCE_KINDS), dict(registry.LOADED),
-             {k: dict(v) for k, v in registry._PROVIDERS.items()}, list(sys.path),
-             set(sys.modules))
-    yield
-    for live, old in zip((LAYERS, OPS, SOURCE_KINDS, registry.LOADED), saved):
-        live.clear()
-        live.update(old)
-    for what, old in saved[4].items():
-        registry._PROVIDERS[what].clear()
-        registry._PROVIDERS[what].update(old)
-    sys.path[:] = saved[5]
-    for name in set(sys.modules) - saved[6]:
-        if name.startswith("plug_"):
-            del sys.modules[name]
 
 
 @pytest.fixture
