@@ -7,7 +7,8 @@ from pathlib import Path
 
 import synthdsl
 from synthdsl.cli.app import run
-from synthdsl.viz.diff import collapse, parameter_sizes, spec_diff
+from synthdsl.graph.counts import all_parameters
+from synthdsl.viz.diff import collapse, spec_diff
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """synth Net
@@ -77,7 +78,7 @@ def test_a_thawed_stage_is_one_line_with_its_element_count(tmp_path):
     [change] = d.changes
     assert (change.section, change.name, change.fields) == \
         ("training", "r.layer3", {"state": ("frozen", "trainable")})
-    layer3 = sum(n for k, n in parameter_sizes(ga).items() if k.startswith("r.layer3."))
+    layer3 = sum(n for k, n in all_parameters(ga).items() if k.startswith("r.layer3."))
     assert change.facts == {"elements": layer3} and layer3 > 0
     assert d.totals[1]["trainable"] - d.totals[0]["trainable"] == layer3
     # a learning-rate multiplier that changes is a training change too, not a new state

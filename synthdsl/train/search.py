@@ -254,16 +254,15 @@ def search(spec_path: str | Path, data: str, space: Sequence[Choice], out: str |
 def run_trial(text: str, path: Path, data: str, classes, seed: int) -> dict[str, Any]:
     """Train the spec `text`, read as the spec at `path` (its relative paths and lock), on
     the training split less a held-out fifth."""
-    import torch
-
     from synthdsl.graph import build_graph
     from synthdsl.lang.parse import parse_spec
     from synthdsl.pipeline import check_locked, compile_locked
-    from synthdsl.train.data import DataSpec, split_positions
+    from synthdsl.train.data import DataSpec
     from synthdsl.train.evaluate import evaluate
+    from synthdsl.train.options import Options
     from synthdsl.train.preprocess import preprocess_for
     from synthdsl.train.recipe import Recipe
-    from synthdsl.train.run import train
+    from synthdsl.train.run import hold_out, train
 
     t0 = time.perf_counter()
     graph = check_locked(build_graph(parse_spec(text, str(path))))
@@ -271,13 +270,8 @@ def run_trial(text: str, path: Path, data: str, classes, seed: int) -> dict[str,
     model = compile_locked(graph, seed=seed)
     pre = preprocess_for(model)
     spec_data = DataSpec(data, tuple(classes) if classes else None)
-    full = spec_data.load("train", pre.size, pre.channels or 3)
-    fit_pos, val_pos = split_positions(full.targets.numpy(), VAL_FRACTION, seed)
-    fit = full.subset(torch.as_tensor(fit_pos), name=f"{full.name} (fit)")
-    val = full.subset(torch.as_tensor(val_pos), name=f"{full.name} (held out)")
+    fit, val = hold_out(spec_data.load("train", pre.size, pre.channels or 3), VAL_FRACTION, seed)
     test = spec_data.load("test", pre.size, pre.channels or 3)
-    from synthdsl.train.options import Options
-
     train(model, fit, None, recipe=recipe, preprocess=pre, options=Options(quiet=True))
 
     def acc(d) -> float:

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from synthdsl.graph import SynthGraph
+from synthdsl.graph.counts import all_parameters
 from synthdsl.lang.errors import fmt_shape
+from synthdsl.viz.summary import totals
 
 #: The order sections are shown in.
 SECTIONS = ("spec", "inputs", "sources", "values", "losses", "outputs", "recipe", "training")
@@ -168,14 +170,6 @@ def _things(g: SynthGraph) -> dict[str, dict[str, dict[str, Any]]]:
 # ---- trainability ----------------------------------------------------------------------
 
 
-def parameter_sizes(g: SynthGraph) -> dict[str, int]:
-    """Every parameter of the compiled module, by qualified name: its element count."""
-    sizes: dict[str, int] = {}
-    for n in g.nodes:
-        sizes.update(g.nodes[n].get("parameters") or {})
-    return sizes
-
-
 def collapse(changed: Iterable[str], universe: Mapping[str, int]) -> list[tuple[str, int]]:
     """The largest module prefixes all of whose parameters (in `universe`) are in
     `changed`, each with the elements it covers.
@@ -205,7 +199,7 @@ def _prefixes(name: str) -> list[str]:
 
 
 def _training_changes(a: SynthGraph, b: SynthGraph) -> list[Change]:
-    sa, sb = parameter_sizes(a), parameter_sizes(b)
+    sa, sb = all_parameters(a), all_parameters(b)
     fa, fb = set(a.graph.get("frozen", ())), set(b.graph.get("frozen", ()))
     both = {k: v for k, v in sb.items() if k in sa}
     froze = [k for k in both if k not in fa and k in fb]
@@ -338,7 +332,7 @@ def spec_diff(a: SynthGraph, b: SynthGraph) -> SpecDiff:
                 changes.append(Change(section, name, "changed",
                                       _field_changes(before[name], after[name])))
     changes += _training_changes(a, b)
-    return SpecDiff(changes, (_totals(a), _totals(b)))
+    return SpecDiff(changes, (totals(a), totals(b)))
 
 
 def _value_changes(a: SynthGraph, b: SynthGraph, before: Mapping[str, dict],
@@ -352,14 +346,6 @@ def _value_changes(a: SynthGraph, b: SynthGraph, before: Mapping[str, dict],
             changes.append(Change("values", y if x == y else f"{x} -> {y}", "changed", fields))
     changes += [Change("values", n, "added", facts=after[n]) for n in added]
     return changes
-
-
-def _totals(g: SynthGraph) -> dict[str, int]:
-    sizes = parameter_sizes(g)
-    frozen = set(g.graph.get("frozen", ()))
-    n_frozen = sum(v for k, v in sizes.items() if k in frozen)
-    total = sum(sizes.values())
-    return {"params": total, "trainable": total - n_frozen, "frozen": n_frozen}
 
 
 # ---- text ------------------------------------------------------------------------------
