@@ -1,5 +1,4 @@
-"""`synth fmt FILE... [--check] [--diff]`: specs in their canonical spelling, comments kept;
-and `synth lsp`, the language server (:mod:`synthdsl.editor.server`).
+"""`synth fmt FILE... [--check] [--diff]`: specs in their canonical spelling, comments kept.
 
 Each file is formatted by :func:`synthdsl.lang.fmt.format_text` and written back in place
 (atomically) when it changed; ``--check`` writes nothing and exits 4 when a file would
@@ -13,7 +12,7 @@ from __future__ import annotations
 import difflib
 import sys
 
-from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE
+from synthdsl.cli.common import EXIT_OK, EXIT_SPEC_ERROR
 from synthdsl.files import write_text
 from synthdsl.lang.errors import SynthError, render
 from synthdsl.lang.fmt import WIDTH, format_text
@@ -54,15 +53,3 @@ def cmd_fmt(args) -> int:
         return EXIT_SPEC_ERROR
     return EXIT_WOULD_CHANGE if changed and (args.check or args.diff) else EXIT_OK
 
-
-def cmd_lsp(args) -> int:
-    try:
-        import pygls  # noqa: F401 - only to say what is missing before the server starts
-    except ImportError:
-        print("synth lsp needs pygls, which is not installed: pip install 'synthdsl[lsp]'",
-              file=sys.stderr)
-        return EXIT_USAGE
-    from synthdsl.editor.server import serve
-
-    serve()
-    return EXIT_OK
