@@ -42,7 +42,8 @@ from synthdsl.graph import SynthGraph, build_graph, spec_texts
 from synthdsl.lang.errors import SynthError, flatten, render
 from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import _read_entry, _read_header
-from synthdsl.library.peft import merge_lora
+from synthdsl.build.adapters import adapted, adapter_keys, active_weights, set_active
+from synthdsl.library.peft import adapters_of, key, remove_lora
 from synthdsl.library.plugins import is_loaded, plugins_needed
 from synthdsl.library.prune import resize_to
 
@@ -60,7 +61,10 @@ def save_compiled(model, path: str | Path) -> Path:
     # checkpoints are not beside it to hash again
     lock = model.__dict__.get("lock") or lock_data(graph)
     record = {"specs": embed(graph), "provenance": model.provenance, "lock": lock,
-              "adapters": sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A"))}
+              "adapters": adapter_keys(model)}
+    weights = active_weights(model)
+    if any(w != 1.0 for w in weights.values()):
+        record["adapter_weights"] = weights
     if needed := plugins_needed(graph):
         record["plugins"] = needed
     if pruned := model.__dict__.get("pruned"):
@@ -155,6 +159,8 @@ def load_compiled(path: str | Path):
         model = compile_graph(graph, load_weights=False)
         _merge_unsaved(model, record.adapters)
         _resize(path, model, record.pruned)
+        if record.adapter_weights:
+            set_active(model, record.adapter_weights)
         state = artifact.tensors()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -181,14 +187,12 @@ def _resize(path: Path, model, pruned: dict[str, list[int]]) -> None:
 
 
 def _merge_unsaved(model, adapters: list[str]) -> None:
-    """LoRA adapters merged into their layers before saving are merged again (their
+    """LoRA adapters merged into their layers before saving are taken off again (their
     tensors were not saved; the merged weight was)."""
     saved = set(adapters)
-    for name, m in list(model.named_modules()):
-        if hasattr(m, "lora_A") and name not in saved:
-            with torch.no_grad():
-                m.lora_B.zero_()
-            merge_lora(m)
+    for layer, m in adapted(model).items():
+        for name in [n for n in adapters_of(m) if key(layer, n) not in saved]:
+            remove_lora(m, name)
 
 
 def _rebuild(path: Path, record: Record) -> SynthGraph:
@@ -268,11 +272,13 @@ def _agree(path: Path, graph: SynthGraph, record: Record, header: dict) -> None:
     """The module the spec describes has exactly the tensors the file holds: names, dtypes
     and shapes, compared on the meta device before anything is allocated."""
     model = compile_graph(graph, device="meta", load_weights=False)
-    lora = {n for n, m in model.named_modules() if hasattr(m, "lora_A")}
-    if stray := sorted(set(record.adapters) - lora):
-        raise s210(path, "its metadata lists LoRA adapters on layers that have none",
+    if stray := sorted(set(record.adapters) - set(adapter_keys(model))):
+        raise s210(path, "its metadata lists LoRA adapters its spec does not give",
                    [display(n) for n in stray[:SHOWN]])
     _merge_unsaved(model, record.adapters)
+    if stray := sorted(set(record.adapter_weights) - set(active_weights(model))):
+        raise s210(path, "its metadata gives weights to adapters it does not hold",
+                   [display(n) for n in stray[:SHOWN]])
     _resize(path, model, record.pruned)
     built = {k: (DTYPE_CODES.get(v.dtype, str(v.dtype)), list(v.shape))
              for k, v in model.state_dict().items()}

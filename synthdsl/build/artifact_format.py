@@ -67,7 +67,11 @@ class Record(_Strict):
     specs: list[EmbeddedSpec] = Field(min_length=1)
     provenance: dict[str, dict[str, Any]]
     lock: LockRecord
+    #: The LoRA adapters the file holds: ``layer`` for a layer's default adapter,
+    #: ``layer:name`` for a named one (those merged into the weights are not listed).
     adapters: list[str]
+    #: Each adapter's weight where one is not 1 (0: inactive); absent when all are 1.
+    adapter_weights: dict[str, float] = {}
     #: The plugins (module or entry point names) whose layers, operations or kinds of
     #: source the specs use; absent when they use none. Loading never imports them.
     plugins: list[str] = []

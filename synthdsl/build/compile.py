@@ -32,7 +32,7 @@ from synthdsl.library.checkpoints import ModuleReader, TensorReader, file_sha256
 from synthdsl.library.layers import LAYERS
 from synthdsl.library.ops import OPS
 from synthdsl.library.parts import Part, SpecPlan
-from synthdsl.library.peft import add_lora
+from synthdsl.library.peft import DEFAULT, add_lora, param_names
 from synthdsl.library.sources import SOURCE_KINDS
 from synthdsl.library.weights import has_hidden_state, materialize, persistent_tensors, transform
 from synthdsl.library.zoo_maps import joined_origin, read_joined
@@ -408,8 +408,9 @@ def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu
         sources_of(graph).close()  # every checkpoint was read: maps and handles go
     for a in graph.graph.get("adapters", []):
         module = root.get_submodule(a["module"])
-        add_lora(module, a["rank"], a["alpha"], a.get("dropout", 0.0))
-        for name in ("lora_A", "lora_B"):
+        name = a.get("name", DEFAULT)
+        add_lora(module, a["rank"], a["alpha"], a.get("dropout", 0.0), name)
+        for name in param_names(name):
             provenance[f"{a['module']}.{name}"] = {
                 "origin": "new", "initialiser": "lora: A kaiming-uniform, B zeros"}
     gm = _graph_module(root, build_fx_graph(graph, plans), graph.name)

@@ -32,7 +32,6 @@ from torch import fx, nn
 
 from synthdsl.graph import SynthGraph
 from synthdsl.library.layers import NORM_WITH_STATS
-from synthdsl.library.peft import merge_lora
 
 
 @dataclass(frozen=True)
@@ -143,25 +142,48 @@ class SynthModule(nn.Module):
         """The spec's `recipe` options (how `synth train` trains by default)."""
         return dict(self.graph.graph.get("recipe", {}))
 
-    def save_adapters(self, path) -> Path:
-        """Write the LoRA adapters alone (:mod:`synthdsl.build.adapters_io`)."""
+    def save_adapters(self, path, names=None) -> Path:
+        """Write the LoRA adapters alone, or those `names` names
+        (:mod:`synthdsl.build.adapters_io`)."""
         from synthdsl.build.adapters_io import save_adapters
 
-        return save_adapters(self, path)
+        return save_adapters(self, path, names)
 
     def load_adapters(self, path) -> list[str]:
-        """Load adapters saved by :meth:`save_adapters` into this module's; the layers."""
+        """Load adapters saved by :meth:`save_adapters` into this module's adapters of the
+        same names; the keys loaded (``layer``, or ``layer:name`` for a named adapter)."""
         from synthdsl.build.adapters_io import load_adapters
 
         return load_adapters(self, path)
 
-    def merge_adapters(self) -> list[str]:
-        """Fold every LoRA adapter into its layer's weight; the names of the merged layers."""
+    @property
+    def adapters(self) -> dict[str, list[str]]:
+        """Each LoRA adapter's name and the layers it is on (``default`` for the unnamed)."""
+        from synthdsl.build.adapters import adapter_layers
 
-        merged = [name for name, m in self.named_modules() if hasattr(m, "lora_A")]
-        for name in merged:
-            merge_lora(self.get_submodule(name))
-        return merged
+        return adapter_layers(self)
+
+    @property
+    def adapter_weights(self) -> dict[str, float]:
+        """Each adapter's weight: 1 when compiled, 0 for an inactive one."""
+        from synthdsl.build.adapters import active_weights
+
+        return active_weights(self)
+
+    def set_adapters(self, active=None) -> dict[str, float]:
+        """Choose the adapters this module adds: a list of names, names with weights
+        (``{"sketch": 0.7, "photo": 0.3}``), or None for all; the others are inactive and
+        frozen (:func:`synthdsl.build.adapters.set_active`)."""
+        from synthdsl.build.adapters import set_active
+
+        return set_active(self, active)
+
+    def merge_adapters(self, names=None) -> list[str]:
+        """Fold LoRA adapters into their layers' weights at their weights (by default the
+        active ones, or those `names` names) and remove them; the keys merged."""
+        from synthdsl.build.adapters import merge
+
+        return merge(self, names)
 
     def example_inputs(self, batch_size: int = 2, seed: int = 0,
                        **dims: int) -> tuple[torch.Tensor, ...]:
@@ -195,7 +217,9 @@ class SynthModule(nn.Module):
     # -- training sets -----------------------------------------------------------
 
     def _apply_training_sets(self) -> None:
-        frozen = set(self.graph.graph.get("frozen", ()))
+        from synthdsl.build.adapters import inactive_tensors
+
+        frozen = set(self.graph.graph.get("frozen", ())) | inactive_tensors(self)
         for name, p in self.named_parameters():
             p.requires_grad_(name not in frozen)
         self.norm_policy: str = self.graph.graph.get("norm_policy", "follow")

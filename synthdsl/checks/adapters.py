@@ -2,6 +2,8 @@
 
 LoRA adds two small matrices to every Linear or Conv2d layer a pattern matches
 and freezes the layer's own weight and bias; `bias` trains only the biases.
+A layer may hold several LoRA adapters of different names (``lora(name="sketch")``);
+one name given twice to a layer is S403, at the second statement.
 The adapter tensors join the check's tensor table (`CheckContext.tensor_names`)
 and the parameters of the node that installs the layer. Writes
 ``graph.graph["adapters"]`` (module, method, rank, alpha per adapted layer) and
@@ -17,7 +19,7 @@ from synthdsl.checks.context import CheckContext
 from synthdsl.checks.training import match_at
 from synthdsl.lang.errors import did_you_mean
 from synthdsl.lang.options import ADAPT_METHODS, COMPRESS_METHODS
-from synthdsl.library.peft import ADAPTABLE, lora_shapes
+from synthdsl.library.peft import ADAPTABLE, DEFAULT, NAME, key, lora_shapes
 
 
 def check_adapters(ctx: CheckContext) -> None:
@@ -25,6 +27,7 @@ def check_adapters(ctx: CheckContext) -> None:
     names = ctx.tensor_names()
     resolved = []
     modules = None
+    first: dict[str, object] = {}  # adapter key (layer:name) -> where it was first given
     for rule in ctx.g.graph["rules"]:
         if rule["action"] != "adapt":
             continue
@@ -60,6 +63,12 @@ def check_adapters(ctx: CheckContext) -> None:
             ctx.err("S402", f"lora dropout expects {lora['dropout'].expects}, found "
                     f"{dropout!r}", rule["option_spans"].get("dropout", rule["span"]))
             continue
+        name = opts.get("name", DEFAULT)
+        if method == "lora" and not (isinstance(name, str) and NAME.fullmatch(name)):
+            ctx.err("S402", "lora name expects a word of letters, digits and _ that starts "
+                    f"with a letter (at most 64), found {name!r}",
+                    rule["option_spans"].get("name", rule["span"]))
+            continue
         effect: dict[str, bool] = {}
         for pattern, span in rule["patterns"]:
             matched = match_at(ctx, pattern, names, span)
@@ -78,11 +87,18 @@ def check_adapters(ctx: CheckContext) -> None:
                         "layer", span, hint="LoRA adapts Linear and Conv2d layers")
                 continue
             for t in targets:
+                if key(t, name) in first:
+                    ctx.err("S403", f"'{t}' already has the LoRA adapter "
+                            f"'{name}'", span, notes=[f"first given at {first[key(t, name)]}"],
+                            hint='a layer holds several adapters of different names: '
+                                 'lora(rank=8, name="other")')
+                    continue
                 try:
-                    shapes = lora_shapes(modules[t], rank)
+                    shapes = lora_shapes(modules[t], rank, name)
                 except ValueError as e:
                     ctx.err("S402", f"cannot adapt '{t}': {e}", span)
                     continue
+                first[key(t, name)] = span
                 for pname, shape in shapes.items():
                     numel = 1
                     for d in shape:
@@ -94,7 +110,8 @@ def check_adapters(ctx: CheckContext) -> None:
                     if k in names:
                         effect[k] = True
                 resolved.append({"module": t, "method": "lora", "rank": rank,
-                                 "alpha": alpha, "dropout": float(dropout)})
+                                 "alpha": alpha, "dropout": float(dropout),
+                                 **({"name": name} if name != DEFAULT else {})})
         ctx.adapted[id(rule)] = effect
     ctx.g.graph["adapters"] = resolved
 

@@ -28,6 +28,7 @@ from synthdsl.graph import SynthGraph
 from synthdsl.lang.budget import (BUDGET_HELP, ENV, Budget, budget_limits, current_budget,
                                   fmt_bytes, parse_budget, parse_size)
 from synthdsl.lang.errors import SynthError, fmt_shape
+from synthdsl.library.peft import adapter_of
 
 __all__ = ["BUDGET_HELP", "ELEMENT", "ENV", "Budget", "activation_bytes", "batch_problem",
            "budget_limits", "check_budget", "current_budget", "fmt_bytes",
@@ -116,7 +117,7 @@ def check_budget(ctx: CheckContext) -> None:
 
 
 def _lora(name: str) -> bool:
-    return name.endswith((".lora_A", ".lora_B"))
+    return adapter_of(name) is not None
 
 
 def _check_params(ctx: CheckContext, budget: Budget) -> None:

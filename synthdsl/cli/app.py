@@ -336,6 +336,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
     o.add_argument("--save-adapters", action="store_true", help="also write "
                    "adapters.safetensors: the LoRA adapters alone")
+    o.add_argument("--adapter", action="append", default=[], metavar="NAME[=WEIGHT]",
+                   help="train with only these LoRA adapters active (at these weights); "
+                   "the others are left out and frozen (repeatable)")
     o.add_argument("--merge-adapters", action="store_true", help="also write "
                    "model-merged.safetensors with LoRA adapters folded into the weights")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -12,8 +12,12 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", help="keep these classes, renumbered from 0 (default: the run's)")
     p.add_argument("--split", default="test", choices=("test", "train", "all"))
     p.add_argument("--weights", help="a state dict or compiled artifact to load into a spec")
-    p.add_argument("--adapters", help="LoRA adapters saved alone (synth train "
-                   "--save-adapters) to load into the model's")
+    p.add_argument("--adapters", action="append", default=[], metavar="FILE",
+                   help="LoRA adapters saved alone (synth train --save-adapters) to load "
+                   "into the model's adapters of the same names (repeatable)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME[=WEIGHT]",
+                   help="evaluate with only these adapters active, at these weights "
+                   "(repeatable; default: every adapter, or the artifact's weights)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="write metrics.json, report.txt and confusion PNGs here")

@@ -31,10 +31,14 @@ EXAMPLES = {
             "synth viz spec.synth -o model.html --expand r18 --depth 2"],
     "train": ["synth train models/transfer_resnet18.synth --data digits -o runs/r18",
               "synth train spec.synth --data imgs/ --classes 5-9 --epochs 3 -o runs/a",
-              "synth train spec.synth --data digits -o runs/a --resume"],
+              "synth train spec.synth --data digits -o runs/a --resume",
+              "synth train two_tasks.synth --data digits -o runs/sketch --adapter sketch "
+              "--save-adapters"],
     "eval": ["synth eval runs/r18 --data digits",
              "synth eval model.safetensors --data imgs/ --json",
-             "synth eval spec.synth --weights run/model.safetensors --data digits"],
+             "synth eval spec.synth --weights run/model.safetensors --data digits",
+             "synth eval runs/base --adapters sketch.safetensors --adapters photo.safetensors "
+             "--adapter sketch=0.5 --adapter photo=0.5 --data digits"],
     "rank": ["synth rank a.synth b.synth c.synth --data digits --classes 5-9",
              "synth rank cuts.synth --data imgs/ --plot rank.png   # one output per cut",
              "synth rank runs/a runs/b --data digits --json"],

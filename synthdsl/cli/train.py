@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from synthdsl.build.adapters import parse_active
 from synthdsl.build.artifact import save_compiled
 from synthdsl.cli import train_flags
 from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
@@ -95,7 +96,8 @@ def _train(args, options: Options):
         std=_floats(args.std), normalize=False if args.no_normalize else None,
         teacher=args.teacher, teacher_output=args.teacher_output,
         temperature=args.temperature, alpha=args.alpha, resume=args.resume,
-        overrides=args.set, val_split=args.val_split or 0.0)
+        overrides=args.set, val_split=args.val_split or 0.0,
+        adapters=parse_active(args.adapter))
 
 
 def cmd_eval(args) -> int:
@@ -105,8 +107,10 @@ def cmd_eval(args) -> int:
     check_output(args.plot, [i for i in inputs if i], "confusion matrix")
     check_device(args.device)
     loaded = load_model(args.file, args.weights, args.device)
-    if args.adapters:
-        loaded.model.load_adapters(args.adapters)
+    for file in args.adapters:
+        loaded.model.load_adapters(file)
+    if args.adapter:
+        loaded.model.set_adapters(parse_active(args.adapter))
     data = data_for(loaded, args.data, args.classes, args.split)
     report = evaluate(loaded.model, data, loaded.preprocess, args.batch_size, args.device,
                       target=str(args.file))

@@ -210,7 +210,10 @@ ADAPT_METHODS: dict[str, dict[str, Option]] = {
         Option("alpha", _NUMBER, None, "the update's scale is alpha / rank (default: the "
                "rank)", low=0, low_open=True),
         Option("dropout", _NUMBER, 0.0, "dropout on the adapter's input while training "
-               "(as PEFT's lora_dropout)", low=0, high=1, high_open=True)),
+               "(as PEFT's lora_dropout)", low=0, high=1, high_open=True),
+        Option("name", (str,), "default", "the adapter's name: a layer may hold several "
+               "named adapters (parameters lora_NAME_A and lora_NAME_B; the default "
+               "adapter's are lora_A and lora_B)")),
     "bias": {},
     "prune": _table(
         Option("ratio", _NUMBER, 0.5, "the fraction of each named layer's output channels "

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +201,8 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
                teacher: str | None = None, teacher_output: str | None = None,
                temperature: float = 4.0, alpha: float = 0.7,
                resume: bool = False, overrides: Sequence[str] = (),
-               val_split: float = 0.0) -> TrainResult:
+               val_split: float = 0.0,
+               adapters: Sequence[str] | Mapping[str, float] | None = None) -> TrainResult:
     """Check and compile the spec at `spec`, load `data`, and :func:`train` it into `run`.
 
     `recipe` overrides the spec's ``recipe`` statement (None values are ignored);
@@ -213,7 +214,9 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     checked (:mod:`synthdsl.train.overrides`); `val_split` holds out that share of the
     training data, per class and seeded, to validate on and choose the best epoch by. A
     spec that says ``adapt ... with prune(...)`` is pruned after it is compiled, and the
-    training fine-tunes the pruned model (whose artifact records its shapes)."""
+    training fine-tunes the pruned model (whose artifact records its shapes). `adapters`
+    (names, or names with weights) trains with only those LoRA adapters active, the
+    others left out and frozen (:func:`synthdsl.build.adapters.set_active`)."""
     changes = parse_overrides(overrides)
     graph = build_graph(load_spec(Path(spec)))
     apply_overrides(graph, changes)
@@ -222,6 +225,8 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built
     model = compile_locked(graph, seed=resolved.seed)
+    if adapters is not None:
+        chosen = model.set_adapters(adapters)
     data_spec = DataSpec(data, tuple(classes) if classes else None, shots,
                          shots_seed if shots_seed is not None else resolved.seed, unlabelled)
     preprocess = feed_for(model, mean, std, normalize)
@@ -242,6 +247,8 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     extra = {"overrides": list(overrides)} if overrides else {}
     if val_split:
         extra["val_split"] = val_split
+    if adapters is not None:
+        extra["adapters"] = chosen
     return train(model, train_data, run, recipe=resolved, options=options, val_data=val,
                  test_data=test, preprocess=preprocess, teacher=loaded, resume=resume,
                  spec_path=str(spec), data_spec=data_spec, teacher_record=teacher_record,
