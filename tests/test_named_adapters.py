@@ -238,6 +238,20 @@ def test_train_one_adapter_alone_then_evaluate_with_any_mix(tmp_path, capsys):
     assert run(["eval", str(out), "--data", "digits", "--adapter", "photo", "--json"]) == 0
     untrained = json.loads(capsys.readouterr().out)["results"][0]["accuracy"]
     assert untrained < trained
+    # the other adapter trained in a run of its own; each file holds its own adapter only
+    assert run(["train", str(spec), "--data", "digits", "-o", str(tmp_path / "photo"),
+                "--adapter", "photo", "--save-adapters", "--no-progress", "-q"]) == 0
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "photo" / "adapters.safetensors"), "pt") as f:
+        assert all("lora_photo_" in k for k in f.keys())
+    capsys.readouterr()
+    assert run(["eval", str(spec), "--data", "digits", "--adapters",
+                str(out / "adapters.safetensors"), "--adapters",
+                str(tmp_path / "photo" / "adapters.safetensors"), "--adapter", "photo",
+                "--json"]) == 0
+    photo = json.loads(capsys.readouterr().out)["results"][0]["accuracy"]
+    assert run(["eval", str(tmp_path / "photo"), "--data", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["accuracy"] == photo
     assert run(["eval", str(out), "--data", "digits", "--adapter", "potho"]) != 0
     err = capsys.readouterr().err
     assert "S010" in err and "no adapter 'potho'" in err and "Traceback" not in err

@@ -73,7 +73,9 @@ def cmd_train(args) -> int:
     with budget_limits(getattr(args, "budget", None)):  # the check's limits, batch included
         result = _train(args, options)
     if result.run is not None and args.save_adapters and is_main_process():
-        written = result.model.save_adapters(result.run / "adapters.safetensors")
+        trained = [n for n, w in result.model.adapter_weights.items() if w != 0] \
+            if args.adapter else None  # the adapters trained, not those left out
+        written = result.model.save_adapters(result.run / "adapters.safetensors", trained)
         if not args.quiet:
             print(f"adapters  the LoRA adapters alone: {written}")
     if result.run is not None and args.merge_adapters:
