@@ -255,3 +255,16 @@ def test_train_one_adapter_alone_then_evaluate_with_any_mix(tmp_path, capsys):
     assert run(["eval", str(out), "--data", "digits", "--adapter", "potho"]) != 0
     err = capsys.readouterr().err
     assert "S010" in err and "no adapter 'potho'" in err and "Traceback" not in err
+
+
+def test_the_summary_names_each_adapter_with_its_layers_ranks_and_parameters(capsys):
+    assert run(["summary", "models/domain_adapters.synth"]) == 0
+    out = capsys.readouterr().out
+    # 12 blocks: sketch on qkv (rank 8: 8·192 + 576·8), photo on qkv and proj (rank 4)
+    assert ("adapters: sketch (12 layers, rank 8, 73,728 parameters), photo (24 layers, "
+            "rank 4, 55,296 parameters)") in out
+    assert "130,954 trainable" in out  # both adapters and the head
+    assert run(["summary", "models/domain_adapters.synth", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(a["name"], a["layers"], a["ranks"]) for a in data["adapters"]] == [
+        ("sketch", 12, [8]), ("photo", 24, [4])]

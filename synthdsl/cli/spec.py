@@ -22,7 +22,8 @@ from synthdsl.library.cache import sources_of
 from synthdsl.library.cuts import cut_points
 from synthdsl.library.sources import SOURCE_KINDS, source_kind
 from synthdsl.pipeline import check_spec, compile_locked
-from synthdsl.viz.summary import render_provenance, render_summary, summary_rows, totals
+from synthdsl.viz.summary import (adapter_rows, render_provenance, render_summary,
+                                  summary_rows, totals)
 
 
 def checked(path: str, lock: bool = True, budget: str | None = None) -> SynthGraph:
@@ -38,7 +39,7 @@ def cmd_summary(args) -> int:
     print_warnings(graph, read_text(args.file))
     if getattr(args, "json", False):
         data = {"file": args.file, "name": graph.name, "nodes": summary_rows(graph),
-                "totals": totals(graph)}
+                "totals": totals(graph), "adapters": adapter_rows(graph)}
         if args.inheritance:
             data["provenance"] = compile_locked(graph, seed=0).provenance
         print(json.dumps(data, indent=2, default=str))

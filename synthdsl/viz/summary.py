@@ -60,6 +60,23 @@ def totals(graph: SynthGraph) -> dict[str, int]:
     return {"params": total, "trainable": total - n_frozen, "frozen": n_frozen}
 
 
+def adapter_rows(graph: SynthGraph) -> list[dict]:
+    """Each LoRA adapter the spec gives, by name in the order given: its layers, ranks and
+    parameters."""
+    from synthdsl.library.peft import DEFAULT, param_names
+
+    sizes = all_parameters(graph)
+    rows: dict[str, dict] = {}
+    for a in graph.graph.get("adapters", []):
+        name = a.get("name", DEFAULT)
+        row = rows.setdefault(name, {"name": name, "layers": 0, "ranks": [], "params": 0})
+        row["layers"] += 1
+        if a["rank"] not in row["ranks"]:
+            row["ranks"].append(a["rank"])
+        row["params"] += sum(sizes.get(f"{a['module']}.{p}", 0) for p in param_names(name))
+    return list(rows.values())
+
+
 def render_summary(graph: SynthGraph) -> str:
     rows = summary_rows(graph)
     header = ["node", "kind", "what", "output shape", "params", "trainable", "frozen", "state"]
@@ -85,6 +102,11 @@ def render_summary(graph: SynthGraph) -> str:
     out.append("")
     out.append(f"total: {_count(t['params'])} parameters, {_count(t['trainable'])} trainable, "
                f"{_count(t['frozen'])} frozen")
+    if adapters := adapter_rows(graph):
+        out.append("adapters: " + ", ".join(
+            f"{a['name']} ({a['layers']} layer{'s' if a['layers'] != 1 else ''}, rank "
+            f"{'/'.join(map(str, a['ranks']))}, {_count(a['params'])} parameters)"
+            for a in adapters))
     return "\n".join(out)
 
 
