@@ -154,6 +154,27 @@ def test_an_artifact_exports_through_the_cli_as_json(tmp_path, capsys):
     assert report["bytes"] == (tmp_path / "model.onnx").stat().st_size
 
 
+def test_a_run_folder_exports_its_model(tmp_path, capsys):
+    spec = tmp_path / "a.synth"
+    spec.write_text("synth A\ninput image: [B, 1, 8, 8]\n"
+                    "h = Flatten(image) |> Linear(out=10)\n"
+                    "recipe epochs=1, batch_size=256\noutput h\n")
+    assert run(["train", str(spec), "--data", "digits", "-o", str(tmp_path / "run"),
+                "--no-progress", "-q"]) == 0
+    capsys.readouterr()
+    assert run(["export", str(tmp_path / "run"), "-o", str(tmp_path / "a.pt2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_diff"] == 0
+    program = torch.export.load(str(tmp_path / "a.pt2"))
+    model = synthdsl.load_compiled(tmp_path / "run" / "model.safetensors")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), model(x))
+    (tmp_path / "empty").mkdir()
+    assert run(["export", str(tmp_path / "empty"), "-o", str(tmp_path / "b.pt2")]) == 1
+    assert "it has no model.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "b.pt2").exists()
+
+
 def test_the_cli_says_what_was_written_and_measured(tmp_path, capsys):
     spec = MODELS[[p.stem for p in MODELS].index("dual_encoder")]
     assert run(["export", str(spec), "-o", str(tmp_path / "m.pt2")]) == 0

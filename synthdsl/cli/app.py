@@ -4,7 +4,8 @@
     synth summary FILE             a table of nodes: kind, output shape, parameters, frozen
     synth compile FILE [--code]    build the module, run it once, print shapes and totals
                     [-o OUT]       ... and write it, with its spec and provenance
-    synth export SPEC|ARTIFACT -o model.onnx|model.pt2   a deployable file, checked against the module
+    synth export TARGET -o OUT     an ONNX model or a torch.export program, checked against
+                                   the module (a spec, an artifact or a run)
     synth viz FILE [-o OUT]        the assembled model as text, DOT, SVG, PNG, HTML, Mermaid, JSON
     synth nodes ARCH|FILE SOURCE   the points a model can be cut at (torchvision:NAME too)
     synth fmt FILE... [--check]    the canonical spelling, comments kept (in place)
@@ -129,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write an ONNX model or a torch.export program, and "
                        "check its outputs against the module")
-    x.add_argument("file", metavar="SPEC|ARTIFACT",
-                   help="a .synth spec or a compiled .safetensors artifact")
+    x.add_argument("file", metavar="TARGET",
+                   help="a .synth spec, a compiled .safetensors artifact or a run folder of "
+                   "`synth train`")
     x.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the file to write; the suffix picks the format: .onnx (needs pip "
                    "install synthdsl[export]) or .pt2 (torch.export)")

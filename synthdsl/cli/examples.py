@@ -51,7 +51,8 @@ EXAMPLES = {
     "compress": ["synth compress models/compress_digits.synth --data digits",
                  "synth compress spec.synth --seeds 3 --modes dynamic,static,qat --report r.json"],
     "export": ["synth export models/transfer_resnet18.synth -o model.onnx",
-               "synth export model.safetensors -o model.pt2 --json"],
+               "synth export model.safetensors -o model.pt2 --json",
+               "synth export runs/r18 -o r18.onnx   # a run: its model.safetensors"],
     "demo": ["synth demo                                 # about 5 minutes on 2 cores",
              "synth demo --quick -o /tmp/demo            # a smoke test"],
 }

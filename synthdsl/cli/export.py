@@ -1,4 +1,4 @@
-"""`synth export SPEC|ARTIFACT -o model.onnx|model.pt2`: a deployable file, checked.
+"""`synth export SPEC|ARTIFACT|RUN -o model.onnx|model.pt2`: a deployable file, checked.
 
 The suffix of ``-o`` picks the format: ``.onnx`` (the dynamo ONNX exporter; needs
 ``pip install synthdsl[export]``) or ``.pt2`` (a ``torch.export`` program, saved with
@@ -25,13 +25,22 @@ RUNNERS = {"onnx": "onnxruntime", "pt2": "torch.export.load"}
 
 
 def load_target(path: str, seed: int, output: str):
-    """The module a spec (compiled with `seed`) or a compiled artifact stands for."""
+    """The module a spec (compiled with `seed`), a compiled artifact or a run folder of
+    `synth train` (its ``model.safetensors``) stands for."""
     p = Path(path)
+    if p.is_dir():
+        if not (p / "model.safetensors").is_file():
+            raise ExportError(f"cannot export '{path}': a folder is exported as a run of "
+                              "`synth train`, and it has no model.safetensors",
+                              hint="train it to the end (or resume it with synth train "
+                              "--resume), or export one of its artifacts")
+        p = p / "model.safetensors"
     if p.suffix == ".safetensors":
         return load_compiled(p)
     if p.suffix != ".synth":
-        raise ExportError(f"cannot export '{path}': expected a .synth spec or a compiled "
-                          f"'.safetensors' artifact, found '{p.suffix or 'no suffix'}'",
+        raise ExportError(f"cannot export '{path}': expected a .synth spec, a compiled "
+                          f"'.safetensors' artifact or a run folder, found "
+                          f"'{p.suffix or 'no suffix'}'",
                           hint="synth export SPEC.synth -o model.onnx, or synth compile SPEC "
                           "-o model.safetensors first")
     graph = checked(path)
