@@ -154,6 +154,8 @@ def check_node_spans(spec: ast.Spec, file: str | None = None) -> None:
             assert text[node.name_span.start:node.name_span.end] == node.name
             assert piece.startswith("input")
             assert piece.endswith("]" if node.dtype == "float32" else node.dtype)
+        elif isinstance(node, ast.BoundedDim):
+            assert re.sub(r"\s+|#[^\n]*", "", piece) == f"{node.name}<={node.max}"
         elif isinstance(node, ast.SymbolicDim):
             assert piece == node.name
         elif isinstance(node, ast.FixedDim):
@@ -191,7 +193,7 @@ def check_node_spans(spec: ast.Spec, file: str | None = None) -> None:
                     ast.OptimizeStmt: "optimize"}[type(node)]
             assert piece.startswith(word)
             if isinstance(node, ast.OptimizeStmt):
-                assert node.options and " with " in piece
+                assert node.options and re.search(r"\swith\s", piece)
         elif isinstance(node, ast.OutputStmt):
             assert piece.startswith("output")
         for child in children(node):
@@ -289,7 +291,9 @@ def _extend(inner):
 exprs = st.recursive(refs, _extend, max_leaves=8)
 
 dims = st.one_of(st.integers(0, 10**6).map(lambda n: ast.FixedDim(size=n)),
-                 names.map(lambda n: ast.SymbolicDim(name=n)))
+                 names.map(lambda n: ast.SymbolicDim(name=n)),
+                 st.builds(lambda n, m: ast.BoundedDim(name=n, max=m), names,
+                           st.integers(0, 10**6)))
 
 statements = st.one_of(
     st.builds(lambda n, shape, dtype: ast.InputDecl(name=n, shape=tuple(shape), dtype=dtype),

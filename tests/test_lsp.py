@@ -233,3 +233,4 @@ def test_the_textmate_grammar_names_every_keyword_and_scopes_a_spec():
         ("=", "keyword.operator.synth"), ("timm", "entity.name.function.synth"),
         ('"a#b"', "string.quoted.double.synth"), ("# c", "comment.line.number-sign.synth")]
     assert tm_tokens("trainable") == []
+    assert ("<=", "keyword.operator.synth") in tm_tokens("input t: [B, T<=512] int64")

@@ -133,8 +133,11 @@ def symbol_axes(model: SynthModule) -> dict[str, list[tuple[str, int]]]:
 
 
 def dynamic_shapes(model: SynthModule) -> dict[str, dict[int, Any]]:
-    """torch.export's ``dynamic_shapes`` by input name: one ``Dim`` per symbol, named by it."""
-    dims = {s: torch.export.Dim(s) for s in symbol_axes(model)}
+    """torch.export's ``dynamic_shapes`` by input name: one ``Dim`` per symbol, named by it
+    (a bounded symbol, ``T<=512``, with that largest size)."""
+    bounds = model.graph.graph.get("dim_bounds", {})
+    dims = {s: torch.export.Dim(s, max=bounds[s]) if s in bounds else torch.export.Dim(s)
+            for s in symbol_axes(model)}
     out: dict[str, dict[int, Any]] = {n: {} for n in model.input_names}
     for s, places in symbol_axes(model).items():
         for n, i in places:
@@ -335,13 +338,16 @@ def check_sizes(model: SynthModule, batches: tuple[int, ...] = BATCHES) -> list[
     """The sizes each comparison runs at, as keyword arguments of ``example_inputs``: each
     batch size of `batches` with the other symbols (``H``, ``T``) at their example sizes,
     then, where the spec has such symbols, the first batch with them doubled (a size that
-    keeps what the example size divides by)."""
+    keeps what the example size divides by), or at their bound where doubling passes it."""
     from synthdsl.checks.probes import probed
 
     dims = dict(probed(model.graph).example_dims)
+    bounds = model.graph.graph.get("dim_bounds", {})
     sizes = [{"batch_size": b, **dims} for b in batches]
     if dims:
-        sizes.append({"batch_size": batches[0], **{s: 2 * v for s, v in dims.items()}})
+        sizes.append({"batch_size": batches[0], **{
+            s: 2 * v if 2 * v <= bounds.get(s, 2 * v) else bounds[s] if bounds[s] != v
+            else v - 1 for s, v in dims.items()}})
     return sizes
 
 

@@ -97,15 +97,47 @@ def choose_probes(g: SynthGraph, symbols: Sequence[str]) -> tuple[dict[str, int]
     top = min(PROBE_TOP, int((PROBE_ROOM / fixed) ** (1 / most))) if fixed < PROBE_ROOM \
         else PROBE_FLOOR
     top = max(top, PROBE_FLOOR)
-    want = 2 * len(symbols)
-    primes = [p for p in range(top, PROBE_FLOOR - 1, -1) if p not in avoid and _is_prime(p)]
+    bounds = g.graph.get("dim_bounds", {})
+    free = [s for s in symbols if s not in bounds]
+    # the tightest bounds first: they have the fewest sizes to choose from
+    bounded = sorted((s for s in symbols if s in bounds), key=lambda s: bounds[s])
+    taken: set[int] = set()
+    first: dict[str, int] = {}
+    second: dict[str, int] = {}
+    for s in bounded:
+        found = _bounded_probes(min(top, bounds[s]), avoid, taken)
+        if found is None:
+            raise SynthError("S007", f"'{s}<={bounds[s]}' and the other bounds leave the "
+                             f"check too few sizes to run each symbol at two of its own",
+                             g.graph.get("dim_bound_spans", {}).get(s),
+                             hint="raise a bound, or fix a dimension to its size")
+        first[s], second[s] = found
+        taken |= set(found)
+    want = 2 * len(free)
+    primes = [p for p in range(top, PROBE_FLOOR - 1, -1)
+              if p not in avoid and p not in taken and _is_prime(p)]
     p = top + 1
     while len(primes) < want:  # too few below the top: continue above it
-        if p not in avoid and _is_prime(p):
+        if p not in avoid and p not in taken and _is_prime(p):
             primes.append(p)
         p += 1
-    primes = primes[:want]
-    return dict(zip(symbols, primes)), dict(zip(symbols, primes[len(symbols):]))
+    first.update(zip(free, primes[:len(free)]))
+    second.update(zip(free, primes[len(free):want]))
+    return ({s: first[s] for s in symbols}, {s: second[s] for s in symbols})
+
+
+def _bounded_probes(top: int, avoid: set[int], taken: set[int]) -> tuple[int, int] | None:
+    """Two sizes of at most `top` for a bounded symbol: the largest primes the spec writes
+    no literal of and no other symbol has, else the largest such numbers, else any two the
+    other symbols do not have (a probe may then equal a literal: a size equal in both runs
+    still reads as fixed); None when fewer than two are left."""
+    sizes = range(top, 1, -1)
+    for fits in (lambda n: n not in avoid and _is_prime(n), lambda n: n not in avoid,
+                 lambda n: True):
+        found = [n for n in sizes if n not in taken and fits(n)][:2]
+        if len(found) == 2:
+            return found[0], found[1]
+    return None
 
 
 class Derived(str):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from synthdsl.checks.context import CheckContext
@@ -371,8 +372,10 @@ def find_example_dims(ctx: CheckContext, limit: int) -> dict[str, int]:
     if not others:
         return {}
     order = [m for m in g.topological_order() if m in ctx.values]
+    bounds = g.graph.get("dim_bounds", {})
     for size in EXAMPLE_SIZES:
-        assign = {s: (size if s in others else EXAMPLE_BATCH) for s in ctx.probes}
+        sized = {s: min(size, bounds.get(s, size)) for s in others}  # T<=20: at most 20
+        assign = {s: sized.get(s, EXAMPLE_BATCH) for s in ctx.probes}
         values: dict[str, Any] = {}
         used = 0
         try:
@@ -387,5 +390,23 @@ def find_example_dims(ctx: CheckContext, limit: int) -> dict[str, int]:
                     raise Again("too big")
         except (Again, KeyError):
             continue
-        return {s: size for s in others}
+        return sized
     return {}
+
+
+def bound_hint(ctx: CheckContext, module: nn.Module, args, kwargs=None) -> str | None:
+    """For a part that failed on a symbolic size no bound limits: how to say its largest
+    (a table of positions in the part gives it)."""
+    bounds = ctx.g.graph.get("dim_bounds", {})
+    values = [*args, *(kwargs or {}).values()]
+    free = [d for v in values if isinstance(v, torch.Tensor) for d in ctx.shape_of(v)
+            if isinstance(d, str) and d in ctx.probes and d not in bounds]
+    if not free:
+        return None
+    s = free[-1]
+    table = next((m.num_embeddings for k, m in module.named_modules()
+                  if isinstance(m, nn.Embedding) and "position" in k), None)
+    has = f"it has {table} positions" if table else "a text model's positions, say"
+    return (f"the check runs '{s}' at sizes as large as {ctx.probes[s]}; if the part has a "
+            f"largest size there ({has}), bound '{s}' where it is declared: "
+            f"[..., {s}<={table or 512}]")

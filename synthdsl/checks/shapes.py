@@ -25,10 +25,10 @@ from torch import nn
 
 from synthdsl.checks.budget import current_budget, input_too_big
 from synthdsl.checks.context import Broken, CheckContext
-from synthdsl.checks.probes import (Again, Measured, again, find_example_dims, input_tensor,
-                                    keyword_values, probed, record_activations, record_child,
-                                    run_cached, spec_arguments, spec_outputs, start,
-                                    symbolic_error)
+from synthdsl.checks.probes import (Again, Measured, again, bound_hint, find_example_dims,
+                                    input_tensor, keyword_values, probed, record_activations,
+                                    record_child, run_cached, spec_arguments, spec_outputs,
+                                    start, symbolic_error)
 from synthdsl.checks.sources import part_error
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
@@ -384,8 +384,8 @@ def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
                 "S301", f"part '{node['label']}' expects {layer.in_features} input "
                 f"features but '{src}' has {shown[-1]}", node["span"],
                 notes=[*notes, f"its first layer '{where}' is {layer}"])
-    return SynthError("S301", f"part '{node['label']}' cannot take its input",
-                      node["span"], notes=[*notes, ctx.reason(e)])
+    return SynthError("S301", f"part '{node['label']}' cannot take its input", node["span"],
+                      notes=[*notes, ctx.reason(e)], hint=bound_hint(ctx, module, args, kwargs))
 
 
 # -- new layers and operations ------------------------------------------------------

@@ -44,6 +44,7 @@ from synthdsl.graph.keywords import KeywordInputs
 from synthdsl.graph.statements import (_IMPORTS_BUILT, PART_METHODS, SOURCE_CONSTRUCTORS,
                                        SOURCE_OPTIONS, StatementBuilder, spec_texts)
 
+
 __all__ = ["PART_METHODS", "SOURCE_CONSTRUCTORS", "SOURCE_OPTIONS", "SynthGraph", "build_graph",
            "spec_texts"]
 
@@ -228,6 +229,8 @@ class _Builder(KeywordInputs, StatementBuilder):
         for d in st.shape:
             if isinstance(d, ast.FixedDim) and d.size == 0:
                 self.error("S107", f"input '{st.name}' has a dimension of size 0", d.span)
+            elif isinstance(d, ast.BoundedDim):
+                self.add_bound(d)
         self.g.add_node(st.name, kind="input", name=st.name, label="input", span=st.span,
                         inputs=(), options={}, option_spans={}, dims=dims,
                         input_dtype=st.dtype)

@@ -273,6 +273,8 @@ class GraphRecord(TypedDict):
     losses: NotRequired[list[LossRecord]]           #: loss statements
     recipe: NotRequired[dict[str, Any]]             #: recipe options
     recipe_spans: NotRequired[dict[str, Span]]      #: where each recipe option is written
+    dim_bounds: NotRequired[dict[str, int]]         #: symbolic dim -> its largest size (T<=512)
+    dim_bound_spans: NotRequired[dict[str, Span]]   #: where each bound is written
     policies: NotRequired[dict[str, PolicyRecord]]  #: policy statements by name
     checked: NotRequired[bool]                      #: the check has run
     errors: NotRequired[list[SynthError]]           #: the check: every error, sorted

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 SOURCE_CONSTRUCTORS = ("timm", "torchvision", "spec", "merge", "hf")
 
 
+MIN_BOUND = 3  #: the smallest bound (`T<=3`): the check runs a symbol at two sizes ≥ 2
+
+
 def _source_kinds() -> tuple[str, ...]:
     from synthdsl.library.sources import SOURCE_KINDS
 
@@ -314,3 +317,20 @@ class StatementBuilder:
     def add_policy(self, st: ast.PolicyStmt) -> None:
         self.g.graph.setdefault("policies", {})[st.name] = {
             "value": st.value, "span": st.span, "value_span": st.value_span}
+
+    def add_bound(self, d: ast.BoundedDim) -> None:
+        """`T<=512`: the largest size of a symbolic dimension, for every input it is in."""
+        bounds = self.g.graph.setdefault("dim_bounds", {})
+        spans = self.g.graph.setdefault("dim_bound_spans", {})
+        if d.max < MIN_BOUND:
+            self.error("S007", f"{d.name}<={d.max} is too small a bound: the check runs each "
+                       f"symbolic dimension at two sizes of at least 2, so a bound is "
+                       f"{MIN_BOUND} or more", d.span, hint="fix the dimension to its size")
+        elif d.name in bounds and bounds[d.name] != d.max:
+            self.error("S102", f"symbolic dimension '{d.name}' is bounded twice, "
+                       f"<={bounds[d.name]} and <={d.max}", d.span,
+                       notes=[f"first bounded at {spans[d.name]}"],
+                       hint="bound it once: the bound holds wherever the symbol is used")
+        else:
+            bounds.setdefault(d.name, d.max)
+            spans.setdefault(d.name, d.span)

@@ -98,7 +98,13 @@ class SymbolicDim(Node):
     name: str
 
 
-Dim = Union[FixedDim, SymbolicDim]
+class BoundedDim(SymbolicDim):
+    """`T<=512`: a symbolic dimension with a largest size (a text model's positions)."""
+
+    max: int
+
+
+Dim = Union[FixedDim, BoundedDim, SymbolicDim]
 
 
 #: The element types an input may declare; the first is the default.

@@ -68,7 +68,9 @@ def format_expr(expr: ast.Expr) -> str:
 
 
 def format_dim(dim: ast.Dim) -> str:
-    return str(dim.size) if isinstance(dim, ast.FixedDim) else dim.name
+    if isinstance(dim, ast.FixedDim):
+        return str(dim.size)
+    return f"{dim.name}<={dim.max}" if isinstance(dim, ast.BoundedDim) else dim.name
 
 
 def format_statement(st: ast.Statement) -> str:

@@ -139,6 +139,11 @@ class AstBuilder:
         (tok,) = items
         return ast.SymbolicDim(name=str(tok), span=self._tok(tok))
 
+    def bounded_dim(self, meta, items):
+        tok, bound = items[0], items[-1]
+        return ast.BoundedDim(name=str(tok), max=self._number(bound),
+                              span=self._span((tok, bound)))
+
     def source_decl(self, meta, items):
         name, ctor, target, *kwargs = items
         return ast.SourceDecl(
