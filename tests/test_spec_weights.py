@@ -262,3 +262,28 @@ def test_the_summary_and_the_picture_name_the_weights(work):
     from synthdsl.viz.describe import node_what
 
     assert node_what(graph.nodes["enc"]) == ("spec:child/child.synth", "checkpoint child/run")
+
+
+def test_lora_adapters_of_the_child_are_part_of_its_state(tmp_path):
+    (tmp_path / "lora.synth").write_text(
+        "synth Lora\ninput x: [B, 8]\nh = Linear(x, out=4)\nadapt h with lora(rank=2)\n"
+        "output h\n")
+    child = synthdsl.compile_spec(tmp_path / "lora.synth", seed=0)
+    with torch.no_grad():
+        for name, p in child.named_parameters():  # "trained": B no longer zero
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    synthdsl.save_compiled(child, tmp_path / "lora.safetensors")
+    lora = [k for k in child.state_dict() if "lora" in k]
+    assert lora
+    spec = tmp_path / "top.synth"
+    spec.write_text('synth Top\ninput x: [B, 8]\nsource a = spec("lora.synth", '
+                    'weights="lora.safetensors")\ny = a(x)\noutput y\n')
+    model = synthdsl.compile_spec(spec).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), child.eval()(x))
+    state = load_file(str(tmp_path / "lora.safetensors"))
+    save_file({k: v for k, v in state.items() if k != lora[0]},
+              str(tmp_path / "lora.safetensors"))
+    [e] = _errors(spec)
+    assert e.code == "S205" and f"'{lora[0]}'" in " ".join(e.notes)
