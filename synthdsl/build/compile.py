@@ -97,10 +97,7 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
             continue
         node = graph.nodes[s]
         if node["constructor"] == "spec":
-            child = sources.real(s, device, load_weights)  # compile_graph of its own graph
-            models[s] = child
-            provenance.update({f"{s}.{k}": {**v, "via": f"spec:{node['target']}"}
-                               for k, v in child.provenance.items()})
+            models[s] = _spec_module(s, node, sources, device, load_weights, provenance)
             continue
         kind = SOURCE_KINDS[node["constructor"]]
         if kind.has_reader(node) and load_weights and device != "meta":
@@ -171,6 +168,26 @@ def build_modules(graph: SynthGraph, device: str = "cpu", load_weights: bool = T
                         "origin": "new", "initialiser": f"{node['layer']}: torch default",
                         "node": n}
     return root, parts, provenance
+
+
+def _spec_module(s: str, node, sources: Sources, device: str, load_weights: bool,
+                 provenance: dict[str, dict]) -> SynthModule:
+    """A spec source compiled whole (compile_graph of its own graph). With `weights=` it is
+    built without its own sources' weights, then every tensor is read from that file
+    strictly; either way its provenance is under the source's name, via the spec."""
+    weighted = bool(node.get("weights")) and load_weights and device != "meta"
+    child = sources.real(s, device, load_weights and not node.get("weights"))
+    own: dict[str, dict] = {}
+    if weighted:
+        try:
+            materialize(child, str, _open(node, sources, child), own, s, s)
+        except (ValueError, OSError) as e:  # the file changed since the check
+            raise SynthError("S205", f"{_files_text(node)} changed since the spec was "
+                             f"checked: {e}", node["weights_span"]) from None
+    else:
+        own = {f"{s}.{k}": v for k, v in child.provenance.items()}
+    provenance.update({k: {**v, "via": f"spec:{node['target']}"} for k, v in own.items()})
+    return child
 
 
 def apply_inheritance(graph: SynthGraph, root: nn.Module, provenance: dict[str, dict]) -> None:

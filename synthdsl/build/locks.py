@@ -9,6 +9,9 @@ that is not a regular file, cannot be read or is not a lock is S206 too.
 A checkpoint is keyed by its path as the main spec writes it (``weights="w.safetensors"``);
 one named by an imported spec by its path relative to the main spec's folder, so two
 imported specs that both say ``"w.safetensors"`` in different folders do not collide.
+An imported spec given its trained weights (``spec("enc.synth", weights="runs/enc")``)
+is locked by that file; its own sources' weights files, which are then not read, are not
+in the lock.
 """
 
 from __future__ import annotations
@@ -46,21 +49,24 @@ def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
     base = graph.graph.get("base_dir") or "."
     seen: set[str] = set()
 
-    def walk(g: SynthGraph, top: bool) -> Iterator[Named]:
+    def walk(g: SynthGraph, top: bool, replaced: bool = False) -> Iterator[Named]:
+        # `replaced`: an importing spec names the weights of this one (spec(..., weights=)),
+        # so its own weights files are never read; the files that say what it is stay
         for n in g.nodes:
             node = g.nodes[n]
             named = [(node["weights"], node.get("weights_span"),
                       node.get("weights_text", node["weights"]), "weights file")
-                     ] if node.get("weights") else []
+                     ] if node.get("weights") and not replaced else []
             named += [(f["path"], f["span"], f["text"], f.get("what", "weights file"))
-                      for f in node.get("files", ())]
+                      for f in node.get("files", ())
+                      if not replaced or f.get("what", "weights file") != "weights file"]
             for path, span, text, what in named:
                 key = text if top else Path(os.path.relpath(path, base)).as_posix()
                 if key not in seen:
                     seen.add(key)
                     yield Named(key, path, span, text, what)
             if node.get("constructor") == "spec" and node.get("graph") is not None:
-                yield from walk(node["graph"], False)
+                yield from walk(node["graph"], False, replaced or bool(node.get("weights")))
 
     yield from walk(graph, True)
 

@@ -4,7 +4,9 @@ A timm source (any kind in `library.sources.SOURCE_KINDS`) is checked by name
 (S201), built once with the user's options on meta into the run's cache (S204:
 timm refuses them) and, when it names weights, its checkpoint's header is
 compared with the architecture (S203, S205). A spec source is checked with the
-same passes as its parent; its problems are the parent's. The models and the
+same passes as its parent; its problems are the parent's. A spec source with
+`weights=` has that file's header compared with the state of the child's module,
+compiled on meta through its kind (S203, S205; under a prefix W004). The models and the
 checked child graphs are left on the context for the later passes.
 
 What each part names of its source is checked here too, from the model alone
@@ -20,7 +22,7 @@ from synthdsl.checks.context import CheckContext, run_check
 from synthdsl.graph.counts import all_parameters
 from synthdsl.lang.ast import Span
 from synthdsl.lang.errors import SynthError
-from synthdsl.library.cache import Sources
+from synthdsl.library.cache import Sources, sources_of
 from synthdsl.library.partcheck import PartError, part_problem
 from synthdsl.library.plugins import module_problem
 from synthdsl.library.sources import source_kind, unknown_option
@@ -63,17 +65,23 @@ def check_sources(ctx: CheckContext) -> None:
             continue
         ctx.models[s] = model
         node["params"] = sum(p.numel() for p in model.parameters())
-        node.pop("weights_view", None)  # found again by this check, or not at all
-        if ctx.weights and (e := kind.weights_problem(node, model, sources.readers)):
-            ctx.errors.add(e)
-        elif node.get("weights_view"):
-            from synthdsl.library.weight_keys import KeyView
-
-            ctx.warn("W004", f"weights file '{node.get('weights_text')}' is read under "
-                     f"{node['constructor']}('{node['target']}')'s names",
-                     node.get("weights_span") or node["span"],
-                     notes=KeyView.from_dict(node["weights_view"]).notes())
+        _check_weights(ctx, node, kind, model)
         _check_parts(ctx, s, model)
+
+
+def _check_weights(ctx: CheckContext, node, kind, model) -> None:
+    """The source's weights file against its model, from the header (S203, S205); a file
+    read through a key view (under a prefix, a classifier dropped) is W004."""
+    node.pop("weights_view", None)  # found again by this check, or not at all
+    if ctx.weights and (e := kind.weights_problem(node, model, sources_of(ctx.g).readers)):
+        ctx.errors.add(e)
+    elif node.get("weights_view"):
+        from synthdsl.library.weight_keys import KeyView
+
+        ctx.warn("W004", f"weights file '{node.get('weights_text')}' is read under "
+                 f"{node['constructor']}('{node['target']}')'s names",
+                 node.get("weights_span") or node["span"],
+                 notes=KeyView.from_dict(node["weights_view"]).notes())
 
 
 def _check_parts(ctx: CheckContext, s: str, model) -> None:
@@ -111,12 +119,15 @@ def index_span(graph, node) -> Span:
 
 
 def _spec_source(ctx: CheckContext, s: str, node) -> None:
-    """A `.synth` file as a source: checked on its own, its errors reported here."""
+    """A `.synth` file as a source: checked on its own, its errors reported here. With
+    `weights=` its own sources' checkpoints are not read (nor checked): the file named
+    must hold the state of its module, compiled on meta, exactly."""
     child = node.get("graph")
     if child is None:
         ctx.broken.add(s)
         return
-    run_check(child, ctx.passes, raise_errors=False, weights=ctx.weights)
+    run_check(child, ctx.passes, raise_errors=False,
+              weights=ctx.weights and not node.get("weights"))
     for e in child.graph["errors"]:
         ctx.errors.add(e)
     if child.graph["errors"]:
@@ -124,3 +135,7 @@ def _spec_source(ctx: CheckContext, s: str, node) -> None:
         return
     ctx.children[s] = child
     node["params"] = sum(all_parameters(child).values())
+    node.pop("weights_view", None)
+    if node.get("weights") and ctx.weights:
+        kind = source_kind("spec")
+        _check_weights(ctx, node, kind, kind.build(node, "meta", load_weights=False))

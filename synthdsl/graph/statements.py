@@ -1,10 +1,11 @@
 """The statements that are not data flow: sources, inheritance, losses and training rules.
 
 :class:`StatementBuilder` is the half of the graph builder that records them:
-a source becomes a node (a `spec(...)` source carries the graph of its file), an
-``inherit`` an edge from its donor plus a record on ``graph["inherits"]``, a
-``loss`` a sink node, and ``freeze``/``train``/``adapt``/``recipe``/``policy``
-records on the graph (their shapes are in :mod:`synthdsl.graph.ir`). The data
+a source becomes a node (a `spec(...)` source carries the graph of its file, and with
+``weights=`` the file of what was trained of it), an ``inherit`` an edge from its donor
+plus a record on ``graph["inherits"]``, a ``loss`` a sink node, and
+``freeze``/``train``/``adapt``/``recipe``/``policy`` records on the graph (their shapes
+are in :mod:`synthdsl.graph.ir`). The data
 flow half, and the name table both halves share, is :mod:`synthdsl.graph.build`.
 """
 
@@ -105,18 +106,8 @@ class StatementBuilder:
                     and kind.zoo_weights(weights.value):  # `weights="IMAGENET1K_V1"`
                 attrs.update(pretrained=True, zoo_weights=weights.value,
                              weights_span=weights.value_span)
-            elif isinstance(weights.value, str) and weights.value:
-                path = Path(weights.value)
-                if not path.is_absolute():
-                    path = Path(self.g.graph["base_dir"]) / path
-                if path.is_dir() and (path / "model.safetensors").is_file():
-                    path = path / "model.safetensors"  # a run of `synth train`: its model
-                attrs["weights"] = str(path)
-                attrs["weights_text"] = weights.value
-                attrs["weights_span"] = weights.value_span
             else:
-                self.error("S204", "weights= expects a path to a .safetensors, .pt or .pth "
-                           f"file, found {weights.value!r}", weights.value_span)
+                self.add_weights_file(attrs, weights)
         pretrained = st.kwarg("pretrained")
         if pretrained is not None:
             if not isinstance(pretrained.value, bool):
@@ -138,6 +129,22 @@ class StatementBuilder:
         if kind is not None:  # what its target names on disk (hf's folder), for the lock
             kind.resolve(attrs, Path(self.g.graph["base_dir"]))
         self.g.add_node(st.name, **attrs)
+
+    def add_weights_file(self, attrs: dict, weights: ast.KwArg) -> None:
+        """`weights="..."` naming a local file, resolved from the spec's folder into
+        ``weights`` (a run folder of `synth train`: its ``model.safetensors``), its text
+        and span; S204 where it is not a path."""
+        if not isinstance(weights.value, str) or not weights.value:
+            self.error("S204", "weights= expects a path to a .safetensors, .pt or .pth "
+                       f"file, found {weights.value!r}", weights.value_span)
+            return
+        path = Path(weights.value)
+        if not path.is_absolute():
+            path = Path(self.g.graph["base_dir"]) / path
+        if path.is_dir() and (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"  # a run of `synth train`: its model
+        attrs.update(weights=str(path), weights_text=weights.value,
+                     weights_span=weights.value_span)
 
     def source_files(self, st: ast.SourceDecl) -> list[dict]:
         """The files a kind's path options name (``merge``'s ``base``, ``models``),
@@ -171,9 +178,16 @@ class StatementBuilder:
         path = path.resolve()
         attrs.update(label=f"spec:{st.target}", path_resolved=str(path), graph=None,
                      create_kwargs={})
-        if st.kwargs:
-            self.error("S204", "spec(...) takes only the path of a .synth file",
-                       st.kwargs[0].span)
+        for kw in st.kwargs:
+            if kw.name == "weights":  # what the user trained of this spec: a run, a file
+                self.add_weights_file(attrs, kw)
+            else:
+                self.error("S204", f"spec(...) takes the path of a .synth file and "
+                           f"optionally weights=, not {kw.name}=", kw.span,
+                           hint=did_you_mean(kw.name, ("weights",), n=1)
+                           or 'weights="PATH" names a run folder of `synth train`, an '
+                           "artifact of `synth compile -o`, or a state dict of the spec's "
+                           "module")
         override = _SPEC_TEXTS.get().get(str(path))
         built = _IMPORTS_BUILT.get()
         if built is not None:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from synthdsl.lang.errors import SynthError, did_you_mean
+from synthdsl.lang.errors import InternalError, SynthError, did_you_mean
 from synthdsl.library.checkpoints import (  # noqa: F401 - read_state_dict, _reason: used here
     ReaderCache, checkpoint_dtypes, checkpoint_shapes, read_state_dict, reason as _reason,
     weights_format)
@@ -265,9 +265,13 @@ def model_state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def check_weights(node: Mapping[str, Any], model: nn.Module,
-                  readers: ReaderCache | None = None) -> SynthError | None:
+                  readers: ReaderCache | None = None, classifiers: tuple[str, ...] | None = None,
+                  hint: str = "check the architecture and its options (num_classes, in_chans)"
+                  ) -> SynthError | None:
     """The weights file of a source exists, is readable, and fits the model exactly.
-    With `readers` (the run's), the file is opened once for the check and the compiler."""
+    With `readers` (the run's), the file is opened once for the check and the compiler.
+    `classifiers`: the names of a classifier the file may hold and the model lack (by
+    default the model's own, :func:`~synthdsl.library.weight_keys.classifier_names`)."""
     path = Path(node["weights"])
     span = node["weights_span"]
     if not path.exists():
@@ -295,7 +299,7 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
         from synthdsl.library.weight_keys import classifier_names, key_view
 
         view = key_view(node.get("name", ""), list(expected), list(found),
-                        classifier_names(model))
+                        classifier_names(model) if classifiers is None else classifiers)
         if view is not None and not compare_state(
                 expected, {k: found[view.file_key(k)] for k in expected}):
             problems = []
@@ -303,7 +307,7 @@ def check_weights(node: Mapping[str, Any], model: nn.Module,
     if problems:
         return SynthError("S205", f"weights file '{path.name}' does not fit "
                           f"{node['constructor']}('{node['target']}')", span, notes=problems,
-                          hint="check the architecture and its options (num_classes, in_chans)")
+                          hint=hint)
     dtypes, error = table("dtypes", checkpoint_dtypes)
     if error:
         return error
@@ -403,7 +407,13 @@ class TimmKind(SourceKind):
 class SpecKind(SourceKind):
     """``spec("trunk.synth")``: another spec, checked as a graph of its own and compiled
     whole. It has no stages and no cut points; its preprocessing is that of its own
-    first source."""
+    first source.
+
+    ``spec("trunk.synth", weights="runs/trunk")``: what was trained of it. The file must
+    hold exactly the state of the spec's module (compiled on meta: parameters, persistent
+    buffers, adapters), each tensor under its name or under one prefix (an artifact of a
+    spec that had it as a source); no classifier is dropped. The module is then built
+    without its own sources' weights and every tensor read from the file."""
 
     name = "spec"
     #: How a child spec's checked graph becomes a module; the compiler installs
@@ -411,9 +421,17 @@ class SpecKind(SourceKind):
     compile: Callable[..., nn.Module] | None = None
 
     def build(self, node, device="cpu", load_weights=True):
-        if self.compile is None:
-            raise RuntimeError("spec sources are built by synthdsl.build.compile")
+        if self.compile is None:  # a caller that checks, or builds, below the compiler
+            raise InternalError("spec(...) sources are built by synthdsl.build.compile: "
+                                "import it (or synthdsl.pipeline) first")
         return self.compile(node["graph"], device=device, load_weights=load_weights)
+
+    def weights_problem(self, node, model, readers=None):
+        if not node.get("weights"):
+            return None
+        return check_weights(node, model, readers, classifiers=(),
+                             hint="name what was trained of this spec: its run folder, its "
+                             "artifact (synth compile -o) or its module's state dict")
 
     def plan(self, model, node, exclusive=True):
         from synthdsl.library.parts import SpecPlan

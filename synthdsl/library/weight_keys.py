@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from synthdsl.library.checkpoints import TensorReader
+from synthdsl.library.checkpoints import TensorReader, TorchReader
 
 #: Classifier names of torchvision's (and most hand-written) models.
 CLASSIFIERS = ("fc", "classifier", "head", "heads")
@@ -131,7 +131,9 @@ class ViewReader(TensorReader):
     def get(self, key: str) -> torch.Tensor:
         if key not in self._known:
             raise KeyError(key)
-        return self.inner.get(self.view.file_key(key))
+        value = self.inner.get(self.view.file_key(key))
+        # a tensor of a memory-mapped .pt file is copied out of it (safetensors gives copies)
+        return value.clone() if isinstance(self.inner, TorchReader) else value
 
     def origin(self, key: str) -> dict[str, Any]:
         return {**self.inner.origin(self.view.file_key(key)), "key": self.view.file_key(key)}
