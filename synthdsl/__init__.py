@@ -33,7 +33,7 @@ _EXPORTS = {
     "parse_spec": "synthdsl.lang.parse", "parse_file": "synthdsl.lang.parse",
     "format_spec": "synthdsl.lang.printer",
     "SynthGraph": "synthdsl.graph", "build_graph": "synthdsl.graph",
-    "check_graph": "synthdsl.checks",
+    "check_graph": "synthdsl.pipeline",  # the check, with the compiler spec(...) sources need
     "LAYERS": "synthdsl.library.layers", "LayerSpec": "synthdsl.library.layers",
     "register_layer": "synthdsl.library.layers",
     "OPS": "synthdsl.library.ops", "OpSpec": "synthdsl.library.ops",

@@ -287,3 +287,17 @@ def test_lora_adapters_of_the_child_are_part_of_its_state(tmp_path):
               str(tmp_path / "lora.safetensors"))
     [e] = _errors(spec)
     assert e.code == "S205" and f"'{lora[0]}'" in " ".join(e.notes)
+
+
+def test_the_check_of_the_package_needs_no_other_import_first(trained, tmp_path):
+    import subprocess
+    import sys
+
+    (trained / "fresh.synth").write_text(parent(', weights="child/run"'))
+    code = ("import synthdsl\n"
+            f"g = synthdsl.build_graph(synthdsl.parse_file({str(trained / 'fresh.synth')!r}))\n"
+            "print(synthdsl.check_graph(g).graph['errors'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(Path(__file__).resolve().parents[1]), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
