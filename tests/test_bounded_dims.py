@@ -117,3 +117,12 @@ def test_an_exported_program_keeps_the_bound(bert, tmp_path, one_thread):
     mask = torch.ones(3, 50, dtype=torch.bool)
     with torch.no_grad():
         assert torch.allclose(program(tokens, mask), model.eval()(tokens, mask), atol=1e-5)
+
+
+def test_a_diff_names_a_bound_given(tmp_path):
+    from synthdsl.viz.diff import render_diff, spec_diff
+    a = "synth A\ninput t: [B, T] int64\nh = Embedding(t, num=9, dim=4)\noutput h\n"
+    b = a.replace("[B, T]", "[B, T<=64]")
+    diff = spec_diff(*(synthdsl.build_graph(parse_spec(t)) for t in (a, b)))
+    assert [(c.section, c.name) for c in diff.changes] == [("inputs", "t")]
+    assert "~ t  bounds none -> T<=64" in render_diff(diff)

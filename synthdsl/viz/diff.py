@@ -148,6 +148,9 @@ def _things(g: SynthGraph) -> dict[str, dict[str, dict[str, Any]]]:
         if kind == "input":
             out["inputs"][node["name"]] = {"shape": _shape(node),
                                            "dtype": node.get("input_dtype", "float32")}
+            bounds = g.graph.get("dim_bounds", {})
+            if bounded := [f"{d}<={bounds[d]}" for d in node["dims"] if d in bounds]:
+                out["inputs"][node["name"]]["bounds"] = ", ".join(bounded)
         elif kind in ("source", "checkpoint"):
             out["sources"][n] = _source_facts(node)
         elif kind == "output":
