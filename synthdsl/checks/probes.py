@@ -23,6 +23,7 @@ compile's example inputs.
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -394,13 +395,17 @@ def find_example_dims(ctx: CheckContext, limit: int) -> dict[str, int]:
     return {}
 
 
-def bound_hint(ctx: CheckContext, module: nn.Module, args, kwargs=None) -> str | None:
-    """For a part that failed on a symbolic size no bound limits: how to say its largest
-    (a table of positions in the part gives it)."""
+def bound_hint(ctx: CheckContext, module: nn.Module, error: Exception, args, kwargs=None
+               ) -> str | None:
+    """For a part that failed on a symbolic size no bound limits (its `error` names the
+    symbol): how to say its largest (a table of positions in the part gives it)."""
+    reason = ctx.reason(error)
     bounds = ctx.g.graph.get("dim_bounds", {})
     values = [*args, *(kwargs or {}).values()]
-    free = [d for v in values if isinstance(v, torch.Tensor) for d in ctx.shape_of(v)
-            if isinstance(d, str) and d in ctx.probes and d not in bounds]
+    free = [d for v in values if isinstance(v, torch.Tensor)
+            for i, d in enumerate(ctx.shape_of(v)) if i > 0 and isinstance(d, str)
+            and d in ctx.probes and d not in bounds
+            and re.search(rf"(?<![\w.]){re.escape(d)}(?![\w.])", reason)]
     if not free:
         return None
     s = free[-1]

@@ -10,10 +10,10 @@ layers their ``build`` arguments; parts the parameters they really touch
 (``used``), so two parts silently sharing parameters are caught (S109). A node
 whose input is already broken is skipped: one mistake, one diagnostic.
 
-Every node runs twice, under two assignments of probe sizes (`checks.probes`): what
-stays the same is fixed, what moves follows from a symbol and is spelled as one
-(``H-2``, ``?``), and a layer whose sizes would move is S304. Both runs measure what
-one sample makes, for the budget (`checks.budget`, S305).
+Every node runs twice, under two assignments of probe sizes (`checks.probes`): what stays
+the same is fixed, what moves follows from a symbol and is spelled as one (``H-2``,
+``?``), a layer whose sizes would move is S304. Both runs measure what one sample makes,
+for the budget (`checks.budget`, S305).
 """
 
 from __future__ import annotations
@@ -120,8 +120,7 @@ def _run_all(ctx: CheckContext) -> None:
                     attrs["shape"] = shape
 
 
-def _alike(a, b) -> bool:
-    """Two runs' values of one node: as many tensors, each of the same rank."""
+def _alike(a, b) -> bool:  # two runs' values of one node: as many tensors, of one rank each
     if isinstance(a, tuple) or isinstance(b, tuple):
         return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(
             _alike(x, y) for x, y in zip(a, b))
@@ -135,8 +134,7 @@ def _plain(shape: tuple) -> tuple:
     return tuple(str(d) if isinstance(d, str) else d for d in shape)
 
 
-def _dtype_name(t: torch.Tensor) -> str:
-    """How a value's dtype is written on the graph: ``float32``, ``int64``, ..."""
+def _dtype_name(t: torch.Tensor) -> str:  # float32, int64, ...: as the graph writes it
     return str(t.dtype).removeprefix("torch.")
 
 
@@ -268,6 +266,8 @@ def _run_part(ctx: CheckContext, n, node, args, kwargs=None):
     try:
         with torch.no_grad(), recorder:
             out = plan.call(*args, **kwargs)
+    except PartError as e:  # what the part was asked for is not in what it gives
+        raise part_error(ctx.g, node, e) from None
     except Exception as e:  # noqa: BLE001 - the part rejects its input
         root, module = next(iter(plan.modules.items()))
         raise _input_mismatch(ctx, node, module, args, e, root, kwargs) from None
@@ -275,9 +275,9 @@ def _run_part(ctx: CheckContext, n, node, args, kwargs=None):
             and all(isinstance(t, torch.Tensor) for t in out):
         out = out[0] if len(out) == 1 else tuple(out)
     elif not isinstance(out, torch.Tensor):
-        raise SynthError("S302", f"part '{node['label']}' returns {type(out).__name__}, "
-                         "not a tensor", node["span"],
-                         hint="take a part that returns one tensor, or cut it with at=")
+        raise SynthError("S302", f"part '{node['label']}' returns {type(out).__name__}, not a "
+                         "tensor", node["span"], hint="take a part that returns one tensor, "
+                         "or cut it with at=")
     if shared is None:
         _claim(ctx, n, node, recorder.ids)
     ctx.made[n] = recorder.made
@@ -385,7 +385,7 @@ def _input_mismatch(ctx: CheckContext, node, module: nn.Module, args,
                 f"features but '{src}' has {shown[-1]}", node["span"],
                 notes=[*notes, f"its first layer '{where}' is {layer}"])
     return SynthError("S301", f"part '{node['label']}' cannot take its input", node["span"],
-                      notes=[*notes, ctx.reason(e)], hint=bound_hint(ctx, module, args, kwargs))
+                      notes=[*notes, ctx.reason(e)], hint=bound_hint(ctx, module, e, args, kwargs))
 
 
 # -- new layers and operations ------------------------------------------------------

@@ -50,11 +50,7 @@ def hf_forward(model: nn.Module, input: torch.Tensor, attention_mask: torch.Tens
     indices gives a tuple of tensors)."""
     kwargs = {getattr(model, "main_input_name", "input_ids"): input, **inputs}
     if attention_mask is not None and attention_mask.device.type == "meta":
-        # the check's shape pass: a mask changes no shape, and Transformers' mask code
-        # reads values (`.item()`), which a meta tensor has none of; its shape is checked
-        if tuple(attention_mask.shape) != tuple(input.shape[:attention_mask.dim()]):
-            raise ValueError(f"attention_mask has shape {list(attention_mask.shape)}, the "
-                             f"input {list(input.shape)}: one mask value per token")
+        _mask_fits(attention_mask, input)
     elif attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if hidden_states is None:
@@ -65,6 +61,15 @@ def hf_forward(model: nn.Module, input: torch.Tensor, attention_mask: torch.Tens
     return states[hidden_states]
 
 
+def _mask_fits(mask: torch.Tensor, input: torch.Tensor) -> None:
+    """The check's shape pass: a mask changes no shape, and Transformers' mask code reads
+    values (``.item()``), which a meta tensor has none of; so its shape is checked (one
+    value per token) and it is not passed on."""
+    if tuple(mask.shape) != tuple(input.shape[:mask.dim()]):
+        raise ValueError(f"attention_mask has shape {list(mask.shape)}, the input "
+                         f"{list(input.shape)}: one mask value per token")
+
+
 def first_tensor(value: Any) -> Any:
     """A submodule's value as one tensor: a tensor as it is, else the first item of a model
     output or a tuple (a ``BertEncoder``'s ``last_hidden_state``)."""
@@ -73,6 +78,19 @@ def first_tensor(value: Any) -> Any:
     if isinstance(value, (tuple, list)) or hasattr(value, "to_tuple"):
         return value[0]
     return value
+
+
+def named_output(value: Any, output: str) -> torch.Tensor:
+    """The tensor named `output` of a submodule's model output (``pooler_output`` of a
+    ``CLIPVisionTransformer``); PartError naming the outputs it has otherwise."""
+    names = [k for k, v in value.items() if isinstance(v, torch.Tensor)] \
+        if hasattr(value, "items") else []
+    if output not in names:
+        what = "outputs " + ", ".join(f"'{n}'" for n in names) if names else \
+            f"a {type(value).__name__}, not a model output with named tensors"
+        raise PartError(f"the submodule has no output '{output}': it gives {what}",
+                        option="output", code="S402", hint=did_you_mean(output, names))
+    return value[output]
 
 
 def _mask_kwargs(module: nn.Module) -> dict[str, None]:
@@ -166,19 +184,30 @@ class HFOutputPlan(PartPlan):
 @dataclass(frozen=True, eq=False)
 class HFModulesPlan(ModulesPlan):
     """Submodules of a Transformers model called in order, each given ``None`` for the
-    masks it requires and reduced to one tensor (:func:`first_tensor`)."""
+    masks it requires and reduced to one tensor (:func:`first_tensor`), or, for one
+    submodule given ``output=``, to that tensor of its model output (:func:`named_output`:
+    ``clip.vision_model(image, output="pooler_output")``)."""
+
+    output: str | None = None
 
     def bind(self, model: nn.Module) -> Part:
         mods = [model.get_submodule(p[len(self.source) + 1:]) if p != self.source else model
                 for p in self.paths]
         extras = [_mask_kwargs(m) for m in mods]
-        paths = self.paths
+        paths, output = self.paths, self.output
+
+        def reduce(value):
+            return first_tensor(value) if output is None else named_output(value, output)
 
         def call(*args, **data):
-            value = first_tensor(mods[0](*args, **{**extras[0], **data}))
+            mask = data.get("attention_mask")
+            if mask is not None and mask.device.type == "meta":  # the check: shape only
+                _mask_fits(mask, args[0])
+                data = {k: v for k, v in data.items() if k != "attention_mask"}
+            value = mods[0](*args, **{**extras[0], **data})
             for m, kw in zip(mods[1:], extras[1:]):
-                value = first_tensor(m(value, **kw))
-            return value
+                value = m(first_tensor(value), **kw)
+            return reduce(value)
 
         def emit(g: fx.Graph, args: tuple, name: str, data=None) -> list[fx.Node]:
             value = None
@@ -187,7 +216,9 @@ class HFModulesPlan(ModulesPlan):
                 kw = {**kw, **(data or {})} if i == 0 else kw  # keyword inputs: the first's
                 node = g.create_node("call_module", p, args if i == 0 else (value,), dict(kw),
                                      name=f"{name}_{i}_call")
-                value = g.create_node("call_function", first_tensor, (node,),
+                pick = (first_tensor, (node,)) if output is None or not last else \
+                    (named_output, (node, output))
+                value = g.create_node("call_function", pick[0], pick[1],
                                       name=name if last else f"{name}_{i}")
             return [value]
 
@@ -213,13 +244,22 @@ def hf_plan(model: nn.Module, node: dict, exclusive: bool = True) -> PartPlan:
     if node.get("method"):
         return make_plan(model, node, exclusive)  # part_problem names what it lacks
     if path or node.get("index") is not None:
+        output = options.pop("output", None)
         if options:
             bad = next(iter(options))
             raise PartError(f"part '{node['label']}' has no option '{bad}'", option=bad,
-                            hint="a submodule part runs as it is; only the whole source takes "
-                                 "output=, hidden_state= or hidden_states=")
-        plan = make_plan(model, node, exclusive)
-        return HFModulesPlan(source, describe=plan.describe, paths=plan.paths)
+                            hint="a submodule part takes output= (one tensor of what it "
+                                 "returns); only the whole source takes hidden_state= or "
+                                 "hidden_states=")
+        plan = make_plan(model, {**node, "options": {}}, exclusive)
+        if output is not None and not isinstance(output, str):
+            raise PartError(f"output= takes the name of a tensor the submodule returns, "
+                            f"found {output!r}", option="output", code="S402")
+        if output is not None and len(plan.paths) != 1:
+            raise PartError("output= picks a tensor of one submodule's output, not of a "
+                            "slice of layers", option="output", code="S402",
+                            hint="take the slice, then its last layer's output")
+        return HFModulesPlan(source, describe=plan.describe, paths=plan.paths, output=output)
     for key in options:
         if key in CUT_OPTIONS:
             raise PartError(f"'{source}' is a Hugging Face model, which torch.fx cannot cut "
