@@ -186,7 +186,7 @@ def test_a_loss_that_becomes_nan_stops_training_with_t002(tmp_path, capsys, spec
     rc, err = _train(capsys, tmp_path, spec, tmp_path / "ok.npz", "--optimizer", "sgd",
                      "--lr", "1e38", "--epochs", "3")
     assert rc == 1 and "error[T002]" in err, err
-    assert "epoch 1, step 2 of 4" in err
+    assert "epoch 1, batch 2 of 4" in err
     golden(GOLDEN / "T002.txt", err)
     run_dir = tmp_path / "run"
     assert not (run_dir / "model.safetensors").exists()
@@ -210,7 +210,7 @@ def test_a_nan_in_a_later_epoch_keeps_the_earlier_checkpoints_whole(tmp_path, ca
 
     monkeypatch.setattr(trainer, "objective", objective)
     rc, err = _train(capsys, tmp_path, spec, tmp_path / "ok.npz", "--epochs", "3")
-    assert rc == 1 and "error[T002]" in err and "epoch 2, step 2 of 4" in err, err
+    assert rc == 1 and "error[T002]" in err and "epoch 2, batch 2 of 4" in err, err
     assert "the loss became inf" in err and "step-00000004.pt" in err
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert kept == ["step-00000004.pt"]  # epoch 1's, as it was written

@@ -12,6 +12,7 @@ import torch
 import synthdsl
 from tests.train_specs import PLAIN
 from synthdsl.train.augment import Mixer, RandAugment
+from synthdsl.train.checkpoint import load_checkpoint
 from synthdsl.train.data import DataSpec
 from synthdsl.train.errors import TrainError
 from synthdsl.train.losses import SOFT_TARGETS, LossTerm, objective
@@ -119,7 +120,8 @@ def test_resumed_run_with_ema_accumulation_and_mixing_ends_where_one_run_ends(di
 
     keep, val = hold_out(digits.subset(torch.arange(600)), 0.2, seed=1)
     recipe = Recipe(epochs=3, lr=0.01, batch_size=32, seed=1, accum_steps=2, ema=0.9,
-                    clip_grad=1.0, mixup=0.8, cutmix=1.0, randaugment="rand-m5")
+                    clip_grad=1.0, mixup=0.8, cutmix=1.0, randaugment="rand-m5",
+                    warmup_epochs=1)
     opts = Options(quiet=True, save_every=4, keep=3, select_best=True)
 
     def run(folder, **kw):
@@ -136,7 +138,13 @@ def test_resumed_run_with_ema_accumulation_and_mixing_ends_where_one_run_ends(di
     full = run(tmp_path / "full")
     with pytest.raises(Killed):
         run(tmp_path / "cut", callback=kill)
+    # 15 batches an epoch are 8 updates; every 4th is saved: the last inside epoch 2
+    newest = sorted((tmp_path / "cut" / "checkpoints").glob("*.pt"))[-1]
+    ck = load_checkpoint(newest)
+    assert newest.name == "step-00000012.pt" and (ck["epoch"], ck["step_in_epoch"]) == (1, 8)
     resumed = run(tmp_path / "cut", resume=True)
+    assert [r["step"] for r in resumed.history] == [8, 16, 24]
+
     def untimed(history):
         return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")}
                 for r in history]

@@ -31,16 +31,49 @@ def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def test_accumulating_k_batches_is_one_k_times_larger_batch(digits):
-    got = []
+@pytest.mark.parametrize("schedule", [
+    dict(epochs=1, schedule="constant"),
+    dict(epochs=2, warmup_epochs=1, schedule="cosine"),   # the rate moves every step
+    dict(epochs=2, schedule="step"),                      # ×0.1 from the second epoch
+])
+def test_accumulating_k_batches_is_one_k_times_larger_batch(digits, schedule):
+    got, steps = [], []
     for batch, accum in ((64, 1), (32, 2), (16, 4)):
         model = synthdsl.compile_spec(PLAIN, seed=0)
-        train(model, digits, recipe=Recipe(epochs=1, lr=0.1, batch_size=batch, accum_steps=accum,
-                                           optimizer="sgd", schedule="constant"), options=QUIET)
+        result = train(model, digits, options=QUIET, recipe=Recipe(
+            lr=0.1, batch_size=batch, accum_steps=accum, optimizer="sgd", **schedule))
         got.append(_params(model))
+        steps.append([(r["step"], r["lr"]) for r in result.history])
     for other in got[1:]:   # 1400 = 21 × 64 + 56: the short last group is weighed by its sizes
         for k, v in got[0].items():
             torch.testing.assert_close(other[k], v, rtol=1e-4, atol=1e-5)
+    assert steps[0][0][0] == 22 and steps[1] == steps[0] and steps[2] == steps[0]
+
+
+def test_a_step_is_an_optimizer_update(digits, tmp_path):
+    """With accum_steps=3 the schedule, the records, --save-every and the checkpoint names
+    count updates: 1400 images in batches of 100 are 14 batches, 5 updates an epoch."""
+    from synthdsl.train.optim import lr_factor
+    from synthdsl.train.stepping import group_size
+
+    recipe = Recipe(epochs=2, lr=0.1, batch_size=100, accum_steps=3, optimizer="sgd",
+                    warmup_epochs=1, schedule="cosine")
+    seen = []
+
+    def look(trainer, epoch, k):
+        seen.append((epoch, k, trainer.global_step, trainer.opt.param_groups[0]["lr"]))
+
+    result = train(synthdsl.compile_spec(PLAIN, seed=0), digits, tmp_path / "run",
+                   recipe=recipe, options=Options(quiet=True, save_every=2, keep=10),
+                   callback=look)
+    assert [(r["epoch"], r["step"]) for r in result.history] == [(1, 5), (2, 10)]
+    for epoch, k, after, lr in seen:  # each batch at the rate of the update it belongs to
+        update = 5 * epoch + k // 3
+        assert after == update + (k % 3 + 1 == group_size(k, 3, 14))
+        assert lr == pytest.approx(0.1 * lr_factor(recipe, update, steps_per_epoch=5))
+    assert result.history[-1]["lr"] == pytest.approx(0.1 * lr_factor(recipe, 9, 5))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert names == [f"step-{n:08d}.pt" for n in (2, 4, 5, 6, 8, 10)]
 
 
 def test_clipping_bounds_every_step(digits):

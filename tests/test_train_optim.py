@@ -175,3 +175,55 @@ def test_cli_set_refuses_unknown_keys_with_s010(tmp_path, capsys, item, text):
     err = capsys.readouterr().err
     assert code == 1 and "error[S010]" in err and text in err, err
     assert not (tmp_path / "r").exists()
+
+
+#: a trainable LayerNorm in the head: `policy norm = "frozen"` changes what trains
+NORM_HEAD = """# a head with a norm of its own
+synth NormHead
+input image: [B, 1, 8, 8]
+h = Flatten(image) |> Linear(out=16) |> LayerNorm |> ReLU   # trains unless a policy says
+logits = Linear(h, out=10)
+recipe lr=0.01, epochs=3
+
+# the classifier
+output logits
+"""
+
+
+def test_cli_set_is_in_the_spec_every_artifact_of_the_run_embeds(tmp_path, capsys):
+    import json
+
+    from synthdsl.cli.app import run
+    from synthdsl.train.evaluate import load_model
+
+    spec = tmp_path / "s.synth"
+    spec.write_text(NORM_HEAD)
+    before = synthdsl.compile_spec(NORM_HEAD, seed=0)
+    assert before.get_submodule("h.2").weight.requires_grad   # the spec's own: it trains
+    out = tmp_path / "run"
+    flags = ["--set", "policy.norm=frozen", "--set", "recipe.lr=0.05", "--set",
+             "recipe.batch_size=50"]
+    args = ["train", str(spec), "--data", "digits", "-o", str(out), "--epochs", "1",
+            "--eval-split", "none", "--ema", "0.9", "--no-progress", "-q"]
+    assert run(args + flags) == 0, capsys.readouterr().err
+    assert spec.read_text() == NORM_HEAD                      # the file is never edited
+    for name in ("model.safetensors", "model-ema.safetensors"):
+        rebuilt = synthdsl.load_compiled(out / name)
+        graph = rebuilt.graph.graph
+        assert graph["policies"]["norm"]["value"] == "frozen" and rebuilt.norm_policy == "frozen"
+        assert not rebuilt.get_submodule("h.2").weight.requires_grad
+        assert (graph["recipe"]["lr"], graph["recipe"]["batch_size"]) == (0.05, 50)
+        assert graph["recipe"]["epochs"] == 3                 # a flag, not the spec, said 1
+        text = rebuilt.spec
+        assert '# synth train --set recipe.batch_size=50 --set recipe.lr=0.05 --set ' \
+            'policy.norm="frozen"\npolicy norm = "frozen"\n# the classifier\n' in text
+        assert "recipe lr=0.05, epochs=3, batch_size=50\n" in text
+        assert "# trains unless a policy says" in text and text.startswith("# a head")
+    # a checkpoint is evaluated with the spec as trained, and the run resumes with its flags
+    ckpt = sorted((out / "checkpoints").glob("*.pt"))[-1]
+    assert load_model(ckpt).model.norm_policy == "frozen"
+    assert json.loads((out / "run.json").read_text())["overrides"] == flags[1::2]
+    assert run(args + flags[2:] + flags[:2] + ["--resume"]) == 0   # the order is no matter
+    capsys.readouterr()
+    assert run(args + ["--set", "policy.norm=train", "--resume"]) == 1
+    assert "the spec sha256 differs" in capsys.readouterr().err

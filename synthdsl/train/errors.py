@@ -45,18 +45,19 @@ class EvalError(SynthError):
 
 def diverged(loss: float, terms: dict[str, float], epoch: int, step: int, steps: int,
              global_step: int, checkpoint: str | None) -> DivergedError:
-    """T002 for a loss that became `loss` (NaN or infinite) at `step` of `steps` of `epoch`
-    (both from 1): training stops before that step is taken, so the run keeps its earlier
-    checkpoints (`checkpoint` the newest) and writes no final model.
+    """T002 for a loss that became `loss` (NaN or infinite) at batch `step` of `steps` of
+    `epoch` (both from 1), a batch of optimizer step `global_step` (from 1): training stops
+    before that step is taken, so the run keeps its earlier checkpoints (`checkpoint` the
+    newest) and writes no final model.
 
     >>> print(diverged(float("nan"), {"ce": float("nan")}, 2, 3, 10, 13, None).message)
-    the loss became nan at epoch 2, step 3 of 10 (optimizer step 13); training stopped \
+    the loss became nan at epoch 2, batch 3 of 10 (optimizer step 13); training stopped \
 before that step, no final model was written
     """
     parts = ", ".join(f"{n} {v:.4g}" for n, v in terms.items())
     kept = f"the run keeps its last checkpoint, {checkpoint}; " if checkpoint else ""
     return DivergedError(
-        f"the loss became {loss} at epoch {epoch}, step {step} of {steps} (optimizer step "
+        f"the loss became {loss} at epoch {epoch}, batch {step} of {steps} (optimizer step "
         f"{global_step}){f': {parts}' if len(terms) > 1 else ''}; training stopped before "
         f"that step, {kept}no final model was written",
         hint="lower the learning rate (--lr), check the data for extreme values, or train "

@@ -38,6 +38,7 @@ from synthdsl.train.data import DataSpec, parse_classes
 from synthdsl.train.errors import DataError, EvalError
 from synthdsl.train.images import ImageData
 from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
+from synthdsl.train.overrides import checked_with, compiled_with, parse_overrides
 from synthdsl.train.predict import graph_with_members, predict_values
 from synthdsl.train.captions import tokenizer_folder
 from synthdsl.train.feed import Feed, feed_for, read_feed
@@ -77,7 +78,8 @@ def _read_run(folder: Path) -> dict[str, Any] | None:
 
 #: The keys of a run record that are read back, and the types they must have.
 _RUN_KEYS = {"spec": (str, type(None)), "spec_name": str, "spec_sha256": str,
-             "recipe": dict, "preprocess": (dict, type(None)), "data": (dict, type(None))}
+             "recipe": dict, "preprocess": (dict, type(None)), "data": (dict, type(None)),
+             "overrides": list}
 
 
 def run_record_problem(run: Any) -> str | None:
@@ -87,6 +89,8 @@ def run_record_problem(run: Any) -> str | None:
     for key, kinds in _RUN_KEYS.items():
         if key in run and not isinstance(run[key], kinds):
             return f"its '{key}' is a {type(run[key]).__name__}"
+    if not all(isinstance(item, str) for item in run.get("overrides", ())):
+        return "its 'overrides' are not all strings"
     return None
 
 
@@ -162,7 +166,9 @@ def load_model(target: str | Path, weights: str | Path | None = None,
         if run is None or not run.get("spec"):
             raise EvalError(f"checkpoint '{path}' is not inside a run folder with run.json")
         spec_file = Path(run["spec"])
-        model = compile_spec(spec_file, seed=run["recipe"].get("seed", seed))
+        changes = parse_overrides(run.get("overrides", ()))  # the spec as the run trained it
+        model = compiled_with(checked_with(spec_file, changes), changes,
+                              seed=run["recipe"].get("seed", seed))
         text = model.graph.graph.get("text", "")
         if run.get("spec_sha256") and \
                 hashlib.sha256(text.encode()).hexdigest() != run["spec_sha256"]:

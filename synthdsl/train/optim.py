@@ -42,7 +42,9 @@ def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """The learning-rate multiplier at optimizer step `step` (0-based)."""
+    """The learning-rate multiplier at optimizer step `step` (0-based) of a run of
+    `steps_per_epoch` steps an epoch (under ``accum_steps=k``, a group of k batches is
+    one step)."""
     total = recipe.epochs * steps_per_epoch
     warm = recipe.warmup_epochs * steps_per_epoch
     if step < warm:

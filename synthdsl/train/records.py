@@ -25,8 +25,8 @@ class EpochRecord:
     """One epoch, as a line of ``log.jsonl``."""
 
     epoch: int
-    step: int
-    lr: float
+    step: int                       #: optimizer steps taken by its end (in the whole run)
+    lr: float                       #: the rate of its last step (before ``lr_mult``)
     loss: float
     terms: dict[str, float]
     train_accuracy: float | None
@@ -104,6 +104,26 @@ def run_record(model, spec_path: str | None, data: DataSpec | None, recipe: Reci
         "synthdsl": __version__, "torch": torch.__version__,
         **(extra or {}),
     }
+
+
+def epoch_record(t, epoch: int, totals: dict[str, float], seconds: float,
+                 samples: int) -> EpochRecord:
+    """Epoch `epoch` (from 0) of trainer `t`, from its sums over every process (`totals`)
+    and the `samples` it trained in `seconds`: its ``step`` is the count of optimizer steps,
+    its ``lr`` the rate of the last one (before ``lr_mult``)."""
+    from synthdsl.train.frozen import cache_report
+    from synthdsl.train.optim import lr_factor
+
+    n = max(totals["samples"], 1.0)
+    return EpochRecord(
+        epoch=epoch + 1, step=t.global_step,
+        lr=t.recipe.lr * lr_factor(t.recipe, t.global_step - 1, t.steps_per_epoch),
+        loss=totals["loss"] / n,
+        terms={k[5:]: v / n for k, v in totals.items() if k.startswith("term:")},
+        train_accuracy=(totals["correct"] / totals["labelled"]) if totals["labelled"] else None,
+        seconds=round(seconds, 4),
+        samples_per_second=round(samples / max(seconds, 1e-9), 2),
+        cache=cache_report(t.cache, t.teacher_cache))
 
 
 def describe_trainer(t) -> list[str]:

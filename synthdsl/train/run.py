@@ -25,8 +25,6 @@ from synthdsl.build.compress import plans, prune_compiled
 from synthdsl.checks.budget import batch_problem
 from synthdsl.files import read_regular
 from synthdsl.lang.errors import SynthError
-from synthdsl.graph import build_graph
-from synthdsl.pipeline import check_locked, compile_locked, load_spec
 from synthdsl.train.checkpoint import write_json
 from synthdsl.train.data import DataSpec, split_positions
 from synthdsl.train.captions import tokenizer_folder
@@ -37,7 +35,7 @@ from synthdsl.train.evaluate import RUN_RECORD_MAX_BYTES, load_model, run_record
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import Teacher
 from synthdsl.train.options import Options
-from synthdsl.train.overrides import apply_overrides, parse_overrides
+from synthdsl.train.overrides import checked_with, compiled_with, parse_overrides
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.retrieval import RetrievalMetrics
 from synthdsl.train.recipe import Recipe
@@ -218,13 +216,11 @@ def train_spec(spec: str | Path, data: str, run: str | Path | None, *,
     (names, or names with weights) trains with only those LoRA adapters active, the
     others left out and frozen (:func:`synthdsl.build.adapters.set_active`)."""
     changes = parse_overrides(overrides)
-    graph = build_graph(load_spec(Path(spec)))
-    apply_overrides(graph, changes)
-    check_locked(graph)  # SPEC.lock verified before a checkpoint is read
+    graph = checked_with(Path(spec), changes)  # SPEC.lock verified before a checkpoint is read
     resolved = Recipe.resolve(graph.graph.get("recipe"), recipe)
     if (too_big := batch_problem(graph, resolved.batch_size)) is not None:
         raise too_big  # S305: a batch's activations over the budget, before anything is built
-    model = compile_locked(graph, seed=resolved.seed)
+    model = compiled_with(graph, changes, seed=resolved.seed)  # its text: the spec as trained
     if adapters is not None:
         chosen = model.set_adapters(adapters)
     data_spec = DataSpec(data, tuple(classes) if classes else None, shots,

@@ -3,8 +3,11 @@ an exponential moving average of the weights.
 
 * ``accum_steps=k``: the gradients of k batches are summed, each batch's (mean) loss
   scaled by its share of the group's samples (1/k for full batches; a last, short group
-  of an epoch is weighed by its own sizes), and the optimizer steps once per group, so k
-  batches of B train like one batch of kB. The schedule still moves per batch.
+  of an epoch is weighed by its own sizes), and the optimizer steps once per group. A
+  *step* is such an update: the trainer sets every batch of a group to the learning rate
+  of the group's step, and counts steps in its schedule (``ceil(batches / k)`` an epoch),
+  records, ``save_every`` and checkpoint names, so k batches of B train like one batch
+  of kB under any schedule.
 * ``clip_grad=c``: before each step the trainable gradients' total 2-norm is clipped to c
   (``torch.nn.utils.clip_grad_norm_``, after the gradient scaler unscales them).
 * ``ema=d``: timm's :class:`~timm.utils.ModelEmaV3` of the model, updated after every
@@ -65,10 +68,6 @@ class Stepper:
         if self.ema is not None:
             self.ema.update(self.model, step=self.updates)
         return True
-
-    def complete(self, k: int) -> bool:
-        """Whether the gradients are empty after batch `k` (a checkpoint may be taken)."""
-        return (k + 1) % self.accum == 0
 
     # -- checkpoints ------------------------------------------------------------------
 

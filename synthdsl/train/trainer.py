@@ -13,6 +13,9 @@ cross-entropy, Hinton et al.'s distillation, feature matching, contrastive. With
 distilled from it. Unlabelled samples (label -1) count only in the other terms. A batch
 is images, or named tensors for a spec of other inputs (:mod:`synthdsl.train.feed`).
 
+A step is an optimizer update (:mod:`synthdsl.train.stepping`): the schedule, the records,
+``save_every`` and the checkpoints count them; random draws are seeded per batch.
+
 Resuming ends exactly where an uninterrupted run ends: each epoch's order of samples and
 random streams are derived from the seed and the epoch, and a checkpoint also holds the
 random state in the middle of an epoch.
@@ -45,8 +48,7 @@ from synthdsl.train.checkpoint import (CHECKPOINT_FORMAT, atomic_save, checkpoin
 from synthdsl.train.distributed import all_sum, init_distributed, shard
 from synthdsl.train.errors import TrainError, diverged
 from synthdsl.train.feed import Feed, feed_for, shift_images, to_device
-from synthdsl.train.frozen import (FrozenCache, SuffixModule, cache_report, frozen_caches,
-                                   split_frozen)
+from synthdsl.train.frozen import FrozenCache, SuffixModule, frozen_caches, split_frozen
 from synthdsl.train.images import ImageData
 from synthdsl.train.losses import (SOFT_TARGETS, TEACHER_VALUE, Teacher, loss_terms, objective,
                                    primary_output, teacher_modules, term_names)
@@ -57,7 +59,7 @@ from synthdsl.train.predict import predict_values
 from synthdsl.train.preprocess import Preprocess
 from synthdsl.train.recipe import Recipe
 from synthdsl.train.augment import batch_augmenters
-from synthdsl.train.records import EpochRecord, describe_trainer, progress_bar
+from synthdsl.train.records import EpochRecord, describe_trainer, epoch_record, progress_bar
 from synthdsl.train.selection import Selection
 from synthdsl.train.stepping import Stepper, compile_module
 from synthdsl.train.retrieval import RetrievalMetrics, contrastive_pairs, retrieval_of
@@ -122,12 +124,18 @@ class Trainer:
         main = self.run is not None and self.dist.main
         self.logs = RunLog(self.run, log_kinds(options.log)) if main else None
         self.epoch = 0             # completed epochs
-        self.step_in_epoch = 0     # optimizer steps done in the current epoch
-        self.global_step = 0
+        self.step_in_epoch = 0     # batches done in the current epoch
         self.history: list[dict[str, Any]] = []
         self._acc: dict[str, float] = {}    # the current epoch's running sums
         self._resume_rng: dict[str, Any] | None = None
-        self.steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+        # the schedule's length: optimizer steps of a group of batches (a short one counts)
+        self.steps_per_epoch = math.ceil(math.ceil(len(data) / recipe.batch_size)
+                                         / self.stepper.accum)
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken (a group of ``accum_steps`` batches is one)."""
+        return self.stepper.updates
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -296,10 +304,9 @@ class Trainer:
         self.opt.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step_in_epoch = ck["epoch"], ck["step_in_epoch"]
-        self.global_step = ck["global_step"]
         self.history = json.loads(ck["history"])
         self._acc = json.loads(ck.get("epoch_sums", "{}"))
-        self.stepper.load_state(ck.get("stepper", {}))
+        self.stepper.load_state(ck.get("stepper") or {"updates": ck["global_step"]})
         if self.selection is not None:
             self.selection.load_state(json.loads(ck.get("selection", "{}")))
         self._resume_rng = ck["rng"] if self.step_in_epoch else None
@@ -332,7 +339,7 @@ class Trainer:
         if self.run is not None and self.dist.main:  # the log says what the checkpoint says
             write_text(self.run / "log.jsonl",
                        "".join(json.dumps(h) + "\n" for h in self.history))
-        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}" if self.step_in_epoch
+        where = (f"epoch {self.epoch + 1}, batch {self.step_in_epoch}" if self.step_in_epoch
                  else f"the end of epoch {self.epoch}")
         self._log(f"resumed from {found[-1].name} ({where})")
         return True
@@ -405,13 +412,14 @@ class Trainer:
         cached = self.cache is not None or self.teacher_cache is not None
         t0 = time.perf_counter()
         seen = 0.0
-        bar = self._progress(len(batches), start, epoch)
+        bar = progress_bar(self, len(batches), start, epoch)
         sizes = [len(b) for b in batches]
         for k in range(start, len(batches)):
             batch = batches[k]
             pos, w = shard(batch, self.dist)
             n_all = float(len(batch))
             n_lab = float((self.data.targets[batch] >= 0).sum())
+            # every batch of a group trains at the rate of the step the group takes
             factor = lr_factor(self.recipe, self.global_step, self.steps_per_epoch)
             set_lr(self.opt, self.base_lrs, factor)
             values, y, _ = self._forward(pos, batch, cached, epoch, k)
@@ -427,8 +435,7 @@ class Trainer:
                                epoch + 1, k + 1, len(batches), self.global_step + 1,
                                last[-1].name if last else None)
             # DDP averages gradients over processes; accumulation sums them over batches
-            self.stepper.backward(loss, float(self.dist.world), k, sizes)
-            self.global_step += 1
+            stepped = self.stepper.backward(loss, float(self.dist.world), k, sizes)
             self.step_in_epoch = k + 1
             with torch.no_grad():  # this process's share of each sum
                 pred = values[self.primary].argmax(-1)
@@ -447,29 +454,15 @@ class Trainer:
                                 img_s=f"{seen * self.dist.world / max(elapsed, 1e-9):,.0f}")
             if self.callback is not None:
                 self.callback(self, epoch, k)
-            if (self.options.save_every and self.global_step % self.options.save_every == 0
-                    and self.step_in_epoch < len(batches) and self.stepper.complete(k)):
+            if (stepped and self.options.save_every  # only where the gradients are empty
+                    and self.global_step % self.options.save_every == 0
+                    and self.step_in_epoch < len(batches)):
                 self.save()
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
-        totals = self._global_acc()
-        n = max(totals["samples"], 1.0)
-        done = sum(len(b) for b in batches[start:])
-        return EpochRecord(
-            epoch=epoch + 1, step=self.global_step,
-            lr=self.recipe.lr * lr_factor(self.recipe, self.global_step - 1,
-                                          self.steps_per_epoch),  # before lr_mult
-            loss=totals["loss"] / n,
-            terms={k[5:]: v / n for k, v in totals.items() if k.startswith("term:")},
-            train_accuracy=(totals["correct"] / totals["labelled"]) if totals["labelled"]
-            else None,
-            seconds=round(seconds, 4),
-            samples_per_second=round(done / max(seconds, 1e-9), 2),
-            cache=cache_report(self.cache, self.teacher_cache))
-
-    def _progress(self, total: int, start: int, epoch: int):
-        return progress_bar(self, total, start, epoch)
+        return epoch_record(self, epoch, self._global_acc(), seconds,
+                            sum(len(b) for b in batches[start:]))
 
     # -- evaluation -------------------------------------------------------------------------------
 
