@@ -29,6 +29,7 @@ from synthdsl.graph import SynthGraph
 from synthdsl.lang.ast import Span
 from synthdsl.lang.errors import SynthError
 from synthdsl.library.checkpoints import file_sha256
+from synthdsl.library.shards import is_index, shard_files
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -60,6 +61,7 @@ def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
             named += [(f["path"], f["span"], f["text"], f.get("what", "weights file"))
                       for f in node.get("files", ())
                       if not replaced or f.get("what", "weights file") != "weights file"]
+            named += [shard for entry in named for shard in _shards(*entry)]
             for path, span, text, what in named:
                 key = text if top else Path(os.path.relpath(path, base)).as_posix()
                 if key not in seen:
@@ -69,6 +71,19 @@ def named_checkpoints(graph: SynthGraph) -> Iterator[Named]:
                 yield from walk(node["graph"], False, replaced or bool(node.get("weights")))
 
     yield from walk(graph, True)
+
+
+def _shards(path: str, span, text: str, what: str) -> list[tuple]:
+    """The shards an index of a sharded checkpoint names, each pinned like the index
+    (none when `path` is no index, or one that cannot be read: the check reports it)."""
+    if not is_index(path):
+        return []
+    try:
+        files = shard_files(path)
+    except (OSError, ValueError):
+        return []
+    folder = Path(text).parent
+    return [(str(f), span, (folder / f.name).as_posix(), "weights shard") for f in files]
 
 
 def checkpoints(graph: SynthGraph) -> dict[str, str]:

@@ -28,7 +28,7 @@ import re
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -53,13 +53,16 @@ SAFETENSORS_DTYPES = {
 
 
 def weights_format(path: Path) -> str:
-    """``"safetensors"`` or ``"torch"``, by the file's suffix."""
+    """``"safetensors"``, ``"torch"`` or ``"sharded"`` (an index of shards), by the suffix."""
     suffix = Path(path).suffix.lower()
     if suffix == ".safetensors":
         return "safetensors"
     if suffix in (".pt", ".pth", ".bin", ".ckpt"):
         return "torch"
-    raise ValueError(f"'{Path(path).name}' is not a .safetensors, .pt or .pth file")
+    if Path(path).name.lower().endswith(".index.json"):
+        return "sharded"
+    raise ValueError(f"'{Path(path).name}' is not a .safetensors, .pt or .pth file, nor the "
+                     "index.json of a sharded checkpoint")
 
 
 # ---- safetensors ---------------------------------------------------------------------
@@ -117,13 +120,6 @@ def _read_header(f, size: int) -> tuple[int, dict, dict]:
     return n, header, metadata if isinstance(metadata, dict) else {}
 
 
-def safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, every entry validated against the file."""
-    size = Path(path).stat().st_size
-    with open(path, "rb") as f:
-        return _read_header(f, size)[1]
-
-
 def safetensors_metadata(path: Path) -> dict[str, str]:
     """The ``__metadata__`` table of a safetensors file (its header validated first)."""
     regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
@@ -140,19 +136,6 @@ def _read_entry(f, offset: int, key: str, entry: dict) -> torch.Tensor:
     if f.readinto(memoryview(buf.numpy())) != end - start:
         raise ValueError(f"'{key}' is cut short: the file is truncated")
     return buf.view(dtype).reshape(entry["shape"])
-
-
-def read_safetensors(path: Path, keys, header: dict | None = None
-                     ) -> Iterator[tuple[str, torch.Tensor]]:
-    """The named tensors of a safetensors file, each read straight into its own memory
-    (no mapping of the file outlives the call). `header`: already validated."""
-    with open(path, "rb") as f:
-        if header is None:
-            n, header, _ = _read_header(f, Path(path).stat().st_size)
-        else:
-            (n,) = struct.unpack("<Q", f.read(8))
-        for key in keys:
-            yield key, _read_entry(f, 8 + n, key, header[key])
 
 
 # ---- torch files ---------------------------------------------------------------------
@@ -283,25 +266,28 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint (a `.pt` file's memory-mapped)."""
-    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
-    if weights_format(path) == "safetensors":
-        return dict(read_safetensors(path, list(safetensors_header(path))))
-    return load_torch(path, mmap=True)
+    if weights_format(path) == "torch":
+        regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
+        return load_torch(path, mmap=True)
+    return _of_reader(path, lambda r: {k: r.get(k) for k in r.keys()})
+
+
+def _of_reader(path: Path, what):
+    reader = open_checkpoint(path)
+    try:
+        return what(reader)
+    finally:
+        reader.close()
 
 
 def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a checkpoint, without reading tensor data where possible."""
-    regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
-    if weights_format(path) == "safetensors":
-        return {k: tuple(v["shape"]) for k, v in safetensors_header(path).items()}
-    return {k: tuple(v.shape) for k, v in load_torch(path, mmap=True).items()}
+    return _of_reader(path, lambda r: r.shapes())
 
 
 def checkpoint_dtypes(path: Path) -> dict[str, torch.dtype]:
     """Tensor names and dtypes of a checkpoint (a safetensors file's from its header)."""
-    if weights_format(path) == "safetensors":
-        return {k: SAFETENSORS_DTYPES[v["dtype"]][1] for k, v in safetensors_header(path).items()}
-    return {k: v.dtype for k, v in load_torch(path, mmap=True).items()}
+    return _of_reader(path, lambda r: r.dtypes())
 
 
 def reason(e: Exception) -> str:
@@ -447,9 +433,12 @@ class ModuleReader(_StateReader):
 def open_checkpoint(path: str | Path) -> TensorReader:
     """A reader of the checkpoint at `path` (the format follows the suffix)."""
     regular_file(path, WEIGHTS_MAX_BYTES)  # a FIFO or a device is refused, not opened
-    if weights_format(Path(path)) == "safetensors":
-        return SafetensorsReader(path)
-    return TorchReader(path)
+    fmt = weights_format(Path(path))
+    if fmt == "sharded":
+        from synthdsl.library.shards import ShardedReader
+
+        return ShardedReader(path)
+    return SafetensorsReader(path) if fmt == "safetensors" else TorchReader(path)
 
 
 class ReaderCache:

@@ -47,10 +47,14 @@ from synthdsl.library.sources import (SourceKind, compare_state, model_state_dty
                                       model_state_shapes, register_source_kind)
 from synthdsl.library.weights import dtype_problems
 
-#: The weights files of a folder, in the order they are preferred.
-WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
-#: What is fetched of a hub model: its config, weights, preprocessing and tokenizer.
-HUB_FILES = ("config.json", "model.safetensors", "preprocessor_config.json",
+#: The weights files of a folder, in the order they are preferred (an index: the model
+#: saved in shards, :mod:`synthdsl.library.shards`).
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+#: What is fetched of a hub model: its config, weights (whole or in shards), preprocessing
+#: and tokenizer.
+HUB_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
+             "model-*-of-*.safetensors", "preprocessor_config.json",
              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
              "vocab.txt", "vocab.json", "merges.txt")
 #: The largest config or preprocessor file read.
