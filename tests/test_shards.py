@@ -157,3 +157,15 @@ def test_a_transformers_folder_saved_in_shards(tmp_path, one_thread):
     with pytest.raises(SynthError) as e:  # a shard the lock pins is gone
         synthdsl.check_spec(spec)
     assert "S206" in str(e.value) and shards[0] in str(e.value)
+
+
+def test_a_hostile_index_is_s203_not_a_crash(tmp_path, resnet):
+    shard(resnet.state_dict(), tmp_path / "w")
+    index = tmp_path / "w" / "model.safetensors.index.json"
+    spec = timm_spec(tmp_path, "w/model.safetensors.index.json")
+    for text in ("[" * 200_000, '{"weight_map": {}}', '{"weight_map": {"a": 3}}',
+                 '{"weight_map": {"a": "/etc/passwd.safetensors"}}'):
+        index.write_text(text)
+        with pytest.raises(SynthErrors) as e:
+            synthdsl.check_spec(spec)
+        assert e.value.errors[0].code == "S203", text[:40]

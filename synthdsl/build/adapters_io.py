@@ -71,7 +71,7 @@ def _saved(path: Path, meta: str) -> dict[str, dict[str, dict]]:
                 isinstance(v, dict) and all(isinstance(e, dict) for e in v.values())
                 for v in table.values()):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise SynthError("S205", f"the '{META_KEY}' metadata of '{path}' is not valid"
                          ) from None
     return table

@@ -39,7 +39,7 @@ def read_index(path: str | Path) -> dict[str, str]:
     try:
         data = json.loads(read_regular(path, INDEX_MAX_BYTES, "checkpoint index"))
         weight_map = data["weight_map"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # nested past any index
         raise ValueError(f"'{Path(path).name}' is not the index of a sharded checkpoint: "
                          'expected JSON with a "weight_map" of tensor names to shard '
                          "files") from None
