@@ -206,3 +206,55 @@ def test_synth_compress_refuses_a_spec_without_compression(tmp_path, capsys):
         main(["compress", str(spec), "--data", "digits"])
     assert e.value.code != 0
     assert "neither prune" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "qat"])
+def test_an_int8_artifact_loads_back_as_the_same_int8_module(trained, digits, tmp_path, mode):
+    calib = [(digits[0].images(torch.arange(i, i + 64)),) for i in range(0, 256, 64)]
+
+    def fine_tune(prepared):  # a step of quantisation-aware training
+        opt = torch.optim.SGD(prepared.parameters(), lr=1e-3)
+        x, y = calib[0][0], digits[0].targets[:64]
+        torch.nn.functional.cross_entropy(prepared(x), y).backward()
+        opt.step()
+
+    q = quantize_compiled(trained, calib, fine_tune, mode=mode)
+    path = save_compiled(q, tmp_path / f"int8-{mode}.safetensors")
+    back = load_compiled(path)
+    assert type(back).__name__ == "QuantizedModule" and back.record == q.record
+    assert int8_layers(back) == int8_layers(q) and back.graph.name == "SmallCompress"
+    x = digits[1].images(torch.arange(len(digits[1])))
+    with torch.no_grad():
+        assert torch.equal(back(x), q(x))
+    assert state_bytes(back) == state_bytes(q)
+    # edited tensors are refused, named
+    from safetensors.torch import load_file, save_file
+    meta = synthdsl.build.artifact.read_metadata(path)
+    state = load_file(str(path))
+    state.pop(sorted(state)[0])
+    from synthdsl.build.artifact_format import digest_of_tensors
+    meta["digest"] = digest_of_tensors(meta["artifact"], state)
+    save_file(state, str(tmp_path / "cut.safetensors"), metadata=meta)
+    with pytest.raises(SynthError) as e:
+        load_compiled(tmp_path / "cut.safetensors")
+    assert e.value.code == "S210" and "int8 tensors do not fit" in str(e.value)
+
+
+def test_synth_compress_saves_its_models_and_synth_eval_reads_them(tmp_path, capsys):
+    from synthdsl.cli.app import run
+
+    spec = tmp_path / "small.synth"
+    spec.write_text(SMALL.replace('quantize(mode="dynamic")', 'quantize(mode="static")'))
+    out = tmp_path / "models"
+    assert run(["compress", str(spec), "--data", "digits", "--epochs", "1",
+                "--finetune-epochs", "1", "--student-epochs", "1", "--repeats", "1",
+                "--report", str(tmp_path / "r.json"), "--save", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "int8-static.safetensors", "pruned-int8-static.safetensors", "pruned.safetensors",
+        "student.safetensors", "trained.safetensors"]
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    capsys.readouterr()
+    assert run(["eval", str(out / "pruned-int8-static.safetensors"), "--data", "digits",
+                "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["results"][0]["accuracy"]
+    assert got == pytest.approx(rows["pruned + quantised (static)"]["accuracy"][0], abs=1e-9)

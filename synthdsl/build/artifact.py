@@ -42,7 +42,8 @@ from synthdsl.graph import SynthGraph, build_graph, spec_texts
 from synthdsl.lang.errors import SynthError, flatten, render
 from synthdsl.lang.parse import parse_spec
 from synthdsl.library.checkpoints import _read_entry, _read_header
-from synthdsl.build.adapters import adapted, adapter_keys, active_weights, set_active
+from synthdsl.build.adapters import active_weights, adapted, adapter_keys, set_active
+from synthdsl.build.quantized import QuantizedModule, rebuild
 from synthdsl.library.peft import adapters_of, key, remove_lora
 from synthdsl.library.plugins import is_loaded, plugins_needed
 from synthdsl.library.prune import resize_to
@@ -55,7 +56,10 @@ UNSAVED_MAX_BYTES = 1 << 30
 
 
 def save_compiled(model, path: str | Path) -> Path:
-    """Write `model` (a SynthModule) as safetensors with its specs, provenance and lock."""
+    """Write `model` (a SynthModule, or the int8 QuantizedModule of one) as safetensors
+    with its specs, provenance and lock."""
+    quantized = model if isinstance(model, QuantizedModule) else None
+    model = quantized.base if quantized is not None else model
     graph = model.graph
     # a module loaded from an artifact keeps the lock it was compiled under: its
     # checkpoints are not beside it to hash again
@@ -69,13 +73,16 @@ def save_compiled(model, path: str | Path) -> Path:
         record["plugins"] = needed
     if pruned := model.__dict__.get("pruned"):
         record["pruned"] = pruned
+    if quantized is not None:
+        record["quantized"] = quantized.record
     if any(graph.nodes[s].get("constructor") == "hf" for s in graph.of_kind("source")):
         from synthdsl.library.hf_source import embedded_configs
 
         record["configs"] = embedded_configs(graph)
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     Record.model_validate_json(body)  # what is written is what load_compiled accepts
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().clone() for k, v in (
+        quantized.state if quantized is not None else model.state_dict()).items()}
     meta = {"format": FORMAT, "artifact": body, "digest": digest_of_tensors(body, state)}
     with atomic_path(path) as tmp:
         safetensors.torch.save_file(state, str(tmp), metadata=meta)
@@ -155,10 +162,13 @@ def load_compiled(path: str | Path):
         if missing := [p for p in record.plugins if not is_loaded(p)]:
             raise s211(path, missing)
         graph = _rebuild(path, record)
-        _agree(path, graph, record, artifact.header)  # on meta: nothing allocated yet
+        if not record.quantized:  # an int8 module's tensors are its prepared module's
+            _agree(path, graph, record, artifact.header)  # on meta: nothing allocated yet
         model = compile_graph(graph, load_weights=False)
         _merge_unsaved(model, record.adapters)
         _resize(path, model, record.pruned)
+        if record.quantized:
+            return _quantized(path, model, record, artifact.tensors())
         if record.adapter_weights:
             set_active(model, record.adapter_weights)
         state = artifact.tensors()
@@ -170,6 +180,18 @@ def load_compiled(path: str | Path):
     model.provenance = dict(record.provenance)
     model.lock = record.lock.model_dump()
     return model.eval()
+
+
+def _quantized(path: Path, model, record: Record, tensors) -> QuantizedModule:
+    """The int8 module an artifact holds, made again from its float module (S210 where
+    the file's tensors are not those it needs)."""
+    try:
+        out = rebuild(model, record.quantized, tensors)
+    except (ValueError, RuntimeError) as e:
+        raise s210(path, f"its int8 tensors do not fit its spec: {e}") from None
+    model.provenance = dict(record.provenance)
+    model.lock = record.lock.model_dump()
+    return out.eval()
 
 
 def _resize(path: Path, model, pruned: dict[str, list[int]]) -> None:

@@ -72,6 +72,9 @@ class Record(_Strict):
     adapters: list[str]
     #: Each adapter's weight where one is not 1 (0: inactive); absent when all are 1.
     adapter_weights: dict[str, float] = {}
+    #: An int8 module's mode and layers (:mod:`synthdsl.build.quantized`): the file's
+    #: tensors are then what makes it again from the spec; absent for a float module.
+    quantized: dict[str, Any] = {}
     #: The plugins (module or entry point names) whose layers, operations or kinds of
     #: source the specs use; absent when they use none. Loading never imports them.
     plugins: list[str] = []

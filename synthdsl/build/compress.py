@@ -5,8 +5,8 @@ The check resolved each statement to its layers (``graph.graph["compression"]``)
 this applies them. Pruning changes the module in place and records the shapes it left on
 ``model.pruned`` (an artifact saves them, so `load_compiled` rebuilds the pruned module);
 the training sets are applied again to the new parameters. Quantisation returns a new
-int8 fx module (see :mod:`synthdsl.library.quantize`), which is measured and used for
-inference, not saved as an artifact: it is made again in seconds from the float one.
+int8 module (see :mod:`synthdsl.library.quantize`) that keeps its float module's spec and
+what makes it again, so an artifact saves it (:mod:`synthdsl.build.quantized`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from synthdsl.lang.errors import SynthError
-from synthdsl.library import quantize as q
+from synthdsl.build.quantized import QuantizedModule, quantize_module
 from synthdsl.library.prune import prune_layers
 
 
@@ -53,21 +53,15 @@ def prune_compiled(model, inputs: Sequence[torch.Tensor] | None = None,
 
 def quantize_compiled(model, batches: Iterable[Sequence[torch.Tensor]],
                       fine_tune: Callable[[fx.GraphModule], None] | None = None,
-                      mode: str | None = None) -> nn.Module:
+                      mode: str | None = None) -> QuantizedModule:
     """The int8 module of `model` as its spec's quantize statement says (`mode` overrides
     it): `batches` (model inputs) calibrate "static" and trace "qat", which `fine_tune`
-    trains."""
+    trains. It keeps what an artifact needs to make it again
+    (:mod:`synthdsl.build.quantized`)."""
     stated = plans(model, "quantize")
     if not stated:
         raise SynthError("S403", f"'{model.graph.name}' has no quantize statement",
                          hint='add one: adapt * with quantize(mode="static")')
     plan = stated[0]
-    mode = mode or plan["options"]["mode"]
-    batches = [tuple(b) for b in batches]
-    if mode == "dynamic":
-        return q.quantize_dynamic_layers(model, plan["modules"])
-    if mode == "static":
-        return q.quantize_static(model.graph_module, plan["modules"], batches)
-    if fine_tune is None:
-        raise ValueError("quantisation-aware training needs a fine_tune function")
-    return q.quantize_qat(model.graph_module, plan["modules"], batches[0], fine_tune)
+    return quantize_module(model, mode or plan["options"]["mode"], plan["modules"], batches,
+                           fine_tune)

@@ -66,4 +66,7 @@ def compress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per model and batch "
                    "size (default 20)")
     p.add_argument("--report", help="write the report (every seed's figures) as JSON")
+    p.add_argument("--save", metavar="DIR", help="write the first seed's models there as "
+                   "artifacts: trained, pruned, int8-MODE, pruned-int8-MODE, student "
+                   "(.safetensors; synth eval and load_compiled read them)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

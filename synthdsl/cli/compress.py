@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from synthdsl.cli.common import EXIT_OK, check_output
+from synthdsl.cli.common import EXIT_OK, check_folder_output, check_output
 from synthdsl.lang.errors import SynthError
 from synthdsl.lang.options import ADAPT_METHODS
 
@@ -15,6 +15,7 @@ from synthdsl.lang.options import ADAPT_METHODS
 def cmd_compress(args) -> int:
     """`synth compress`: see `synth compress --help`."""
     check_output(args.report, [args.file], "report")
+    check_folder_output(args.save, [args.file, args.student], "folder of models")
     if args.threads < 1:
         raise SynthError("S010", f"--threads must be a whole number ≥ 1, not {args.threads}",
                          hint="e.g. --threads 1")
@@ -27,7 +28,8 @@ def cmd_compress(args) -> int:
     cfg = CompressConfig(Path(args.file), args.data, args.seeds, args.epochs,
                          args.finetune_epochs, Path(args.student) if args.student else None,
                          args.student_epochs, modes, args.calibration, args.threads,
-                         args.repeats, quiet=args.json)
+                         args.repeats, quiet=args.json,
+                         save=Path(args.save) if args.save else None)
     report = compress_spec(cfg)
     if args.report:
         write_report(report, Path(args.report))

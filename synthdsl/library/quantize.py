@@ -71,11 +71,25 @@ def prepare_static(graph_module: fx.GraphModule, layers: Sequence[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if qat:  # BatchNorm folded into its convolution first: its statistics stay put
-            gm = fuse(gm.eval())
+            gm = fuse(_retraced(gm.eval()), inplace=True, no_trace=True)
             return qfx.prepare_qat_fx(gm.train(), _mapping(gm, layers, True), tuple(inputs),
                                       _leaves(gm))
         return qfx.prepare_fx(gm.eval(), _mapping(gm, layers, False), tuple(inputs),
                               _leaves(gm))
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with synthdsl's own layers as leaves (they are not traceable)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__module__.startswith("synthdsl.library") or \
+            super().is_leaf_module(m, qualname)
+
+
+def _retraced(model: nn.Module) -> fx.GraphModule:
+    """`model` traced down to torch's layers (a source installed whole is traced into, so
+    its convolutions and batch norms can be fused), synthdsl's own layers kept whole."""
+    return fx.GraphModule(model, _Tracer().trace(model))
 
 
 def _leaves(model: nn.Module):
@@ -94,27 +108,6 @@ def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return qfx.convert_fx(copy.deepcopy(prepared).eval())
-
-
-def quantize_static(graph_module: fx.GraphModule, layers: Sequence[str],
-                    batches: Iterable[Sequence[torch.Tensor]]) -> fx.GraphModule:
-    """Post-training static int8: observers calibrated on `batches` (model inputs)."""
-    batches = list(batches)
-    prepared = prepare_static(graph_module, layers, batches[0])
-    with torch.no_grad():
-        for b in batches:
-            prepared(*b)
-    return convert(prepared)
-
-
-def quantize_qat(graph_module: fx.GraphModule, layers: Sequence[str],
-                 inputs: Sequence[torch.Tensor],
-                 fine_tune: Callable[[fx.GraphModule], None]) -> fx.GraphModule:
-    """Quantisation-aware: `fine_tune` trains the fake-quantised copy, then it is
-    converted to int8."""
-    prepared = prepare_static(graph_module, layers, inputs, qat=True)
-    fine_tune(prepared)
-    return convert(prepared)
 
 
 def int8_layers(model: nn.Module) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from synthdsl.build.artifact import save_compiled
 from synthdsl.build.compress import plans, prune_compiled, quantize_compiled
 from synthdsl.library.quantize import int8_layers
 from synthdsl.pipeline import check_spec, compile_locked
@@ -79,6 +80,7 @@ class CompressConfig:
     threads: int = 1
     repeats: int = 20
     quiet: bool = False
+    save: Path | None = None           # the first seed's models as artifacts, into this folder
 
 
 @dataclass
@@ -166,7 +168,25 @@ def run_seed(cfg: CompressConfig, seed: int, say: Callable[[str], None]) -> list
     rows.append(Row("student, distilled", student, student, spre,
                     _fit(student, sdata, srecipe, teacher)))
     student.eval()
+    if cfg.save is not None and seed == 0:
+        for r in rows:
+            path = save_compiled(r.model, cfg.save / f"{artifact_name(r.name)}.safetensors")
+            say(f"   wrote {path}")
     return measure_rows(rows, cfg, DataSpec(cfg.data), say, seed)
+
+
+def artifact_name(row: str) -> str:
+    """The file a row's model is saved as.
+
+    >>> artifact_name("pruned + quantised (static)"), artifact_name("synthesised")
+    ('pruned-int8-static', 'trained')
+    """
+    words = {"synthesised": "trained", "pruned + fine-tuned": "pruned",
+             "student, distilled": "student"}
+    if row in words:
+        return words[row]
+    return (row.replace("pruned + quantised", "pruned-int8").replace("quantised", "int8")
+            .replace(" (", "-").rstrip(")"))
 
 
 def measure_rows(rows: list[Row], cfg: CompressConfig, data: DataSpec,
