@@ -258,3 +258,22 @@ def test_synth_compress_saves_its_models_and_synth_eval_reads_them(tmp_path, cap
                 "--json"]) == 0
     got = json.loads(capsys.readouterr().out)["results"][0]["accuracy"]
     assert got == pytest.approx(rows["pruned + quantised (static)"]["accuracy"][0], abs=1e-9)
+
+
+def test_pruning_to_a_mac_target_keeps_at_most_that_share(digits):
+    text = SMALL.replace("prune(ratio=0.5)", "prune(macs=0.6)")
+    model = synthdsl.compile_spec(text, seed=0).eval()
+    x = digits[1].images(torch.arange(4))
+    before = count_macs(model, (x,))
+    changed = prune_compiled(model, (x,))
+    after = count_macs(model, (x,))
+    assert after <= 0.6 * before and changed
+    # it stops at the first step that reaches the target, not far below it
+    assert after > 0.35 * before
+    assert model(x).shape == (4, 10)
+    tight = synthdsl.compile_spec(SMALL.replace("adapt c, d, h with prune(ratio=0.5)",
+                                                "adapt h with prune(macs=0.2)"), seed=0)
+    with pytest.raises(SynthError) as e:  # h alone is a small share of the MACs
+        prune_compiled(tight, (x,))
+    assert e.value.code == "S403" and "more than macs=0.2" in e.value.message
+    assert e.value.span is not None and e.value.span.line == 7

@@ -45,7 +45,7 @@ def prune_compiled(model, inputs: Sequence[torch.Tensor] | None = None,
     for plan in plans(model, "prune"):
         opts = plan["options"]
         changed.update(prune_layers(model, plan["modules"], opts["ratio"], opts["importance"],
-                                    inputs, loss, _span(model, plan)))
+                                    inputs, loss, _span(model, plan), opts.get("macs")))
     model.pruned = {**model.pruned, **changed}
     model._apply_training_sets()
     return changed

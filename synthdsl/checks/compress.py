@@ -108,9 +108,16 @@ def check_compression(ctx: CheckContext) -> None:
 def _options(ctx: CheckContext, rule: dict) -> dict | None:
     """The statement's options with the defaults filled in; None after an S402."""
     table = ADAPT_METHODS[rule["method"]]
+    if "ratio" in rule["options"] and "macs" in rule["options"]:
+        ctx.err("S402", "prune takes ratio= (the share of each layer's channels removed) or "
+                "macs= (the share of the model's MACs kept), not both",
+                rule["option_spans"]["macs"], hint="drop one of them")
+        return None
     out = {}
     for name, option in table.items():
         value = rule["options"].get(name, option.default)
+        if value is None and name not in rule["options"]:  # an option with no default
+            continue
         if not option.accepts(value):
             ctx.err("S402", f"{rule['method']} {name} expects {option.expects}, found "
                     f"{value!r}", rule["option_spans"].get(name, rule["span"]))

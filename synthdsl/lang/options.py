@@ -220,7 +220,10 @@ ADAPT_METHODS: dict[str, dict[str, Option]] = {
                "(or features) removed", low=0, low_open=True, high=1, high_open=True),
         Option("importance", (str,), "l1", "how channels are ranked: the L1 or L2 norm of "
                "their weights, or Taylor (weight × gradient on a training batch)",
-               choices=("l1", "l2", "taylor"))),
+               choices=("l1", "l2", "taylor")),
+        Option("macs", _NUMBER, None, "instead of ratio: the share of the whole model's "
+               "MACs to keep; the named layers are pruned step by step until the model's "
+               "MACs are at most that", low=0, low_open=True, high=1, high_open=True)),
     "quantize": _table(
         Option("mode", (str,), "dynamic", "int8 on the CPU: dynamic (Linear weights, "
                "activations quantised on the fly), static (calibrated on training batches) "

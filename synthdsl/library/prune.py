@@ -31,6 +31,19 @@ from synthdsl.lang.errors import SynthError
 
 #: The layers whose output channels can be ranked and removed.
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Pruning to a MAC target (``macs=``): the named layers lose up to this share of their
+#: channels, in this many equal steps, until the model's MACs are at most the target.
+MAX_RATIO, STEPS = 0.9, 18
+
+
+def count_macs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    """Multiply-adds of one forward pass of `model` on `inputs` (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    return counter.get_total_flops() // 2
 
 
 def _importance(name: str):
@@ -66,8 +79,11 @@ def output_layers(model: nn.Module, inputs: Sequence[torch.Tensor]) -> set[str]:
 def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
                  importance: str = "l1", inputs: Sequence[torch.Tensor] = (),
                  loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                 span: Any = None) -> dict[str, list[int]]:
-    """Remove `ratio` of the output channels of `layers` of `model`, in place.
+                 span: Any = None, macs: float | None = None) -> dict[str, list[int]]:
+    """Remove `ratio` of the output channels of `layers` of `model`, in place; or, with
+    `macs` (a share of the model's MACs to keep), as many as it takes, in :data:`STEPS`
+    equal steps up to :data:`MAX_RATIO` of them, to bring the model's MACs to at most
+    that share (S403 at `span` when even the most leaves more).
 
     `importance` is "l1", "l2" or "taylor" (which reads the gradients of `loss(model)`).
     Returns the new shape of every parameter and buffer whose shape changed; a layer that
@@ -87,17 +103,28 @@ def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
     ignored = [m for m in model.modules() if isinstance(m, PRUNABLE) and id(m) not in targets]
     shapes = [tuple(v.shape) for v in _outputs(model, inputs)]
     before = {k: list(v.shape) for k, v in model.state_dict().items()}
+    start = count_macs(model, inputs) if macs is not None else 0
+    steps = STEPS if macs is not None else 1
     pruner = tp.pruner.MetaPruner(model, tuple(inputs), importance=_importance(importance),
-                                  pruning_ratio=ratio, ignored_layers=ignored,
+                                  pruning_ratio=MAX_RATIO if macs is not None else ratio,
+                                  iterative_steps=steps, ignored_layers=ignored,
                                   root_module_types=list(PRUNABLE),
                                   forward_fn=lambda m, x: m(*x))
-    if importance == "taylor":
-        if loss is None:
-            raise ValueError("Taylor importance needs a loss to take gradients of")
-        model.zero_grad()
-        loss(model).backward()
-    pruner.step()
-    model.zero_grad(set_to_none=True)
+    for _ in range(steps):
+        if importance == "taylor":
+            if loss is None:
+                raise ValueError("Taylor importance needs a loss to take gradients of")
+            model.zero_grad()
+            loss(model).backward()
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if macs is not None and count_macs(model, inputs) <= macs * start:
+            break
+    if macs is not None and (left := count_macs(model, inputs)) > macs * start:
+        raise SynthError("S403", f"pruning {', '.join(map(repr, layers[:3]))} by "
+                         f"{MAX_RATIO:.0%} leaves {left:,} MACs, {left / start:.0%} of the "
+                         f"model's {start:,}: more than macs={macs:g}", span,
+                         hint="name more layers, or keep a larger share of the MACs")
     after = [tuple(v.shape) for v in _outputs(model, inputs)]
     if after != shapes:
         raise SynthError("S403", f"pruning {', '.join(map(repr, layers[:3]))} would change the "

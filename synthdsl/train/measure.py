@@ -21,18 +21,10 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from synthdsl.library.prune import count_macs  # noqa: F401 - measured here too
 from synthdsl.train.images import ImageData
 from synthdsl.train.metrics import ClassificationMetrics, classification_metrics
-
-
-def count_macs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
-    """Multiply-adds of one forward pass of `model` on `inputs`."""
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(*inputs)
-    return counter.get_total_flops() // 2
 
 
 def state_bytes(model: nn.Module) -> int:
