@@ -277,3 +277,41 @@ def test_pruning_to_a_mac_target_keeps_at_most_that_share(digits):
         prune_compiled(tight, (x,))
     assert e.value.code == "S403" and "more than macs=0.2" in e.value.message
     assert e.value.span is not None and e.value.span.line == 7
+
+
+VIT = """synth HeadPruned
+input image: [B, 3, 32, 32]
+source vit = timm("test_vit", num_classes=0, img_size=32, num_heads=4)
+f = vit(image)
+logits = Linear(f, out=10)
+adapt vit.blocks.*.attn with prune(heads=0.5)
+output logits
+"""
+
+
+def test_attention_heads_are_pruned_whole_and_the_artifact_keeps_them(tmp_path):
+    model = synthdsl.compile_spec(VIT, seed=0).eval()
+    fc1 = tuple(model.vit.blocks[0].mlp.fc1.weight.shape)
+    x = model.example_inputs(2)
+    changed = prune_compiled(model, x)
+    for block in model.vit.blocks:
+        attn = block.attn
+        assert (attn.num_heads, attn.head_dim) == (2, 16)    # 4 heads of 16: half kept
+        assert tuple(attn.qkv.weight.shape) == (3 * 2 * 16, 64)
+        assert tuple(attn.proj.weight.shape) == (64, 32)     # the embedding stays 64 wide
+        assert tuple(block.mlp.fc1.weight.shape) == fc1      # nothing else is pruned
+    assert "vit.blocks.0.attn.qkv.weight" in changed and model(*x).shape == (2, 10)
+    save_compiled(model, tmp_path / "heads.safetensors")
+    back = load_compiled(tmp_path / "heads.safetensors")
+    assert back.vit.blocks[0].attn.num_heads == 2
+    with torch.no_grad():
+        assert torch.equal(back(*x), model(*x))
+
+
+def test_head_pruning_needs_attention_it_can_count_heads_of():
+    errors = _errors(VIT.replace("vit.blocks.*.attn with", "vit.blocks.*.mlp with"))
+    assert errors[0].code == "S401" and "no attention layer" in errors[0].message
+    cut = VIT.replace("f = vit(image)", 'f = vit(image, at="blocks.3") |> cls_token')
+    assert "a cut" in _errors(cut.replace("blocks.*.attn", "blocks.0.attn"))[0].hint
+    both = _errors(VIT.replace("prune(heads=0.5)", "prune(heads=0.5, ratio=0.5)"))
+    assert both[0].code == "S402" and "not heads and ratio" in both[0].message

@@ -45,7 +45,8 @@ def prune_compiled(model, inputs: Sequence[torch.Tensor] | None = None,
     for plan in plans(model, "prune"):
         opts = plan["options"]
         changed.update(prune_layers(model, plan["modules"], opts["ratio"], opts["importance"],
-                                    inputs, loss, _span(model, plan), opts.get("macs")))
+                                    inputs, loss, _span(model, plan), opts.get("macs"),
+                                    opts.get("heads")))
     model.pruned = {**model.pruned, **changed}
     model._apply_training_sets()
     return changed

@@ -90,6 +90,16 @@ def check_compression(ctx: CheckContext) -> None:
                             "outputs' shapes")
                     continue
                 found = [m for m in found if m not in fixed]
+                if opts.get("heads") is not None:
+                    found = [m for m in found if _attention_qkv(m, modules)]
+                    if not found:
+                        ctx.err("S401", f"adapt pattern '{pattern}' names no attention "
+                                "layer whose heads can be pruned", span,
+                                hint="name attention modules with a fused qkv projection "
+                                     "(timm's Attention: vit.blocks.*.attn) of a source used "
+                                     "whole or as a submodule part; a cut (at=, stages) is "
+                                     "traced and keeps no head count")
+                        continue
             if clash := sorted(set(found) & lora):
                 ctx.err("S403", f"'{clash[0]}' has a LoRA adapter and cannot also be "
                         f"{'pruned' if method == 'prune' else 'quantised'}", span,
@@ -105,13 +115,23 @@ def check_compression(ctx: CheckContext) -> None:
     ctx.g.graph["compression"] = plans
 
 
+def _attention_qkv(layer: str, modules: dict) -> bool:
+    """`layer` is the fused ``qkv`` projection of an attention module with a head count."""
+    path, _, last = layer.rpartition(".")
+    owner = modules.get(path)
+    return last == "qkv" and owner is not None and all(
+        isinstance(getattr(owner, a, None), int) for a in ("num_heads", "head_dim"))
+
+
 def _options(ctx: CheckContext, rule: dict) -> dict | None:
     """The statement's options with the defaults filled in; None after an S402."""
     table = ADAPT_METHODS[rule["method"]]
-    if "ratio" in rule["options"] and "macs" in rule["options"]:
-        ctx.err("S402", "prune takes ratio= (the share of each layer's channels removed) or "
-                "macs= (the share of the model's MACs kept), not both",
-                rule["option_spans"]["macs"], hint="drop one of them")
+    given = [k for k in rule["options"] if k in ("ratio", "macs", "heads")]  # as written
+    if rule["method"] == "prune" and len(given) > 1:
+        ctx.err("S402", "prune takes one of ratio= (the share of each layer's channels "
+                "removed), macs= (the share of the model's MACs kept) and heads= (the share "
+                f"of attention heads removed), not {' and '.join(given)}",
+                rule["option_spans"][given[1]], hint="drop all but one")
         return None
     out = {}
     for name, option in table.items():

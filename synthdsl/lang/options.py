@@ -223,7 +223,10 @@ ADAPT_METHODS: dict[str, dict[str, Option]] = {
                choices=("l1", "l2", "taylor")),
         Option("macs", _NUMBER, None, "instead of ratio: the share of the whole model's "
                "MACs to keep; the named layers are pruned step by step until the model's "
-               "MACs are at most that", low=0, low_open=True, high=1, high_open=True)),
+               "MACs are at most that", low=0, low_open=True, high=1, high_open=True),
+        Option("heads", _NUMBER, None, "instead of ratio: the share of the heads of the named "
+               "attention layers (their qkv projections) removed, whole heads at a time",
+               low=0, low_open=True, high=1, high_open=True)),
     "quantize": _table(
         Option("mode", (str,), "dynamic", "int8 on the CPU: dynamic (Linear weights, "
                "activations quantised on the fly), static (calibrated on training batches) "

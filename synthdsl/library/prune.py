@@ -22,6 +22,7 @@ imported when pruning runs.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -79,11 +80,14 @@ def output_layers(model: nn.Module, inputs: Sequence[torch.Tensor]) -> set[str]:
 def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
                  importance: str = "l1", inputs: Sequence[torch.Tensor] = (),
                  loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                 span: Any = None, macs: float | None = None) -> dict[str, list[int]]:
+                 span: Any = None, macs: float | None = None,
+                 heads: float | None = None) -> dict[str, list[int]]:
     """Remove `ratio` of the output channels of `layers` of `model`, in place; or, with
     `macs` (a share of the model's MACs to keep), as many as it takes, in :data:`STEPS`
     equal steps up to :data:`MAX_RATIO` of them, to bring the model's MACs to at most
-    that share (S403 at `span` when even the most leaves more).
+    that share (S403 at `span` when even the most leaves more); or, with `heads`, that
+    share of the heads of the attention modules whose ``qkv`` `layers` names (whole heads:
+    their query, key and value rows and the output projection's columns).
 
     `importance` is "l1", "l2" or "taylor" (which reads the gradients of `loss(model)`).
     Returns the new shape of every parameter and buffer whose shape changed; a layer that
@@ -97,6 +101,8 @@ def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
     model.eval()
     keep = output_layers(model, inputs)
     targets = {id(model.get_submodule(n)) for n in layers if n not in keep}
+    attention = {model.get_submodule(n): a.num_heads for n in layers
+                 if heads is not None and (a := attention_of(model, n)) is not None}
     if not targets:
         raise SynthError("S403", f"cannot prune {', '.join(map(repr, layers))}: their values "
                          "are outputs of the model", span)
@@ -105,11 +111,16 @@ def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
     before = {k: list(v.shape) for k, v in model.state_dict().items()}
     start = count_macs(model, inputs) if macs is not None else 0
     steps = STEPS if macs is not None else 1
-    pruner = tp.pruner.MetaPruner(model, tuple(inputs), importance=_importance(importance),
-                                  pruning_ratio=MAX_RATIO if macs is not None else ratio,
-                                  iterative_steps=steps, ignored_layers=ignored,
-                                  root_module_types=list(PRUNABLE),
-                                  forward_fn=lambda m, x: m(*x))
+    by_heads = dict(num_heads=attention, prune_num_heads=True, prune_head_dims=False,
+                    head_pruning_ratio=heads) if heads is not None else {}
+    with warnings.catch_warnings():  # parameters outside layers (a ViT's position table)
+        warnings.filterwarnings("ignore", "Unwrapped parameters")  # are pruned as they follow
+        pruner = tp.pruner.MetaPruner(model, tuple(inputs), importance=_importance(importance),
+                                      pruning_ratio=MAX_RATIO if macs is not None else
+                                      heads if heads is not None else ratio,
+                                      iterative_steps=steps, ignored_layers=ignored,
+                                      root_module_types=list(PRUNABLE),
+                                      forward_fn=lambda m, x: m(*x), **by_heads)
     for _ in range(steps):
         if importance == "taylor":
             if loss is None:
@@ -125,7 +136,15 @@ def prune_layers(model: nn.Module, layers: Sequence[str], ratio: float,
                          f"{MAX_RATIO:.0%} leaves {left:,} MACs, {left / start:.0%} of the "
                          f"model's {start:,}: more than macs={macs:g}", span,
                          hint="name more layers, or keep a larger share of the MACs")
-    after = [tuple(v.shape) for v in _outputs(model, inputs)]
+    fit_heads(model)
+    try:
+        after = [tuple(v.shape) for v in _outputs(model, inputs)]
+    except RuntimeError as e:  # a head count traced into the compiled code as a number
+        raise SynthError("S403", f"the pruned heads of {', '.join(map(repr, layers[:3]))} do "
+                         f"not run: {str(e).splitlines()[0][:200]}", span,
+                         hint="prune the heads of a source used whole or as a submodule "
+                              "part: a cut (at=, stages) fixes its head counts when traced"
+                         ) from None
     if after != shapes:
         raise SynthError("S403", f"pruning {', '.join(map(repr, layers[:3]))} would change the "
                          f"outputs' shapes from {shapes} to {after}", span,
@@ -165,6 +184,32 @@ def resize_to(model: nn.Module, shapes: dict[str, Sequence[int]]) -> None:
         touched[id(module)] = module
     for module in touched.values():
         _fit_sizes(module)
+    fit_heads(model)
+
+
+def attention_of(model: nn.Module, layer: str) -> nn.Module | None:
+    """The attention module whose fused ``qkv`` projection `layer` is (timm's
+    ``Attention``: ``qkv``, ``num_heads``, ``head_dim``), else None."""
+    path, _, last = layer.rpartition(".")
+    if last != "qkv":
+        return None
+    owner = model.get_submodule(path) if path else model
+    ok = isinstance(getattr(owner, "qkv", None), nn.Linear) and \
+        isinstance(getattr(owner, "num_heads", None), int) and \
+        isinstance(getattr(owner, "head_dim", None), int)
+    return owner if ok else None
+
+
+def fit_heads(model: nn.Module) -> None:
+    """Every attention module's head count made to agree with its ``qkv`` projection (whole
+    heads pruned leave ``head_dim`` as it was)."""
+    for _, m in model.named_modules():
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(
+                getattr(m, "head_dim", None), int) and isinstance(getattr(m, "num_heads", None),
+                                                                   int):
+            m.num_heads = m.qkv.out_features // (3 * m.head_dim)
+            if hasattr(m, "attn_dim"):
+                m.attn_dim = m.num_heads * m.head_dim
 
 
 def _fit_sizes(module: nn.Module) -> None:
