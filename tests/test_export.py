@@ -274,3 +274,29 @@ def test_exporting_onto_the_spec_itself_is_refused(tmp_path, capsys):
     assert run(["export", str(spec), "-o", str(spec)]) == 1
     assert "error[" in capsys.readouterr().err
     assert spec.read_text().startswith("synth A")
+
+
+def test_weights_beside_an_onnx_model_when_asked_or_past_the_inline_limit(tmp_path, capsys,
+                                                                         monkeypatch):
+    pytest.importorskip("onnxruntime")
+    spec = MODELS[[p.stem for p in MODELS].index("token_classifier")]
+    out = tmp_path / "big.onnx"
+    assert run(["export", str(spec), "-o", str(out), "--external-data"]) == 0
+    assert "weights in big.onnx.data" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    import onnx
+    model = onnx.load(str(out), load_external_data=False)
+    assert any(i.external_data for i in model.graph.initializer)
+    assert (tmp_path / "big.onnx.data").stat().st_size > 10_000
+    # past the inline limit it is done without asking; a failed check leaves nothing
+    monkeypatch.setattr(export_mod, "INLINE_MAX_BYTES", 0)
+    compiled = synthdsl.compile_spec(spec)
+    result = export_model(compiled, tmp_path / "auto" / "m.onnx")
+    assert result.external and (tmp_path / "auto" / "m.onnx.data").is_file()
+    monkeypatch.setattr(export_mod, "compare", lambda *a, **k: [
+        export_mod.Comparison({"B": 2}, {"logits": 1.0})])
+    with pytest.raises(ExportError):
+        export_model(compiled, tmp_path / "bad" / "m.onnx")
+    assert list((tmp_path / "bad").iterdir()) == []
+    assert run(["export", str(spec), "-o", str(tmp_path / "p.pt2"), "--external-data"]) == 1
+    assert "keeps an ONNX model's weights" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from synthdsl.build.module import SynthModule, spec_node_at, spec_node_of
 from synthdsl.files import atomic_path
@@ -89,6 +91,8 @@ class Exported:
     comparisons: list[Comparison] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
+    #: the weights are in ``NAME.data`` beside the ONNX file (its bytes counted in `bytes`)
+    external: bool = False
 
     @property
     def max_diff(self) -> float:
@@ -254,9 +258,10 @@ def run_pt2(path: Path, model: SynthModule) -> Callable[..., Any]:
     return lambda *inputs: module(*inputs)
 
 
-def write_onnx(program, model: SynthModule, path: Path) -> None:
+def write_onnx(program, model: SynthModule, path: Path, external: bool = False) -> None:
     """The program converted to ONNX: inputs and outputs named as the spec names them, every
-    dynamic axis named by its symbol."""
+    dynamic axis named by its symbol; with `external`, the weights in ``NAME.data`` beside
+    it (ONNX's external data: a protobuf file holds at most 2 GiB)."""
     try:
         with _quiet():
             onnx_program = torch.onnx.export(program, (), None, dynamo=True, verbose=False,
@@ -272,7 +277,7 @@ def write_onnx(program, model: SynthModule, path: Path) -> None:
                 rename[graph_inputs[n].shape[i]] = s
     onnx_program.rename_axes(rename)
     with _quiet():
-        onnx_program.save(str(path), external_data=False)
+        onnx_program.save(str(path), external_data=external)
 
 
 def _onnx_node(model: SynthModule, program, error: BaseException) -> dict | None:
@@ -388,28 +393,70 @@ def _mismatch(model: SynthModule, comparisons: list[Comparison], atol: float,
     return None
 
 
+#: The most bytes of weights kept inside an ONNX file (protobuf's limit is 2 GiB, and the
+#: graph needs some of it); more go to ``NAME.data`` beside it.
+INLINE_MAX_BYTES = 2**31 - 2**28
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of `model`'s parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _with_external_data(program, model: SynthModule, path: Path,
+                        checked: Callable[[Path], list[Comparison]]
+                        ) -> tuple[list[Comparison], int]:
+    """The ONNX file and its ``.data`` written in a folder of their own beside `path`,
+    checked there, then moved into place (the data first); nothing is left when the
+    check fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        target = stage / path.name
+        write_onnx(program, model, target, external=True)
+        comparisons = checked(target)
+        size = sum(f.stat().st_size for f in stage.iterdir())
+        for f in sorted(stage.iterdir(), key=lambda f: f == target):  # the model file last
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return comparisons, size
+
+
 def export_model(model: SynthModule, path: str | os.PathLike, atol: float = ATOL,
-                 batches: tuple[int, ...] = BATCHES) -> Exported:
+                 batches: tuple[int, ...] = BATCHES, external: bool | None = None
+                 ) -> Exported:
     """Export `model` to `path` (``.onnx`` or ``.pt2``), checked against the module at each
     of `batches` (see the module docstring). The module is exported in eval mode, and left
-    in the mode it was in."""
+    in the mode it was in. An ONNX model whose weights pass :data:`INLINE_MAX_BYTES` (or
+    any, with `external`) keeps them in ``NAME.data`` beside it."""
     path = Path(path)
     fmt = export_format(path)
     if fmt == "onnx":
         require_onnx()
+    external = fmt == "onnx" and (external if external is not None
+                                  else weight_bytes(model) > INLINE_MAX_BYTES)
     write, load = WRITERS[fmt]
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
         program = trace(model, example_batch(model, batches[0]))
-        with atomic_path(path) as tmp:
-            write(program, model, tmp)
+
+        def checked(tmp: Path) -> list[Comparison]:
             run = load(tmp, model)
-            comparisons = compare(model, run, batches)
-            if (problem := _mismatch(model, comparisons, atol, fmt.upper())) is not None:
+            found = compare(model, run, batches)
+            if (problem := _mismatch(model, found, atol, fmt.upper())) is not None:
                 raise problem
-            size = tmp.stat().st_size
+            return found
+
+        if external:
+            comparisons, size = _with_external_data(program, model, path, checked)
+        else:
+            with atomic_path(path) as tmp:
+                write(program, model, tmp)
+                comparisons = checked(tmp)
+                size = tmp.stat().st_size
     finally:
         model.train(was_training)
     return Exported(str(path), fmt,
@@ -417,4 +464,4 @@ def export_model(model: SynthModule, path: str | os.PathLike, atol: float = ATOL
                     list(model.output_names),
                     {s: [f"{n}:{i}" for n, i in places]
                      for s, places in symbol_axes(model).items()},
-                    atol, comparisons, size, time.perf_counter() - t0)
+                    atol, comparisons, size, time.perf_counter() - t0, external)

@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the file to write; the suffix picks the format: .onnx (needs pip "
                    "install synthdsl[export]) or .pt2 (torch.export)")
+    x.add_argument("--external-data", action="store_true", help="ONNX: keep the weights "
+                   "in OUT.data beside it (done by itself past 1.75 GiB of weights)")
     x.add_argument("--atol", type=float, default=1e-4,
                    help="largest |diff| between the exported model's outputs and the "
                    "module's that passes (default 1e-4)")

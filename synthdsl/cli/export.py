@@ -59,14 +59,21 @@ def cmd_export(args) -> int:
         require_onnx()
     check_output(args.output, [args.file], "exported model")
     model = load_target(args.file, args.seed, args.output)
-    result = export_model(model, args.output, atol=args.atol)
+    if args.external_data and fmt != "onnx":
+        raise ExportError("--external-data keeps an ONNX model's weights beside it; a .pt2 "
+                          "program holds its own", hint="drop --external-data, or -o "
+                          "model.onnx")
+    result = export_model(model, args.output, atol=args.atol,
+                          external=True if args.external_data else None)
     if args.json:
         print(json.dumps({"spec": model.graph.name, "source": args.file, **result.to_json()},
                          indent=2))
         return EXIT_OK
     dtypes = {n: model.graph.nodes[n].get("input_dtype", "float32") for n in model.input_names}
+    data = Path(result.path).with_name(Path(result.path).name + ".data")
+    beside = f", weights in {data.name}" if result.external else ""
     print(f"synth {model.graph.name}: exported {result.path} ({fmt.upper()}, "
-          f"{result.bytes:,} bytes) in {result.seconds:.2f}s")
+          f"{result.bytes:,} bytes{beside}) in {result.seconds:.2f}s")
     print("  inputs  " + ", ".join(f"{n} {_input(s, dtypes[n])}"
                                    for n, s in result.inputs.items()))
     print("  outputs " + ", ".join(result.outputs))
