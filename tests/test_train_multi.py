@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import synthdsl
 from synthdsl.cli.app import run
 from tests.test_gate_cli import GOLDEN
 
@@ -359,3 +361,45 @@ def test_contrastive_embeddings_of_two_sizes_are_s301_at_the_second():
     assert err.code == "S301" and "one size: 'a' is [B, 8], 'b' is [B, 4]" in err.message
     assert (err.span.line, err.span.column) == (5, 21)
     assert "Linear(out=D)" in err.hint
+
+
+def test_a_learned_temperature_is_a_parameter_trained_and_saved(tmp_path):
+    from synthdsl.build.artifact import load_compiled
+    from synthdsl.train.losses import LossTerm, objective
+    from synthdsl.train.run import train_spec
+
+    text = (MODELS / "dual_encoder.synth").read_text().replace(
+        "loss contrastive(img, txt, temperature=0.07)",
+        "loss contrastive(img, txt, temperature=0.07, learn_temperature=true)")
+    spec = tmp_path / "learned.synth"
+    spec.write_text(text.replace('recipe epochs=3', 'recipe epochs=2'))
+    graph = synthdsl.check_spec(spec)
+    assert graph.nodes["loss:0"]["parameters"] == {"loss.logit_scale_0": 1}
+    model = synthdsl.compile_spec(spec)
+    scale = model.get_parameter("loss.logit_scale_0")
+    assert scale.requires_grad and float(scale.detach()) == pytest.approx(math.log(1 / 0.07))
+    assert model.parameter_totals()["params"] == sum(
+        v for n in graph.nodes for v in graph.nodes[n].get("parameters", {}).values())
+    # the loss at the learned scale is the loss at its temperature, and it has a gradient
+    gen = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
+    fixed = LossTerm("contrastive", ["img", "txt"], {"temperature": 0.07})
+    learned = LossTerm("contrastive", ["img", "txt"], {"temperature": 0.07}, scale)
+    args = ({"img": img, "txt": txt}, torch.full((6,), -1), torch.ones(6), 6.0, 0.0)
+    a, _ = objective([fixed], *args)
+    b, _ = objective([learned], *args)
+    torch.testing.assert_close(a, b)
+    b.backward()
+    assert scale.grad is not None and float(scale.grad) != 0.0
+    arrays = _digit_pairs(200)
+    arrays.pop("labels")
+    np.savez(tmp_path / "pairs.npz", **arrays)
+    result = train_spec(spec, str(tmp_path / "pairs.npz"), tmp_path / "run",
+                        options=_quiet())
+    trained = float(result.model.get_parameter("loss.logit_scale_0").detach())
+    assert trained != pytest.approx(math.log(1 / 0.07))
+    back = load_compiled(tmp_path / "run" / "model.safetensors")
+    assert float(back.get_parameter("loss.logit_scale_0").detach()) == trained
+    with pytest.raises(synthdsl.SynthError) as e:
+        synthdsl.check_spec(text.replace("learn_temperature=true", "learn_temperature=1"))
+    assert "S402" in str(e.value) and "learn_temperature" in str(e.value)

@@ -18,6 +18,7 @@ file, line, shape), which :func:`spec_shapes` reads without a forward pass.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 
 import torch
@@ -435,7 +436,30 @@ def compile_graph(graph: SynthGraph, seed: int | None = None, device: str = "cpu
     if graph.graph.get("losses"):
         train_gm = _graph_module(root, build_fx_graph(graph, plans, training_outputs(graph),
                                                      as_dict=True), f"{graph.name}Train")
-    return SynthModule(gm, graph, train_gm, provenance)
+    model = SynthModule(gm, graph, train_gm, provenance)
+    _learned_scales(model, graph, device)
+    return model
+
+
+def _learned_scales(model: SynthModule, graph: SynthGraph, device: str) -> None:
+    """The logit scale of every contrastive loss that learns its temperature, as the
+    check named it (``loss.logit_scale_K``), at ``log(1 / temperature)``."""
+    from synthdsl.checks.losses import scale_name
+
+    learned = [d for d in graph.graph.get("losses", [])
+               if d["options"].get("learn_temperature")]
+    if not learned:
+        return
+    holder = nn.Module()
+    for d in learned:
+        name = scale_name(d["node"]).rpartition(".")[2]
+        t = float(d["options"].get("temperature", 0.07))
+        holder.register_parameter(name, nn.Parameter(
+            torch.tensor(math.log(1 / t), device=device)))
+        model.provenance[f"loss.{name}"] = {"origin": "new",
+                                            "initialiser": f"contrastive: log(1/{t:g})"}
+    model.loss = holder
+    model._apply_training_sets()
 
 
 def _graph_module(root: nn.Module, fx_graph: fx.Graph, name: str) -> fx.GraphModule:

@@ -25,6 +25,7 @@ from torch import nn
 
 from synthdsl.checks.budget import current_budget, input_too_big
 from synthdsl.checks.context import Broken, CheckContext
+from synthdsl.checks.losses import run_loss
 from synthdsl.checks.probes import (Again, Measured, again, bound_hint, find_example_dims,
                                     input_tensor, keyword_values, probed, record_activations,
                                     record_child, run_cached, spec_arguments, spec_outputs,
@@ -32,7 +33,6 @@ from synthdsl.checks.probes import (Again, Measured, again, bound_hint, find_exa
 from synthdsl.checks.sources import part_error
 from synthdsl.graph.counts import all_buffers, all_parameters
 from synthdsl.lang.errors import SynthError, did_you_mean, fmt_shape
-from synthdsl.lang.options import LOSSES
 from synthdsl.lang.parse import no_cyclic_gc
 from synthdsl.library.layers import LAYERS, LayerArgError
 from synthdsl.library.ops import OPS
@@ -179,58 +179,6 @@ def _run_output(ctx: CheckContext, n, node, args) -> torch.Tensor:
 
 def _run_item(ctx: CheckContext, n, node, args):
     return args[0][node["item"]]
-
-
-def _run_loss(ctx: CheckContext, n, node, args):
-    kind = node["name"]
-    if kind not in LOSSES:
-        raise SynthError("S402", f"unknown loss '{kind}'", node["kind_span"],
-                         hint=did_you_mean(kind, LOSSES) or "losses: " + ", ".join(LOSSES))
-    count, allowed = LOSSES[kind].values, LOSSES[kind].options
-    if len(args) != count:
-        raise SynthError("S402", f"loss {kind} takes {count} value{'s' if count > 1 else ''},"
-                         f" found {len(args)}", node["span"])
-    for key, value in node["options"].items():
-        if key not in allowed:
-            raise SynthError("S402", f"loss {kind} has no option '{key}'",
-                             node["option_spans"][key],
-                             hint=did_you_mean(key, allowed) or "its options: "
-                             + ", ".join(allowed))
-        if not allowed[key].accepts(value):
-            raise SynthError("S402", f"loss {kind} option '{key}' expects "
-                             f"{allowed[key].expects}, found {value!r}",
-                             node["option_spans"][key])
-    if any(not isinstance(a, torch.Tensor) for a in args):
-        raise SynthError("S302", f"loss {kind} takes tensors", node["span"])
-    if kind == "ce" and args[0].dim() != 2:
-        raise SynthError("S301", f"loss ce takes class scores [B, classes]; "
-                         f"{ctx.describe(node['inputs'][0])} is "
-                         f"{fmt_shape(ctx.shape_of(args[0]))}", node["span"])
-    if kind == "contrastive":
-        for i, a in enumerate(args):
-            if a.dim() != 2:
-                raise SynthError("S301", f"loss contrastive takes embeddings [B, D]; "
-                                 f"{ctx.describe(node['inputs'][i])} is "
-                                 f"{fmt_shape(ctx.shape_of(a))}",
-                                 node.get("arg_spans", (node["span"],) * 2)[i],
-                                 hint="pool or flatten it to one vector per sample, e.g. "
-                                 "GlobalAvgPool or Flatten, then Linear")
-        if args[0].shape[1] != args[1].shape[1]:
-            raise SynthError("S301", f"loss contrastive compares embeddings of one size: "
-                             f"{ctx.describe(node['inputs'][0])} is "
-                             f"{fmt_shape(ctx.shape_of(args[0]))}, "
-                             f"{ctx.describe(node['inputs'][1])} is "
-                             f"{fmt_shape(ctx.shape_of(args[1]))}",
-                             node.get("arg_spans", (node["span"],) * 2)[1],
-                             hint="project both to one size with Linear(out=D)")
-    if count == 2 and args[0].shape != args[1].shape:
-        raise SynthError("S301", f"loss {kind} compares two values of one shape: "
-                         f"{ctx.describe(node['inputs'][0])} is "
-                         f"{fmt_shape(ctx.shape_of(args[0]))}, "
-                         f"{ctx.describe(node['inputs'][1])} is "
-                         f"{fmt_shape(ctx.shape_of(args[1]))}", node["span"],
-                         hint="add an adapter layer (e.g. Linear) to match them")
-    return args[0]
 
 
 # -- parts ------------------------------------------------------------------------
@@ -496,5 +444,5 @@ def _layer_table(m: nn.Module) -> tuple[list, list]:
 
 
 #: How each kind of node runs on meta: (context, node id, node, input values) -> value(s).
-RUNNERS = {"input": _run_input, "output": _run_output, "item": _run_item, "loss": _run_loss,
+RUNNERS = {"input": _run_input, "output": _run_output, "item": _run_item, "loss": run_loss,
            "part": _run_part, "layer": _run_layer, "op": _run_op}

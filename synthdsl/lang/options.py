@@ -190,8 +190,10 @@ LOSSES = {loss.name: loss for loss in (
         "mean squared error between two values of one shape"),
     LossKind("contrastive", 2, _table(
         Option("temperature", _NUMBER, 0.07, "the softmax temperature of the cosine "
-               "similarities", low=0, low_open=True),
-        Option("weight", _NUMBER, 1.0, "the term's weight in the total", low=0)),
+               "similarities (the first, when it is learned)", low=0, low_open=True),
+        Option("weight", _NUMBER, 1.0, "the term's weight in the total", low=0),
+        Option("learn_temperature", (bool,), False, "learn the temperature, as CLIP does: a "
+               "trainable logit scale log(1/temperature), at most log(100)")),
         "CLIP's symmetric InfoNCE between paired embeddings [B, D]; needs no labels"),
 )}
 

@@ -25,6 +25,7 @@ each process's share adds up to the mean over the whole batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -62,10 +63,24 @@ class LossTerm:
     kind: str                            # ce, distill, feature
     inputs: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    scale: Any = None                    # a contrastive loss's learned logit scale
 
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.kind}({', '.join(self.inputs)}{', ' + opts if opts else ''})"
+
+
+def _learned(model, loss: dict) -> nn.Parameter | None:
+    """A contrastive loss's learned logit scale (``learn_temperature=true``), else None."""
+    if not loss.get("options", {}).get("learn_temperature"):
+        return None
+    from synthdsl.checks.losses import scale_name
+
+    return model.get_parameter(scale_name(loss["node"]))
+
+
+#: CLIP's bound on the learned logit scale: a temperature of at least 1/100.
+MAX_LOGIT_SCALE = math.log(100)
 
 
 def _option(term: LossTerm, name: str) -> Any:
@@ -81,8 +96,8 @@ SOFT_TARGETS = "<mixup targets>"
 def loss_terms(model, teacher: Teacher | None = None) -> list[LossTerm]:
     """The spec's loss statements; without any, cross-entropy on the single output (or
     distillation from `teacher`)."""
-    stated = [LossTerm(d["kind"], list(d["inputs"]), dict(d.get("options", {})))
-              for d in model.graph.graph.get("losses", [])]
+    stated = [LossTerm(d["kind"], list(d["inputs"]), dict(d.get("options", {})),
+                       _learned(model, d)) for d in model.graph.graph.get("losses", [])]
     if stated:
         if teacher is not None:
             raise TrainError("the spec states its own losses, so a teacher cannot be added "
@@ -189,8 +204,10 @@ def objective(terms: Sequence[LossTerm], values: dict[str, torch.Tensor], y: tor
             per = (a - b).pow(2).flatten(1).mean(1)
             value = float(_option(t, "weight")) * (per * w).sum() / max(n_all, 1.0)
         elif t.kind == "contrastive":
+            temperature = float(_option(t, "temperature")) if t.scale is None else \
+                t.scale.clamp(max=MAX_LOGIT_SCALE).neg().exp()
             per = contrastive_per_sample(values[t.inputs[0]], values[t.inputs[1]],
-                                         float(_option(t, "temperature")))
+                                         temperature)
             value = float(_option(t, "weight")) * (per * w).sum() / max(n_all, 1.0)
         else:
             raise TrainError(f"unknown loss '{t.kind}'")
