@@ -50,8 +50,8 @@ EXAMPLES = {
              "synth soup spec.synth --data digits --lrs 0.003,0.001 --report soup.json"],
     "compress": ["synth compress models/compress_digits.synth --data digits",
                  "synth compress spec.synth --seeds 3 --modes dynamic,static,qat --report r.json",
-                 "synth compress spec.synth --modes static --save models/   # then: synth eval "
-                 "models/int8-static.safetensors --data digits"],
+                 "synth compress spec.synth --modes static --save out/   # then: synth eval "
+                 "out/int8-static.safetensors --data digits"],
     "export": ["synth export models/transfer_resnet18.synth -o model.onnx",
                "synth export model.safetensors -o model.pt2 --json",
                "synth export runs/r18 -o r18.onnx   # a run: its model.safetensors"],
