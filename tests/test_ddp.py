@@ -95,3 +95,27 @@ def test_two_gloo_processes_equal_one_on_named_inputs(tmp_path):
     w2 = load_file(str(tmp_path / "two" / "model.safetensors"))
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_learned_temperature_trains_under_two_processes(tmp_path):
+    """The logit scale is read by the loss, not by the forward pass: its gradient still
+    reaches every process, and the run ends with it moved."""
+    import math
+
+    from safetensors.torch import load_file
+
+    from tests.test_train_multi import _digit_pairs
+
+    spec = tmp_path / "clip.synth"
+    spec.write_text("synth C\ninput image: [B, 8, 8]\ninput tokens: [B, 8] int64\n"
+                    "input mask: [B, 8] bool\nimg = Flatten(image) |> Linear(out=16)\n"
+                    "txt = masked_mean(Embedding(tokens, num=30, dim=16), mask) "
+                    "|> Linear(out=16)\nloss contrastive(img, txt, learn_temperature=true)\n"
+                    "recipe epochs=2, lr=0.01, batch_size=40, seed=1\noutput img, txt\n")
+    arrays = _digit_pairs(160)
+    arrays.pop("labels")
+    np.savez(tmp_path / "pairs.npz", **arrays)
+    _torchrun(spec, tmp_path / "two", ["--data", str(tmp_path / "pairs.npz"),
+                                       "--no-progress"])
+    scale = float(load_file(str(tmp_path / "two" / "model.safetensors"))["loss.logit_scale_0"])
+    assert math.isfinite(scale) and scale != pytest.approx(math.log(1 / 0.07), abs=1e-4)
