@@ -112,9 +112,8 @@ def rebuild(base, record: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
                          f"{len(shaped)} of another shape: "
                          f"{[*missing[:3], *unexpected[:3], *shaped[:3]]}")
     target.load_state_dict(dict(tensors))
-    if mode == "dynamic":
-        return QuantizedModule(q.quantize_dynamic_layers(base, layers), base, mode, layers,
-                               base.state_dict())
+    if mode == "dynamic":  # the float weights loaded: quantised as when it was made
+        return quantize_module(base, mode, layers, ())
     return QuantizedModule(q.convert(target), base, mode, layers, target.state_dict())
 
 

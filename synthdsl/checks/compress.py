@@ -23,6 +23,7 @@ from synthdsl.checks.context import CheckContext
 from synthdsl.checks.training import match_at
 from synthdsl.lang.errors import did_you_mean
 from synthdsl.lang.options import ADAPT_METHODS, COMPRESS_METHODS, spoken
+from synthdsl.library.prune import has_heads
 
 #: The layers each method changes; dynamic quantisation covers Linear layers only.
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -118,9 +119,7 @@ def check_compression(ctx: CheckContext) -> None:
 def _attention_qkv(layer: str, modules: dict) -> bool:
     """`layer` is the fused ``qkv`` projection of an attention module with a head count."""
     path, _, last = layer.rpartition(".")
-    owner = modules.get(path)
-    return last == "qkv" and owner is not None and all(
-        isinstance(getattr(owner, a, None), int) for a in ("num_heads", "head_dim"))
+    return last == "qkv" and path in modules and has_heads(modules[path])
 
 
 def _options(ctx: CheckContext, rule: dict) -> dict | None:

@@ -187,26 +187,28 @@ def resize_to(model: nn.Module, shapes: dict[str, Sequence[int]]) -> None:
     fit_heads(model)
 
 
+def has_heads(module: nn.Module) -> bool:
+    """`module` is attention with a fused ``qkv`` projection and a head count (timm's
+    ``Attention``: ``qkv``, ``num_heads``, ``head_dim``)."""
+    return isinstance(getattr(module, "qkv", None), nn.Linear) and all(
+        isinstance(getattr(module, a, None), int) for a in ("num_heads", "head_dim"))
+
+
 def attention_of(model: nn.Module, layer: str) -> nn.Module | None:
-    """The attention module whose fused ``qkv`` projection `layer` is (timm's
-    ``Attention``: ``qkv``, ``num_heads``, ``head_dim``), else None."""
+    """The attention module (:func:`has_heads`) whose ``qkv`` projection `layer` is, else
+    None."""
     path, _, last = layer.rpartition(".")
     if last != "qkv":
         return None
     owner = model.get_submodule(path) if path else model
-    ok = isinstance(getattr(owner, "qkv", None), nn.Linear) and \
-        isinstance(getattr(owner, "num_heads", None), int) and \
-        isinstance(getattr(owner, "head_dim", None), int)
-    return owner if ok else None
+    return owner if has_heads(owner) else None
 
 
 def fit_heads(model: nn.Module) -> None:
     """Every attention module's head count made to agree with its ``qkv`` projection (whole
     heads pruned leave ``head_dim`` as it was)."""
     for _, m in model.named_modules():
-        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(
-                getattr(m, "head_dim", None), int) and isinstance(getattr(m, "num_heads", None),
-                                                                   int):
+        if has_heads(m):
             m.num_heads = m.qkv.out_features // (3 * m.head_dim)
             if hasattr(m, "attn_dim"):
                 m.attn_dim = m.num_heads * m.head_dim
